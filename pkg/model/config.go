@@ -1,0 +1,134 @@
+// Package model is the policy: a decoder-only transformer over one vocabulary of text words,
+// image codes and special tokens (the Janus layout in miniature), with
+//
+//   - two-level sampling (a semantic plan, then image tokens) with a fixed-shape KV cache,
+//     temperature, classifier-free guidance on image tokens and per-sample random streams;
+//   - teacher-forced scoring of plan and image tokens, as executables and as graph functions the
+//     RL learner differentiates (LogProbsGraph);
+//   - supervised training steps (pretraining) and self-describing safetensors checkpoints.
+//
+// Sequence layout (fixed shapes, so nothing recompiles per prompt or per token):
+//
+//	position: 0     1..p        p+1    p+2..        e     ..L-1   L          L+1..L+I
+//	token:    [bos] prompt ids  [plan] plan words   [eos] [pad].. [img_start] image codes
+//
+// L = Config.TextLen and I = Config.ImageTokens. Text ids are [0, TextVocab); image code c is
+// token TextVocab+c. The text head predicts positions 1..L-1, the image head positions
+// L+1..L+I; img_start is always given. The unconditional context used by guidance replaces the
+// whole text part by [bos] [uncond] [pad]...
+//
+// All graph code goes through pkg/mlx for the gomlx v0.26 workarounds.
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+)
+
+// Specials are the ids of the special tokens the layout needs (from pkg/tokenizer).
+type Specials struct {
+	Pad      int32 `json:"pad"`
+	BOS      int32 `json:"bos"`
+	EOS      int32 `json:"eos"`
+	Plan     int32 `json:"plan"`
+	ImgStart int32 `json:"img_start"`
+	Uncond   int32 `json:"uncond"`
+}
+
+// Config sizes the policy and fixes its sequence layout.
+type Config struct {
+	TextVocab   int      `json:"text_vocab" yaml:"text_vocab"`     // text ids incl. specials
+	ImageVocab  int      `json:"image_vocab" yaml:"image_vocab"`   // VQ codebook size K
+	TextLen     int      `json:"text_len" yaml:"text_len"`         // L: bos + prompt + plan + eos + pads
+	ImageTokens int      `json:"image_tokens" yaml:"image_tokens"` // I: image codes per sample
+	DModel      int      `json:"d_model" yaml:"d_model"`
+	Heads       int      `json:"heads" yaml:"heads"`
+	Layers      int      `json:"layers" yaml:"layers"`
+	FF          int      `json:"ff" yaml:"ff"` // feed-forward hidden width
+	Special     Specials `json:"special" yaml:"special"`
+}
+
+// DefaultConfig is sized for 2 CPU cores (design 6b: d_model 64 / 3 layers); vocabulary sizes and
+// special ids must be filled in from the tokenizer and the codebook.
+func DefaultConfig() Config {
+	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256}
+}
+
+// SeqLen is the full sequence length L + 1 + I.
+func (c Config) SeqLen() int { return c.TextLen + 1 + c.ImageTokens }
+
+// Vocab is the size of the shared embedding table (text + image).
+func (c Config) Vocab() int { return c.TextVocab + c.ImageVocab }
+
+// HeadDim is the per-head width.
+func (c Config) HeadDim() int { return c.DModel / c.Heads }
+
+// Validate reports every problem of the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	pos := func(name string, v int) {
+		if v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be > 0, got %d", name, v))
+		}
+	}
+	pos("text_vocab", c.TextVocab)
+	pos("image_vocab", c.ImageVocab)
+	pos("image_tokens", c.ImageTokens)
+	pos("d_model", c.DModel)
+	pos("heads", c.Heads)
+	pos("layers", c.Layers)
+	pos("ff", c.FF)
+	if c.TextLen < 5 {
+		errs = append(errs, fmt.Errorf("text_len must be >= 5 (bos, prompt, plan, eos), got %d", c.TextLen))
+	}
+	if c.Heads > 0 && c.DModel%c.Heads != 0 {
+		errs = append(errs, fmt.Errorf("d_model %d not divisible by heads %d", c.DModel, c.Heads))
+	}
+	s := c.Special
+	ids := map[string]int32{"pad": s.Pad, "bos": s.BOS, "eos": s.EOS, "plan": s.Plan, "img_start": s.ImgStart, "uncond": s.Uncond}
+	seen := map[int32]string{}
+	for _, name := range []string{"pad", "bos", "eos", "plan", "img_start", "uncond"} {
+		id := ids[name]
+		if id < 0 || int(id) >= c.TextVocab {
+			errs = append(errs, fmt.Errorf("special %s id %d outside text vocab [0,%d)", name, id, c.TextVocab))
+		}
+		if other, dup := seen[id]; dup {
+			errs = append(errs, fmt.Errorf("specials %s and %s share id %d", other, name, id))
+		}
+		seen[id] = name
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("model config: %w", err)
+	}
+	return nil
+}
+
+// LoadConfig reads a JSON config file (the format SaveConfig writes).
+func LoadConfig(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read model config: %w", err)
+	}
+	var c Config
+	if err := json.Unmarshal(b, &c); err != nil {
+		return Config{}, fmt.Errorf("parse model config %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("model config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// SaveConfig writes the config as indented JSON.
+func SaveConfig(path string, c Config) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write model config: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,233 @@
+package model
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/gomlx/gomlx/pkg/ml/context/initializers"
+	"github.com/gomlx/gomlx/pkg/ml/layers"
+	"github.com/gomlx/gomlx/pkg/ml/layers/activations"
+)
+
+// Scope is the context scope that holds the policy's weights. Optimizer state lives elsewhere in
+// the same context.
+const Scope = "policy"
+
+// masked is the logit given to tokens the text head may never emit inside a plan.
+const masked = -1e9
+
+// Model is the policy: its config, the backend, and the context holding its variables.
+// Executables are built lazily and cached; a Model is safe for use by one goroutine at a time.
+type Model struct {
+	Config  Config
+	Backend backends.Backend
+	// Ctx is the root context (unchecked, so that many graphs share the variables); the weights
+	// live under Scope.
+	Ctx *context.Context
+
+	mu    sync.Mutex
+	execs map[string]*context.Exec
+}
+
+// New creates a policy with weights initialised from seed.
+func New(backend backends.Backend, cfg Config, seed uint64) (*Model, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctx := context.New()
+	ctx = ctx.WithInitializer(initializers.RandomNormalFn(ctx, 0.02)).Checked(false)
+	if err := ctx.SetRNGStateFromSeed(int64(seed)); err != nil {
+		return nil, fmt.Errorf("model init: %w", err)
+	}
+	m := &Model{Config: cfg, Backend: backend, Ctx: ctx, execs: map[string]*context.Exec{}}
+	// Build one forward pass so that every weight exists (and is initialised) from the start.
+	seq := cfg.UncondSequence(nil)
+	if _, err := context.ExecOnce(backend, ctx, func(ctx *context.Context, tokens *Node) *Node {
+		return m.HiddenGraph(ctx, tokens)
+	}, tensors.FromFlatDataAndDimensions(seq, 1, cfg.SeqLen())); err != nil {
+		return nil, fmt.Errorf("model init: %w", err)
+	}
+	return m, nil
+}
+
+// exec returns the cached executable named key, building it with fn on first use.
+func (m *Model) exec(key string, fn any) (*context.Exec, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if e, ok := m.execs[key]; ok {
+		return e, nil
+	}
+	e, err := context.NewExecAny(m.Backend, m.Ctx, fn)
+	if err != nil {
+		return nil, fmt.Errorf("build %s: %w", key, err)
+	}
+	m.execs[key] = e
+	return e, nil
+}
+
+// resetExecs drops compiled executables (after weights were replaced wholesale).
+func (m *Model) resetExecs() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.execs = map[string]*context.Exec{}
+}
+
+func layerNorm(ctx *context.Context, x *Node) *Node {
+	return layers.LayerNormalization(ctx, x, -1).Epsilon(1e-5).Done()
+}
+
+func (m *Model) ffn(ctx *context.Context, h *Node) *Node {
+	f := activations.Gelu(mlx.Dense(ctx.In("ff1"), h, true, m.Config.FF))
+	return mlx.Dense(ctx.In("ff2"), f, true, m.Config.DModel)
+}
+
+func (m *Model) posTable(ctx *context.Context, g *Graph) *Node {
+	c := m.Config
+	return ctx.In("pos_embed").VariableWithShape("pos", shapes.Make(dtypes.Float32, c.SeqLen(), c.DModel)).ValueGraph(g)
+}
+
+// HiddenGraph runs the causal transformer over tokens [N, SeqLen] (int32) and returns the final
+// normalised hidden states [N, SeqLen, D]. ctx is a root context (the weights are read under
+// Scope), so a cloned context serves as a frozen reference policy.
+func (m *Model) HiddenGraph(ctx *context.Context, tokens *Node) *Node {
+	c := m.Config
+	if tokens.Rank() != 2 || tokens.Shape().Dimensions[1] != c.SeqLen() {
+		panic(fmt.Sprintf("model: tokens shape %s, want [N, %d]", tokens.Shape(), c.SeqLen()))
+	}
+	ctx = ctx.In(Scope)
+	g := tokens.Graph()
+	x := layers.Embedding(ctx.In("tok_embed"), tokens, dtypes.Float32, c.Vocab(), c.DModel)
+	x = Add(x, InsertAxes(m.posTable(ctx, g), 0))
+	for l := 0; l < c.Layers; l++ {
+		lctx := ctx.Inf("layer_%d", l)
+		x = Add(x, mlx.CausalSelfAttention(lctx.In("attn"), layerNorm(lctx.In("ln1"), x), c.Heads, c.HeadDim()))
+		x = Add(x, m.ffn(lctx, layerNorm(lctx.In("ln2"), x)))
+	}
+	return layerNorm(ctx.In("ln_f"), x)
+}
+
+// textLogits applies the text head to hidden states [..., D] -> [..., TextVocab]; specials that
+// never occur inside a plan (pad, bos, plan, img_start, uncond) are masked out.
+func (m *Model) textLogits(ctx *context.Context, h *Node) *Node {
+	c := m.Config
+	logits := mlx.Dense(ctx.In(Scope).In("text_head"), h, true, c.TextVocab)
+	bias := make([]float32, c.TextVocab)
+	for _, id := range []int32{c.Special.Pad, c.Special.BOS, c.Special.Plan, c.Special.ImgStart, c.Special.Uncond} {
+		bias[id] = masked
+	}
+	dims := make([]int, logits.Rank())
+	for i := range dims {
+		dims[i] = 1
+	}
+	dims[len(dims)-1] = c.TextVocab
+	return Add(logits, Reshape(Const(h.Graph(), bias), dims...))
+}
+
+// imageLogits applies the image head to hidden states [..., D] -> [..., ImageVocab].
+func (m *Model) imageLogits(ctx *context.Context, h *Node) *Node {
+	return mlx.Dense(ctx.In(Scope).In("image_head"), h, true, m.Config.ImageVocab)
+}
+
+// ScoreOptions selects the distribution the log-probs are taken under; it must be the one the
+// tokens were sampled from.
+type ScoreOptions struct {
+	// CFGWeight w: guided image logits u + w*(c-u) with u from the unconditional context.
+	// 0 turns guidance off (conditional logits only).
+	CFGWeight float64
+	// Temperature divides the logits (0 means 1).
+	Temperature float64
+}
+
+func (o ScoreOptions) invTemp() float64 {
+	if o.Temperature <= 0 {
+		return 1
+	}
+	return 1 / o.Temperature
+}
+
+// LogProbsGraph is teacher-forced scoring: for tokens [N, SeqLen] it returns
+// textLogp [N, TextLen] (textLogp[n,t] = log p(token t | tokens < t) from the text head, 0 at
+// t = 0) and imageLogp [N, ImageTokens] (log-prob of each image code from the image head, guided
+// when opts.CFGWeight != 0). Multiply by the masks of Config.Masks; values at masked positions
+// are meaningless but finite. It is differentiable with respect to the weights under ctx (the
+// RL loss is built on it) and equals the log-probs Sample records for the same weights.
+func (m *Model) LogProbsGraph(ctx *context.Context, tokens *Node, opts ScoreOptions) (textLogp, imageLogp *Node) {
+	c := m.Config
+	g := tokens.Graph()
+	N, L, I, T := tokens.Shape().Dimensions[0], c.TextLen, c.ImageTokens, c.SeqLen()
+	tokens = ConvertDType(tokens, dtypes.Int32)
+	guided := opts.CFGWeight != 0
+	input := tokens
+	if guided {
+		// Rows N..2N-1: the unconditional context with the same image tokens.
+		uncond := Const(g, c.UncondSequence(nil)[:L])
+		uncondFull := Concatenate([]*Node{BroadcastToDims(InsertAxes(uncond, 0), N, L), mlx.GatherAxis(tokens, 1, mlx.Range(L, T))}, 1)
+		input = Concatenate([]*Node{tokens, uncondFull}, 0)
+	}
+	h := m.HiddenGraph(ctx, input) // [N or 2N, T, D]
+	invT := opts.invTemp()
+
+	// Text: hidden at positions 0..L-2 predict tokens 1..L-1.
+	hc := h
+	if guided {
+		hc = mlx.GatherAxis(h, 0, mlx.Range(0, N))
+	}
+	tl := MulScalar(m.textLogits(ctx, mlx.GatherAxis(hc, 1, mlx.Range(0, L-1))), invT) // [N, L-1, TV]
+	tTargets := mlx.GatherAxis(tokens, 1, mlx.Range(1, L))
+	tlp := pick(LogSoftmax(tl, -1), tTargets, c.TextVocab)
+	textLogp = Concatenate([]*Node{Zeros(g, shapes.Make(dtypes.Float32, N, 1)), tlp}, 1)
+
+	// Image: hidden at positions L..L+I-1 predict the codes at L+1..L+I.
+	il := m.imageLogits(ctx, mlx.GatherAxis(h, 1, mlx.Range(L, L+I))) // [N or 2N, I, K]
+	if guided {
+		cond := mlx.GatherAxis(il, 0, mlx.Range(0, N))
+		unc := mlx.GatherAxis(il, 0, mlx.Range(N, 2*N))
+		il = Add(unc, MulScalar(Sub(cond, unc), opts.CFGWeight))
+	}
+	il = MulScalar(il, invT)
+	iTargets := AddScalar(mlx.GatherAxis(tokens, 1, mlx.Range(L+1, T)), -float64(c.TextVocab))
+	imageLogp = pick(LogSoftmax(il, -1), iTargets, c.ImageVocab)
+	return
+}
+
+// pick returns logp[..., target] for logp [..., V] and integer targets [...]; out-of-range
+// targets give 0.
+func pick(logp, targets *Node, vocab int) *Node {
+	return ReduceSum(Mul(logp, OneHot(targets, vocab, dtypes.Float32)), -1)
+}
+
+// SupervisedLossGraph is the pretraining loss: the mean negative log-likelihood of the masked
+// text tokens plus that of the masked image tokens (a per-level mean, so the ~16 image tokens
+// and the plan words weigh the same). Masks are float32 [N, TextLen] and [N, ImageTokens].
+func (m *Model) SupervisedLossGraph(ctx *context.Context, tokens, textMask, imageMask *Node) (loss, textNLL, imageNLL *Node) {
+	tl, il := m.LogProbsGraph(ctx, tokens, ScoreOptions{})
+	mean := func(lp, mask *Node) *Node {
+		n := Max(ReduceAllSum(mask), ScalarOne(mask.Graph(), dtypes.Float32))
+		return Neg(Div(ReduceAllSum(Mul(lp, mask)), n))
+	}
+	textNLL, imageNLL = mean(tl, textMask), mean(il, imageMask)
+	return Add(textNLL, imageNLL), textNLL, imageNLL
+}
+
+// NumParameters counts the policy's weights.
+func (m *Model) NumParameters() int {
+	n := 0
+	for v := range m.Ctx.IterVariables() {
+		if isPolicyVar(v) {
+			n += v.Shape().Size()
+		}
+	}
+	return n
+}
+
+func isPolicyVar(v *context.Variable) bool {
+	s := v.Scope()
+	return s == "/"+Scope || len(s) > len(Scope)+1 && s[:len(Scope)+2] == "/"+Scope+"/"
+}
