@@ -49,8 +49,8 @@ func New(backend backends.Backend, cfg Config, seed uint64) (*Model, error) {
 	m := &Model{Config: cfg, Backend: backend, Ctx: ctx, execs: map[string]*context.Exec{}}
 	// Build one forward pass so that every weight exists (and is initialised) from the start.
 	seq := cfg.UncondSequence(nil)
-	if _, err := context.ExecOnce(backend, ctx, func(ctx *context.Context, tokens *Node) *Node {
-		return m.HiddenGraph(ctx, tokens)
+	if _, err := context.ExecOnceN(backend, ctx, func(ctx *context.Context, tokens *Node) (*Node, *Node) {
+		return m.LogProbsGraph(ctx, tokens, ScoreOptions{})
 	}, tensors.FromFlatDataAndDimensions(seq, 1, cfg.SeqLen())); err != nil {
 		return nil, fmt.Errorf("model init: %w", err)
 	}
