@@ -1,0 +1,141 @@
+package oracle
+
+import (
+	"sort"
+
+	"github.com/bicot-rl/bicot/pkg/prompts"
+)
+
+// Report aggregates results: the mean score per task type and overall, and the rates of each check,
+// so that an evaluation shows not just "the score" but whether counts, bindings and relations are
+// right and how many extra objects images carry. A Report is not safe for concurrent use.
+type Report struct {
+	n                                      map[string]int
+	sum                                    map[string]float64
+	total                                  int
+	scores                                 float64
+	exact, countOK, unknownImgs, extraImgs int
+	found, requested, bound, shapes, extra int
+	relations, held                        int
+}
+
+// NewReport returns an empty report.
+func NewReport() *Report {
+	return &Report{n: map[string]int{}, sum: map[string]float64{}}
+}
+
+// Add records one result.
+func (r *Report) Add(res Result) {
+	t := res.TaskType
+	if t == "" {
+		t = "unknown"
+	}
+	r.n[t]++
+	r.sum[t] += res.Score
+	r.total++
+	r.scores += res.Score
+	c := res.Checks
+	if c.Exact {
+		r.exact++
+	}
+	if c.CountOK {
+		r.countOK++
+	}
+	if c.Unknown > 0 {
+		r.unknownImgs++
+	}
+	if c.Extra > 0 {
+		r.extraImgs++
+	}
+	r.found += c.Found
+	r.requested += c.Requested
+	r.bound += c.Bound
+	r.shapes += c.Shapes
+	r.extra += c.Extra
+	r.relations += c.Relations
+	r.held += c.RelationsHeld
+}
+
+// N is the number of results added.
+func (r *Report) N() int { return r.total }
+
+// TaskTypes lists the task types seen, in prompts.TaskTypes order, others after them sorted.
+func (r *Report) TaskTypes() []string {
+	var out []string
+	known := map[string]bool{}
+	for _, t := range prompts.TaskTypes {
+		known[t] = true
+		if r.n[t] > 0 {
+			out = append(out, t)
+		}
+	}
+	var other []string
+	for t := range r.n {
+		if !known[t] {
+			other = append(other, t)
+		}
+	}
+	sort.Strings(other)
+	return append(out, other...)
+}
+
+// Scores returns the mean score per task type, "overall" (the mean over all results) and
+// "overall_by_task" (the mean of the task-type means, GenEval's overall, which does not depend on
+// how the evaluation set is balanced). Empty reports give an empty map.
+func (r *Report) Scores() map[string]float64 {
+	out := map[string]float64{}
+	if r.total == 0 {
+		return out
+	}
+	macro := 0.0
+	for t, n := range r.n {
+		out[t] = r.sum[t] / float64(n)
+		macro += out[t]
+	}
+	out["overall"] = r.scores / float64(r.total)
+	out["overall_by_task"] = macro / float64(len(r.n))
+	return out
+}
+
+// Checks returns the check breakdown over all results:
+//   - exact_rate, count_ok_rate: fractions of images exactly right / with the right object count;
+//   - extra_image_rate, unknown_image_rate: fractions of images with extra / unknown objects;
+//   - objects_per_image, extra_per_image: mean things found and extra things per image;
+//   - bound_rate, shape_rate: fractions of requested objects present with all attributes / with
+//     the right shape;
+//   - relation_rate: fraction of requested relations that hold (absent without relations).
+func (r *Report) Checks() map[string]float64 {
+	out := map[string]float64{}
+	if r.total == 0 {
+		return out
+	}
+	n := float64(r.total)
+	out["exact_rate"] = float64(r.exact) / n
+	out["count_ok_rate"] = float64(r.countOK) / n
+	out["extra_image_rate"] = float64(r.extraImgs) / n
+	out["unknown_image_rate"] = float64(r.unknownImgs) / n
+	out["objects_per_image"] = float64(r.found) / n
+	out["extra_per_image"] = float64(r.extra) / n
+	if r.requested > 0 {
+		out["bound_rate"] = float64(r.bound) / float64(r.requested)
+		out["shape_rate"] = float64(r.shapes) / float64(r.requested)
+	}
+	if r.relations > 0 {
+		out["relation_rate"] = float64(r.held) / float64(r.relations)
+	}
+	return out
+}
+
+// Map merges Scores and Checks into one flat JSON-friendly map, with "n" the number of results and
+// "n/<task>" the results per task type.
+func (r *Report) Map() map[string]float64 {
+	out := r.Scores()
+	for k, v := range r.Checks() {
+		out[k] = v
+	}
+	out["n"] = float64(r.total)
+	for t, c := range r.n {
+		out["n/"+t] = float64(c)
+	}
+	return out
+}
