@@ -328,7 +328,21 @@ func TestEvalPromptFile(t *testing.T) {
 	if len(ps) == 0 {
 		t.Fatalf("%s is empty", evalPrompts)
 	}
-	checkPrompts(t, scene.DefaultConfig(), ps, 1)
+	seen := map[string]bool{}
+	for _, pr := range ps {
+		seen[pr.TaskType] = true
+	}
+	for _, tt := range prompts.TaskTypes {
+		if !seen[tt] {
+			t.Errorf("%s has no %s prompts", evalPrompts, tt)
+		}
+	}
+	kinds := checkPrompts(t, scene.DefaultConfig(), ps, 2)
+	for _, k := range []string{"attribute", "swap", "fewer", "more", "extra"} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s violation was checked", k)
+		}
+	}
 	roundTrip(t, ps, 1)
 }
 
