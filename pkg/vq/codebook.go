@@ -38,7 +38,7 @@ type Codebook struct {
 // newCodebook checks the geometry and values and builds the lookup caches.
 func newCodebook(cfg scene.Config, patch, k int, seed uint64, data []float32) (*Codebook, error) {
 	if err := checkGeometry(cfg, patch); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("codebook: %w", err)
 	}
 	dim := patch * patch * Channels
 	if k < 1 {
@@ -62,10 +62,10 @@ func newCodebook(cfg scene.Config, patch, k int, seed uint64, data []float32) (*
 // objects.
 func checkGeometry(cfg scene.Config, patch int) error {
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("codebook: %w", err)
+		return err
 	}
 	if patch < 1 || patch > cfg.Cell || cfg.Cell%patch != 0 {
-		return fmt.Errorf("codebook: patch %d must divide the cell size %d", patch, cfg.Cell)
+		return fmt.Errorf("patch %d must divide the cell size %d", patch, cfg.Cell)
 	}
 	return nil
 }
