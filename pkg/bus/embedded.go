@@ -1,0 +1,152 @@
+// Package bus is the data plane of a training run: NATS JetStream work queues that carry prompt
+// batches from the coordinator to rollout workers, samples to reward workers and scored samples to
+// the learner, plus a dead-letter stream, a policy-version announcement that late joiners can read,
+// and a progress/events stream for the coordinator. docs/wire.md describes the streams, subjects,
+// message schema and delivery semantics; this package is their only implementation.
+//
+// Delivery is at-least-once: a worker acks a message only after its own output is published (and
+// acknowledged by JetStream), unacked work comes back after AckWait, and every publish carries a
+// Nats-Msg-Id derived from (run, step, prompt, sample) so JetStream drops duplicates within its
+// de-duplication window; consumers (the learner) still de-duplicate by key.
+package bus
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// DefaultMaxPayload is the largest message the embedded server accepts (and the limit publishers
+// check against): big enough for a sample with a PNG attached.
+const DefaultMaxPayload = 8 << 20
+
+// EmbeddedOptions configure an in-process NATS server.
+type EmbeddedOptions struct {
+	// Host to listen on; default 127.0.0.1.
+	Host string
+	// Port to listen on; 0 (default) picks a free port.
+	Port int
+	// StoreDir holds JetStream's file storage. Empty: a temporary directory removed on Shutdown.
+	StoreDir string
+	// MaxPayload in bytes; default DefaultMaxPayload.
+	MaxPayload int32
+	// ServerName; default "bicot-embedded".
+	ServerName string
+	// StartTimeout bounds waiting for the server to accept connections; default 10 s.
+	StartTimeout time.Duration
+	// Debug turns on the server's own logging to stderr.
+	Debug bool
+}
+
+// EmbeddedServer is a running in-process nats-server with JetStream enabled.
+type EmbeddedServer struct {
+	srv     *server.Server
+	tempDir string
+}
+
+// StartEmbedded starts a nats-server inside this process: real NATS and real JetStream with file
+// storage, used by tests and by laptop mode.
+func StartEmbedded(o EmbeddedOptions) (*EmbeddedServer, error) {
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if o.Port < 0 || o.Port > 65535 {
+		return nil, fmt.Errorf("embedded nats: port %d out of range", o.Port)
+	}
+	if o.MaxPayload == 0 {
+		o.MaxPayload = DefaultMaxPayload
+	}
+	if o.MaxPayload < 0 {
+		return nil, fmt.Errorf("embedded nats: max payload %d must be positive", o.MaxPayload)
+	}
+	if o.ServerName == "" {
+		o.ServerName = "bicot-embedded"
+	}
+	if o.StartTimeout <= 0 {
+		o.StartTimeout = 10 * time.Second
+	}
+	e := &EmbeddedServer{}
+	if o.StoreDir == "" {
+		d, err := os.MkdirTemp("", "bicot-nats-")
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats: store dir: %w", err)
+		}
+		e.tempDir = d
+		o.StoreDir = d
+	} else if err := os.MkdirAll(o.StoreDir, 0o755); err != nil {
+		return nil, fmt.Errorf("embedded nats: store dir %s: %w", o.StoreDir, err)
+	}
+	port := o.Port
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	sopts := &server.Options{
+		ServerName: o.ServerName,
+		Host:       o.Host,
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   o.StoreDir,
+		MaxPayload: o.MaxPayload,
+		// Pending must hold a few max-size messages per client.
+		MaxPending: int64(o.MaxPayload) * 8,
+		NoSigs:     true,
+		NoLog:      !o.Debug,
+	}
+	srv, err := server.NewServer(sopts)
+	if err != nil {
+		e.cleanup()
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	if o.Debug {
+		srv.ConfigureLogger()
+	}
+	e.srv = srv
+	srv.Start()
+	if !srv.ReadyForConnections(o.StartTimeout) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		e.cleanup()
+		return nil, fmt.Errorf("embedded nats on %s:%d: not ready after %v", o.Host, o.Port, o.StartTimeout)
+	}
+	if !srv.JetStreamEnabled() {
+		e.Shutdown()
+		return nil, errors.New("embedded nats: JetStream did not start")
+	}
+	return e, nil
+}
+
+// URL is the nats:// address clients connect to.
+func (e *EmbeddedServer) URL() string { return e.srv.ClientURL() }
+
+// Addr is the host:port the server listens on.
+func (e *EmbeddedServer) Addr() string {
+	if a, ok := e.srv.Addr().(*net.TCPAddr); ok {
+		return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
+	}
+	return e.srv.Addr().String()
+}
+
+// Server exposes the underlying nats-server (for monitoring or tests that need its internals).
+func (e *EmbeddedServer) Server() *server.Server { return e.srv }
+
+// Shutdown stops the server, waits for it to finish, and removes a temporary store directory.
+func (e *EmbeddedServer) Shutdown() {
+	if e == nil || e.srv == nil {
+		return
+	}
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+	e.cleanup()
+}
+
+func (e *EmbeddedServer) cleanup() {
+	if e.tempDir != "" {
+		os.RemoveAll(e.tempDir)
+		e.tempDir = ""
+	}
+}
