@@ -60,15 +60,32 @@ func New() *Vocab {
 // Size is the number of ids, specials included.
 func (v *Vocab) Size() int { return len(v.words) }
 
-// Special token ids as methods, for callers holding a *Vocab.
-func (v *Vocab) PadID() int            { return Pad }
-func (v *Vocab) BOS() int              { return BOS }
-func (v *Vocab) EOS() int              { return EOS }
-func (v *Vocab) Unk() int              { return Unk }
-func (v *Vocab) Plan() int             { return Plan }
-func (v *Vocab) ImgStart() int         { return ImgStart }
-func (v *Vocab) ImgEnd() int           { return ImgEnd }
-func (v *Vocab) Uncond() int           { return Uncond }
+// Pad returns the padding id. The special-id methods serve callers that hold a *Vocab; they
+// return the package constants.
+func (v *Vocab) Pad() int { return Pad }
+
+// BOS returns the start-of-sequence id.
+func (v *Vocab) BOS() int { return BOS }
+
+// EOS returns the end-of-text id.
+func (v *Vocab) EOS() int { return EOS }
+
+// Unk returns the unknown-word id.
+func (v *Vocab) Unk() int { return Unk }
+
+// Plan returns the id separating prompt and plan.
+func (v *Vocab) Plan() int { return Plan }
+
+// ImgStart returns the image-start id.
+func (v *Vocab) ImgStart() int { return ImgStart }
+
+// ImgEnd returns the image-end id.
+func (v *Vocab) ImgEnd() int { return ImgEnd }
+
+// Uncond returns the unconditional-context id used for classifier-free guidance.
+func (v *Vocab) Uncond() int { return Uncond }
+
+// IsSpecial reports whether id is one of the special tokens.
 func (v *Vocab) IsSpecial(id int) bool { return id >= 0 && id < NumSpecial }
 
 // Split lower-cases text and splits it into words as the vocabulary sees them.

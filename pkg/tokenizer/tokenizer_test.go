@@ -25,7 +25,7 @@ func TestVocabStable(t *testing.T) {
 			t.Fatalf("special %d is %q", id, got)
 		}
 	}
-	if a.BOS() != BOS || a.EOS() != EOS || a.PadID() != Pad || a.Unk() != Unk || a.Plan() != Plan ||
+	if a.BOS() != BOS || a.EOS() != EOS || a.Pad() != Pad || a.Unk() != Unk || a.Plan() != Plan ||
 		a.ImgStart() != ImgStart || a.ImgEnd() != ImgEnd || a.Uncond() != Uncond {
 		t.Fatal("special id methods")
 	}
