@@ -529,6 +529,9 @@ func TestReport(t *testing.T) {
 		!near(c["bound_rate"], 5.0/6) || c["relation_rate"] != 0 || !near(c["objects_per_image"], 7.0/3) {
 		t.Fatalf("checks %v", c)
 	}
+	if !near(c["count_ok_rate/color"], 0.5) || c["extra_per_image/color"] != 1 || c["exact_rate/spatial"] != 0 || c["exact_rate/color"] != 0.5 {
+		t.Fatalf("per-task checks %v", c)
+	}
 	m := rep.Map()
 	if m["n"] != 3 || m["n/color"] != 2 || m["n/spatial"] != 1 {
 		t.Fatalf("map %v", m)
@@ -548,4 +551,33 @@ func BenchmarkParseDefault(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzParse treats arbitrary bytes as the pixels of a default-size image: parsing and scoring must
+// never fail or leave [0,1].
+func FuzzParse(f *testing.F) {
+	cfg := scene.DefaultConfig()
+	p, _ := NewParser(cfg)
+	pr := taskPrompts()[0]
+	f.Add([]byte{0})
+	f.Add([]byte{255, 255, 255, 255})
+	f.Add([]byte{220, 30, 30, 255, 110, 15, 15, 255})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		n := cfg.ImageSize()
+		img := image.NewRGBA(image.Rect(0, 0, n, n))
+		for i := range img.Pix {
+			img.Pix[i] = data[i%len(data)]
+		}
+		got, err := p.Parse(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := ScoreParsed(pr, got)
+		if err != nil || res.Score < 0 || res.Score > 1 {
+			t.Fatalf("score %v, %v", res.Score, err)
+		}
+	})
 }

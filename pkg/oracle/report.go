@@ -17,11 +17,16 @@ type Report struct {
 	exact, countOK, unknownImgs, extraImgs int
 	found, requested, bound, shapes, extra int
 	relations, held                        int
+	// Per task type: exact images, images with the right count, extra objects.
+	tExact, tCount, tExtra map[string]int
 }
 
 // NewReport returns an empty report.
 func NewReport() *Report {
-	return &Report{n: map[string]int{}, sum: map[string]float64{}}
+	return &Report{
+		n: map[string]int{}, sum: map[string]float64{},
+		tExact: map[string]int{}, tCount: map[string]int{}, tExtra: map[string]int{},
+	}
 }
 
 // Add records one result.
@@ -37,10 +42,13 @@ func (r *Report) Add(res Result) {
 	c := res.Checks
 	if c.Exact {
 		r.exact++
+		r.tExact[t]++
 	}
 	if c.CountOK {
 		r.countOK++
+		r.tCount[t]++
 	}
+	r.tExtra[t] += c.Extra
 	if c.Unknown > 0 {
 		r.unknownImgs++
 	}
@@ -103,7 +111,8 @@ func (r *Report) Scores() map[string]float64 {
 //   - objects_per_image, extra_per_image: mean things found and extra things per image;
 //   - bound_rate, shape_rate: fractions of requested objects present with all attributes / with
 //     the right shape;
-//   - relation_rate: fraction of requested relations that hold (absent without relations).
+//   - relation_rate: fraction of requested relations that hold (absent without relations);
+//   - exact_rate/<task>, count_ok_rate/<task>, extra_per_image/<task>: the same per task type.
 func (r *Report) Checks() map[string]float64 {
 	out := map[string]float64{}
 	if r.total == 0 {
@@ -122,6 +131,11 @@ func (r *Report) Checks() map[string]float64 {
 	}
 	if r.relations > 0 {
 		out["relation_rate"] = float64(r.held) / float64(r.relations)
+	}
+	for t, c := range r.n {
+		out["exact_rate/"+t] = float64(r.tExact[t]) / float64(c)
+		out["count_ok_rate/"+t] = float64(r.tCount[t]) / float64(c)
+		out["extra_per_image/"+t] = float64(r.tExtra[t]) / float64(c)
 	}
 	return out
 }

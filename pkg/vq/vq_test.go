@@ -274,3 +274,29 @@ func BenchmarkEncodeDefault(b *testing.B) {
 		}
 	}
 }
+
+// FuzzRead feeds arbitrary bytes to the file reader: it must return a codebook or an error, never
+// panic, and whatever it accepts must write back to the same bytes.
+func FuzzRead(f *testing.F) {
+	good, err := os.ReadFile(shipped)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add(good[:300])
+	f.Add([]byte("{}\n"))
+	f.Add([]byte(`{"format":"bicot-vq","version":1,"grid":4,"cell":8,"image_size":32,"patch":8,"channels":3,"k":0}` + "\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cb, err := Read(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		var out bytes.Buffer
+		if _, err := cb.WriteTo(&out); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), data) {
+			t.Fatal("accepted file does not write back identically")
+		}
+	})
+}
