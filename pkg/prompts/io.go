@@ -173,6 +173,10 @@ func Read(r io.Reader, name string) ([]Prompt, error) {
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s:%d: %w", name, line, err)
 		}
+		if line == 1 {
+			// Some editors start UTF-8 files with a byte order mark; it is not part of the JSON.
+			text = bytes.TrimPrefix(text, []byte("\xef\xbb\xbf"))
+		}
 		if len(bytes.TrimSpace(text)) > 0 {
 			var p Prompt
 			if uerr := json.Unmarshal(text, &p); uerr != nil {

@@ -168,7 +168,7 @@ func TestMalformed(t *testing.T) {
 }
 
 func TestBlankLinesAndEndings(t *testing.T) {
-	in := "\n" + `{"prompt": "a circle", "task_type": "object"}` + "\r\n   \n" + `{"prompt": "a square", "task_type": "object"}`
+	in := "\xef\xbb\xbf\n" + `{"prompt": "a circle", "task_type": "object"}` + "\r\n   \n" + `{"prompt": "a square", "task_type": "object"}`
 	ps, err := Read(strings.NewReader(in), "x")
 	if err != nil {
 		t.Fatal(err)
