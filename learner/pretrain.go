@@ -1,0 +1,403 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/plan"
+	"github.com/bicot-rl/bicot/pkg/promptgen"
+	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/scene"
+	"github.com/bicot-rl/bicot/pkg/tokenizer"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+// pretrainConfig is the YAML form of the pretrain command's settings; flags override it.
+type pretrainConfig struct {
+	DModel  int `yaml:"d_model"`
+	Heads   int `yaml:"heads"`
+	Layers  int `yaml:"layers"`
+	FF      int `yaml:"ff"`
+	TextLen int `yaml:"text_len"`
+
+	Steps       int     `yaml:"steps"`
+	Batch       int     `yaml:"batch"`
+	LR          float64 `yaml:"lr"`
+	Warmup      int     `yaml:"warmup"`
+	MinLRFrac   float64 `yaml:"min_lr_frac"`
+	WeightDecay float64 `yaml:"weight_decay"`
+	// NoPlanFrac of the examples drop the plan (so --no-plan sampling is in distribution);
+	// UncondFrac replace prompt and plan by the unconditional context (CFG's other branch).
+	NoPlanFrac float64 `yaml:"no_plan_frac"`
+	UncondFrac float64 `yaml:"uncond_frac"`
+	Seed       uint64  `yaml:"seed"`
+
+	Prompts  string `yaml:"prompts"`
+	Codebook string `yaml:"codebook"`
+	Out      string `yaml:"out"`
+	Backend  string `yaml:"backend"`
+	// SaveEvery > 0 also writes <out>-step<N>.safetensors every N steps (for choosing steps).
+	SaveEvery int `yaml:"save_every"`
+}
+
+func defaultPretrainConfig() pretrainConfig {
+	d := model.DefaultConfig()
+	return pretrainConfig{
+		DModel: d.DModel, Heads: d.Heads, Layers: d.Layers, FF: d.FF, TextLen: d.TextLen,
+		Steps: 900, Batch: 32, LR: 3e-3, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
+		NoPlanFrac: 0.15, UncondFrac: 0.1, Seed: 1,
+		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
+	}
+}
+
+func (c pretrainConfig) validate() error {
+	switch {
+	case c.Steps < 1:
+		return fmt.Errorf("pretrain: steps %d < 1", c.Steps)
+	case c.Batch < 1:
+		return fmt.Errorf("pretrain: batch %d < 1", c.Batch)
+	case !(c.LR > 0) || math.IsInf(c.LR, 0):
+		return fmt.Errorf("pretrain: lr %v must be > 0", c.LR)
+	case c.Warmup < 0:
+		return fmt.Errorf("pretrain: warmup %d < 0", c.Warmup)
+	case !(c.MinLRFrac >= 0 && c.MinLRFrac <= 1):
+		return fmt.Errorf("pretrain: min_lr_frac %v outside [0,1]", c.MinLRFrac)
+	case !(c.NoPlanFrac >= 0 && c.UncondFrac >= 0 && c.NoPlanFrac+c.UncondFrac <= 1):
+		return fmt.Errorf("pretrain: no_plan_frac %v and uncond_frac %v must be >= 0 with sum <= 1", c.NoPlanFrac, c.UncondFrac)
+	case c.Out == "" || !strings.HasSuffix(c.Out, ".safetensors"):
+		return fmt.Errorf("pretrain: out %q must end in .safetensors", c.Out)
+	}
+	return nil
+}
+
+// configPath is where the JSON model config is written next to a checkpoint.
+func configPath(checkpoint string) string {
+	return strings.TrimSuffix(checkpoint, ".safetensors") + ".json"
+}
+
+// policyConfig joins the model sizes with the tokenizer's and codebook's vocabularies.
+func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) model.Config {
+	return model.Config{
+		TextVocab: vocab.Size(), ImageVocab: cb.K(), TextLen: c.TextLen, ImageTokens: cb.TokensPerImage(),
+		DModel: c.DModel, Heads: c.Heads, Layers: c.Layers, FF: c.FF,
+		Special: model.Specials{
+			Pad: tokenizer.Pad, BOS: tokenizer.BOS, EOS: tokenizer.EOS, Plan: tokenizer.Plan,
+			ImgStart: tokenizer.ImgStart, Uncond: tokenizer.Uncond,
+		},
+	}
+}
+
+func encode(vocab *tokenizer.Vocab, text string) ([]int32, error) {
+	ids, err := vocab.Encode(text)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]int32, len(ids))
+	for i, id := range ids {
+		out[i] = int32(id)
+	}
+	return out, nil
+}
+
+// exampleMaker turns training prompts into teacher-forced examples: a scene drawn for the prompt
+// (promptgen.TrainingScene, so no held-out combination is ever shown), its canonical plan, and
+// its rendered image's codes.
+type exampleMaker struct {
+	cfg     pretrainConfig
+	mcfg    model.Config
+	vocab   *tokenizer.Vocab
+	cb      *vq.Codebook
+	prompts []prompts.Prompt
+	encoded [][]int32
+}
+
+// example i of step s depends only on (seed, s, i).
+func (e *exampleMaker) example(step, i int) (seq []int32, textMask, imageMask []float32, err error) {
+	rng := rand.New(rand.NewPCG(e.cfg.Seed, uint64(step)<<20|uint64(i)))
+	for try := 0; try < 20; try++ {
+		k := rng.IntN(len(e.prompts))
+		p := e.prompts[k]
+		sc, err := promptgen.TrainingScene(p, e.cb.Config(), rng)
+		if err != nil {
+			continue // a prompt whose spec cannot be laid out on this canvas: draw another
+		}
+		img, err := scene.Render(e.cb.Config(), sc)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("render scene for %q: %w", p.Prompt, err)
+		}
+		codes, err := e.cb.Encode(img)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("encode image for %q: %w", p.Prompt, err)
+		}
+		u := rng.Float64()
+		switch {
+		case u < e.cfg.UncondFrac:
+			seq = e.mcfg.UncondSequence(codes)
+			textMask, imageMask = e.mcfg.Masks(seq, true)
+		case u < e.cfg.UncondFrac+e.cfg.NoPlanFrac:
+			seq, err = e.mcfg.Sequence(e.encoded[k], nil, codes)
+			if err != nil {
+				return nil, nil, nil, err
+			}
+			textMask, imageMask = e.mcfg.Masks(seq, true)
+		default:
+			planIDs, err := encode(e.vocab, plan.Canonical(sc))
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("plan for %q: %w", p.Prompt, err)
+			}
+			seq, err = e.mcfg.Sequence(e.encoded[k], planIDs, codes)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("prompt %q: %w", p.Prompt, err)
+			}
+			textMask, imageMask = e.mcfg.Masks(seq, false)
+		}
+		return seq, textMask, imageMask, nil
+	}
+	return nil, nil, nil, fmt.Errorf("step %d example %d: no prompt gave a training scene in 20 draws", step, i)
+}
+
+func (e *exampleMaker) batch(step int) (model.Batch, error) {
+	var b model.Batch
+	for i := 0; i < e.cfg.Batch; i++ {
+		seq, tm, im, err := e.example(step, i)
+		if err != nil {
+			return b, err
+		}
+		b.Tokens, b.TextMask, b.ImageMask = append(b.Tokens, seq), append(b.TextMask, tm), append(b.ImageMask, im)
+	}
+	return b, nil
+}
+
+// pretrainSummary is printed on stdout (JSON) when the checkpoint is written.
+type pretrainSummary struct {
+	Out        string       `json:"out"`
+	Config     model.Config `json:"config"`
+	Params     int          `json:"params"`
+	Steps      int          `json:"steps"`
+	Seed       uint64       `json:"seed"`
+	Seconds    float64      `json:"seconds"`
+	FinalLoss  float64      `json:"final_loss"`
+	FinalText  float64      `json:"final_text_nll"`
+	FinalImage float64      `json:"final_image_nll"`
+}
+
+func newPretrainCmd() *cobra.Command {
+	c := defaultPretrainConfig()
+	var cfgFile, logLevel string
+	cmd := &cobra.Command{
+		Use:   "pretrain",
+		Short: "Fit the base policy by supervised learning on (prompt, plan, image) triples",
+		Long: "Fit the base policy on the training prompts: for every example a scene is drawn for the prompt\n" +
+			"(never a held-out combination), its canonical plan written and its image rendered and VQ-encoded;\n" +
+			"the policy learns plan words and image codes by teacher forcing. Some examples drop the plan and\n" +
+			"some the whole condition, so --no-plan sampling and classifier-free guidance work. Writes the\n" +
+			"checkpoint (safetensors) and its model config (JSON next to it) and prints a JSON summary.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgFile != "" {
+				if err := loadPretrainConfig(cfgFile, &c, cmd); err != nil {
+					return err
+				}
+			}
+			log, err := logging.New(logging.Options{Level: logLevel})
+			if err != nil {
+				return err
+			}
+			return runPretrain(cmd, c, logging.Component(log, "pretrain"))
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgFile, "config", "", "YAML file with the settings below (flags override it)")
+	f.StringVar(&logLevel, "log-level", "info", "log level")
+	f.Uint64Var(&c.Seed, "seed", c.Seed, "seed of the weights and of the example stream")
+	f.IntVar(&c.Steps, "steps", c.Steps, "training steps")
+	f.IntVar(&c.Batch, "batch", c.Batch, "examples per step")
+	f.Float64Var(&c.LR, "lr", c.LR, "peak learning rate (warm-up then cosine decay)")
+	f.IntVar(&c.DModel, "d-model", c.DModel, "model width")
+	f.IntVar(&c.Layers, "layers", c.Layers, "transformer layers")
+	f.StringVar(&c.Prompts, "prompts", c.Prompts, "training prompt file (JSONL)")
+	f.StringVar(&c.Codebook, "codebook", c.Codebook, "VQ codebook file")
+	f.StringVar(&c.Out, "out", c.Out, "checkpoint to write (.safetensors)")
+	f.StringVar(&c.Backend, "backend", c.Backend, "gomlx backend (default go:parallelism=-1; xla:cuda with -tags xla)")
+	f.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "also write <out>-step<N>.safetensors every N steps (0: only at the end)")
+	return cmd
+}
+
+func loadPretrainConfig(path string, c *pretrainConfig, cmd *cobra.Command) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("pretrain config %s: %w", path, err)
+	}
+	fromFile := *c
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fromFile); err != nil {
+		return fmt.Errorf("pretrain config %s: %w", path, err)
+	}
+	keep := *c
+	*c = fromFile
+	cmd.Flags().Visit(func(fl *pflag.Flag) {
+		switch fl.Name {
+		case "seed":
+			c.Seed = keep.Seed
+		case "steps":
+			c.Steps = keep.Steps
+		case "batch":
+			c.Batch = keep.Batch
+		case "lr":
+			c.LR = keep.LR
+		case "d-model":
+			c.DModel = keep.DModel
+		case "layers":
+			c.Layers = keep.Layers
+		case "prompts":
+			c.Prompts = keep.Prompts
+		case "codebook":
+			c.Codebook = keep.Codebook
+		case "out":
+			c.Out = keep.Out
+		case "backend":
+			c.Backend = keep.Backend
+		case "save-every":
+			c.SaveEvery = keep.SaveEvery
+		}
+	})
+	return nil
+}
+
+func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error {
+	if err := c.validate(); err != nil {
+		return err
+	}
+	vocab := tokenizer.New()
+	cb, err := vq.Load(c.Codebook)
+	if err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
+	ps, err := prompts.ReadFile(c.Prompts)
+	if err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
+	mcfg := policyConfig(c, vocab, cb)
+	maker := &exampleMaker{cfg: c, mcfg: mcfg, vocab: vocab, cb: cb}
+	for _, p := range ps {
+		if p.Spec == nil {
+			continue
+		}
+		ids, err := encode(vocab, p.Prompt)
+		if err != nil {
+			return fmt.Errorf("pretrain: %w", err)
+		}
+		maker.prompts, maker.encoded = append(maker.prompts, p), append(maker.encoded, ids)
+	}
+	if len(maker.prompts) == 0 {
+		return fmt.Errorf("pretrain: %s has no prompt with a spec", c.Prompts)
+	}
+	backend, err := mlx.NewBackend(c.Backend)
+	if err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
+	m, err := model.New(backend, mcfg, c.Seed)
+	if err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
+	tr, err := m.NewTrainer(c.LR, c.WeightDecay)
+	if err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
+	log.Info().Int("params", m.NumParameters()).Int("prompts", len(maker.prompts)).Int("steps", c.Steps).
+		Int("batch", c.Batch).Int("seq_len", mcfg.SeqLen()).Msg("pretraining")
+
+	// Examples are made one step ahead, beside the training step.
+	type prepared struct {
+		b   model.Batch
+		err error
+	}
+	batches := make(chan prepared, 2)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		defer close(batches)
+		for s := 0; s < c.Steps; s++ {
+			b, err := maker.batch(s)
+			select {
+			case batches <- prepared{b, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	bar := progressbar.NewOptions(c.Steps, progressbar.OptionSetWriter(cmd.ErrOrStderr()), progressbar.OptionShowCount(),
+		progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts(), progressbar.OptionThrottle(time.Second),
+		progressbar.OptionSetPredictTime(true), progressbar.OptionSetDescription("pretrain"))
+	start := time.Now()
+	var st model.StepStats
+	var ema float64
+	for s := 0; s < c.Steps; s++ {
+		pb, ok := <-batches
+		if !ok {
+			return fmt.Errorf("pretrain: example stream ended at step %d", s)
+		}
+		if pb.err != nil {
+			return fmt.Errorf("pretrain: %w", pb.err)
+		}
+		if err := tr.SetLearningRate(model.CosineLR(s, c.Steps, c.Warmup, c.LR, c.MinLRFrac)); err != nil {
+			return err
+		}
+		st, err = tr.Step(pb.b)
+		if err != nil {
+			return fmt.Errorf("pretrain: step %d: %w", s, err)
+		}
+		if s == 0 {
+			ema = st.Loss
+		}
+		ema = 0.95*ema + 0.05*st.Loss
+		bar.Describe(fmt.Sprintf("loss %.3f (text %.3f image %.3f)", ema, st.TextNLL, st.ImageNLL))
+		_ = bar.Add(1)
+		if (s+1)%50 == 0 || s == c.Steps-1 {
+			log.Info().Int("step", s+1).Float64("loss", st.Loss).Float64("loss_ema", ema).Float64("text_nll", st.TextNLL).
+				Float64("image_nll", st.ImageNLL).Float64("lr", st.LearningRate).Dur("elapsed", time.Since(start)).Msg("progress")
+		}
+		if c.SaveEvery > 0 && (s+1)%c.SaveEvery == 0 && s+1 < c.Steps {
+			p := fmt.Sprintf("%s-step%d.safetensors", strings.TrimSuffix(c.Out, ".safetensors"), s+1)
+			if err := m.SaveFile(p, model.SaveOptions{}); err != nil {
+				return fmt.Errorf("pretrain: %w", err)
+			}
+			if err := model.SaveConfig(configPath(p), mcfg); err != nil {
+				return fmt.Errorf("pretrain: %w", err)
+			}
+		}
+	}
+	_ = bar.Finish()
+	fmt.Fprintln(cmd.ErrOrStderr())
+	if err := m.SaveFile(c.Out, model.SaveOptions{}); err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
+	if err := model.SaveConfig(configPath(c.Out), mcfg); err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
+	sum := pretrainSummary{Out: c.Out, Config: mcfg, Params: m.NumParameters(), Steps: c.Steps, Seed: c.Seed,
+		Seconds: time.Since(start).Seconds(), FinalLoss: st.Loss, FinalText: st.TextNLL, FinalImage: st.ImageNLL}
+	log.Info().Str("out", c.Out).Float64("seconds", sum.Seconds).Msg("checkpoint written")
+	enc := json.NewEncoder(cmd.OutOrStdout())
+	enc.SetIndent("", "  ")
+	return enc.Encode(sum)
+}
