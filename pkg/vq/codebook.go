@@ -33,6 +33,9 @@ type Codebook struct {
 	data []float32
 	// norms caches the squared norm of each vector for nearest-code search.
 	norms []float64
+	// exact maps the bytes of each integer-valued vector to its lowest code, so patches that are
+	// exactly a code (every patch of a clean render at K >= distinct patches) skip the search.
+	exact map[string]int
 }
 
 // newCodebook checks the geometry and values and builds the lookup caches.
@@ -55,7 +58,22 @@ func newCodebook(cfg scene.Config, patch, k int, seed uint64, data []float32) (*
 		}
 		norms[i/dim] += f * f
 	}
-	return &Codebook{cfg: cfg, patch: patch, k: k, seed: seed, data: data, norms: norms}, nil
+	exact := map[string]int{}
+	key := make([]byte, dim)
+	for code := range k {
+		integral := true
+		for i, v := range data[code*dim : (code+1)*dim] {
+			if v != float32(math.Round(float64(v))) {
+				integral = false
+				break
+			}
+			key[i] = uint8(v)
+		}
+		if _, dup := exact[string(key)]; integral && !dup {
+			exact[string(key)] = code
+		}
+	}
+	return &Codebook{cfg: cfg, patch: patch, k: k, seed: seed, data: data, norms: norms, exact: exact}, nil
 }
 
 // checkGeometry requires patches that tile each cell exactly, so that patches never straddle two
@@ -126,28 +144,24 @@ func (c *Codebook) Encode(img image.Image) ([]int, error) {
 	}
 	rgba := scene.ToRGBA(img)
 	side := c.PatchesPerSide()
+	rb := rgba.Bounds()
 	codes := make([]int, 0, side*side)
+	key := make([]byte, c.Dim())
 	vec := make([]float64, c.Dim())
 	for py := range side {
 		for px := range side {
-			c.patchVector(rgba, px*c.patch, py*c.patch, vec)
+			patchBytes(rgba, rb.Min.X+px*c.patch, rb.Min.Y+py*c.patch, c.patch, key)
+			if code, ok := c.exact[string(key)]; ok {
+				codes = append(codes, code)
+				continue
+			}
+			for i, b := range key {
+				vec[i] = float64(b)
+			}
 			codes = append(codes, c.nearest(vec))
 		}
 	}
 	return codes, nil
-}
-
-// patchVector copies the patch whose top-left pixel is (x0, y0) into vec.
-func (c *Codebook) patchVector(img *image.RGBA, x0, y0 int, vec []float64) {
-	i := 0
-	for y := range c.patch {
-		off := img.PixOffset(x0, y0+y)
-		for range c.patch {
-			vec[i], vec[i+1], vec[i+2] = float64(img.Pix[off]), float64(img.Pix[off+1]), float64(img.Pix[off+2])
-			i += Channels
-			off += 4
-		}
-	}
 }
 
 // nearest returns the code minimising the squared distance to vec.

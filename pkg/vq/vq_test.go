@@ -73,6 +73,30 @@ func TestEncodeRasterOrder(t *testing.T) {
 			t.Fatalf("object in cell (2,1) but code %d at position %d", c, i)
 		}
 	}
+	// The same picture inside a larger canvas (a sub-image with an offset origin), and with slightly
+	// perturbed pixels (no patch is exactly a code: the nearest-vector search), encodes the same.
+	n := cb.ImageSize()
+	big := image.NewRGBA(image.Rect(0, 0, 2*n, 2*n))
+	noisy := image.NewRGBA(img.Bounds())
+	for y := range n {
+		for x := range n {
+			big.SetRGBA(x+5, y+7, img.RGBAAt(x, y))
+			c := img.RGBAAt(x, y)
+			c.R = uint8(int(c.R) + 3 - 6*int(c.R/255))
+			noisy.SetRGBA(x, y, c)
+		}
+	}
+	for name, im := range map[string]image.Image{"offset": big.SubImage(image.Rect(5, 7, 5+n, 7+n)), "noisy": noisy} {
+		got, err := cb.Encode(im)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range codes {
+			if got[i] != codes[i] {
+				t.Fatalf("%s image: code %d at %d, want %d", name, got[i], i, codes[i])
+			}
+		}
+	}
 }
 
 func TestTrainingDeterministicAndCapsK(t *testing.T) {
