@@ -374,7 +374,7 @@ func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error
 		_ = bar.Add(1)
 		if (s+1)%50 == 0 || s == c.Steps-1 {
 			log.Info().Int("step", s+1).Float64("loss", st.Loss).Float64("loss_ema", ema).Float64("text_nll", st.TextNLL).
-				Float64("image_nll", st.ImageNLL).Float64("lr", st.LearningRate).Dur("elapsed", time.Since(start)).Msg("progress")
+				Float64("image_nll", st.ImageNLL).Float64("lr", st.LearningRate).Float64("elapsed_s", time.Since(start).Seconds()).Msg("progress")
 		}
 		if c.SaveEvery > 0 && (s+1)%c.SaveEvery == 0 && s+1 < c.Steps {
 			p := fmt.Sprintf("%s-step%d.safetensors", strings.TrimSuffix(c.Out, ".safetensors"), s+1)
