@@ -1,0 +1,312 @@
+package experts
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"image"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	mlctx "github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/scene"
+)
+
+// TrainOptions configure TrainAll and Train.
+type TrainOptions struct {
+	Seed uint64
+	// Steps overrides each expert's number of optimiser steps (tests use a handful); 0 keeps the
+	// defaults of DefaultSteps.
+	Steps int
+	// Command is recorded in the weights' metadata so that a file says how it was made.
+	Command string
+	Log     zerolog.Logger
+}
+
+// DefaultSteps are the optimiser steps per expert: enough for useful but imperfect models within
+// about two minutes each on two cores.
+var DefaultSteps = map[string]int{Detector: 500, VQA: 1200, HPS: 900, ORM: 1200}
+
+const (
+	trainBatch = 64
+	learnRate  = 2e-3
+)
+
+// TrainAll trains every built-in expert and writes its weights to dir.
+func TrainAll(ctx context.Context, backend backends.Backend, dir string, o TrainOptions) error {
+	for _, name := range Names {
+		if err := Train(ctx, backend, dir, name, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// expertSeed derives an expert's data and initialisation seed from the run seed.
+func expertSeed(seed uint64, name string) uint64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(name))
+	return seed ^ h.Sum64()
+}
+
+// Train trains one expert and writes its weights to WeightsPath(dir, name).
+func Train(ctx context.Context, backend backends.Backend, dir, name string, o TrainOptions) error {
+	steps := DefaultSteps[name]
+	if o.Steps > 0 {
+		steps = o.Steps
+	}
+	s := expertSeed(o.Seed, name)
+	rng := rand.New(rand.NewPCG(s, 0x5eed))
+	voc := newVocab()
+	var loss func(ctx *mlctx.Context, in []*Node) *Node
+	var batch func() ([]any, error)
+	switch name {
+	case Detector:
+		loss, batch = detectorLoss, func() ([]any, error) { return detectorBatch(rng) }
+	case VQA:
+		loss, batch = vqaLoss, func() ([]any, error) { return vqaBatch(rng) }
+	case ORM:
+		loss = func(ctx *mlctx.Context, in []*Node) *Node {
+			return bceLogits(pairLogit(ctx, in[0], in[1], voc.size()), in[2])
+		}
+		batch = func() ([]any, error) { return ormBatch(rng, voc) }
+	case HPS:
+		loss = func(ctx *mlctx.Context, in []*Node) *Node {
+			good := pairLogit(ctx, in[0], in[2], voc.size())
+			bad := pairLogit(ctx, in[1], in[2], voc.size())
+			return ReduceAllMean(Softplus(Sub(bad, good))) // Bradley-Terry: -log sigmoid(good - bad)
+		}
+		batch = func() ([]any, error) { return hpsBatch(rng, voc) }
+	default:
+		return fmt.Errorf("train: unknown expert %q (want one of %v)", name, Names)
+	}
+	mctx := mlctx.New().Checked(false)
+	if err := mctx.SetRNGStateFromSeed(int64(s >> 1)); err != nil {
+		return fmt.Errorf("train %s: %w", name, err)
+	}
+	opt := optimizers.Adam().LearningRate(learnRate).Done()
+	exec, err := mlctx.NewExec(backend, mctx, func(ctx *mlctx.Context, in []*Node) *Node {
+		l := loss(ctx.In("model"), in)
+		opt.UpdateGraph(ctx, l.Graph(), l)
+		return l
+	})
+	if err != nil {
+		return fmt.Errorf("train %s: %w", name, err)
+	}
+	log := o.Log.With().Str("expert", name).Logger()
+	start := time.Now()
+	avg := math.NaN()
+	for step := 1; step <= steps; step++ {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("train %s: %w", name, err)
+		}
+		in, err := batch()
+		if err != nil {
+			return fmt.Errorf("train %s: step %d: %w", name, step, err)
+		}
+		res, err := exec.Exec(in...)
+		if err != nil {
+			return fmt.Errorf("train %s: step %d: %w", name, step, err)
+		}
+		l := float64(res[0].Value().(float32))
+		if math.IsNaN(l) || math.IsInf(l, 0) {
+			return fmt.Errorf("train %s: step %d: loss is %v", name, step, l)
+		}
+		if math.IsNaN(avg) {
+			avg = l
+		}
+		avg = 0.95*avg + 0.05*l
+		if step%100 == 0 || step == steps {
+			log.Info().Int("step", step).Float64("loss", avg).Dur("elapsed", time.Since(start)).Msg("train expert")
+		}
+	}
+	meta := map[string]string{
+		"expert":  name,
+		"seed":    strconv.FormatUint(o.Seed, 10),
+		"steps":   strconv.Itoa(steps),
+		"command": o.Command,
+		"loss":    strconv.FormatFloat(avg, 'f', 4, 64),
+	}
+	if err := saveWeights(WeightsPath(dir, name), mctx, meta); err != nil {
+		return err
+	}
+	log.Info().Dur("elapsed", time.Since(start)).Str("file", WeightsPath(dir, name)).Msg("expert trained")
+	return nil
+}
+
+func patchTensor(imgs []image.Image) *tensors.Tensor {
+	return tensors.FromFlatDataAndDimensions(patchBatch(imgs, len(imgs)), len(imgs), NumCells, PatchDim)
+}
+
+// detectorImage renders a random scene, degraded half of the time (never shifted: the labels
+// are per cell).
+func detectorImage(rng *rand.Rand) (scene.Scene, image.Image, error) {
+	sc := randomScene(rng)
+	img, err := render(sc)
+	if err != nil {
+		return sc, nil, err
+	}
+	if rng.IntN(2) == 0 {
+		return sc, degradeNoShift(img, rng, 0.2+0.6*rng.Float64()), nil
+	}
+	return sc, img, nil
+}
+
+// degradeNoShift degrades without moving objects off their cells, so per-cell labels still hold.
+func degradeNoShift(img *image.RGBA, rng *rand.Rand, strength float64) *image.RGBA {
+	return degradeWith(img, rng, strength, false)
+}
+
+func detectorBatch(rng *rand.Rand) ([]any, error) {
+	imgs := make([]image.Image, trainBatch)
+	obj := make([]float32, trainBatch*NumCells)
+	cls := [4][]int32{}
+	for k := range cls {
+		cls[k] = make([]int32, trainBatch*NumCells)
+	}
+	for i := range imgs {
+		sc, img, err := detectorImage(rng)
+		if err != nil {
+			return nil, err
+		}
+		imgs[i] = img
+		for _, o := range sc.Objects {
+			c := i*NumCells + o.Row*Grid + o.Col
+			obj[c] = 1
+			cls[0][c] = int32(scene.Index(scene.Shapes, o.Shape))
+			cls[1][c] = int32(scene.Index(scene.Colours, o.Colour))
+			cls[2][c] = int32(scene.Index(scene.Sizes, o.Size))
+			cls[3][c] = int32(scene.Index(scene.Textures, o.Texture))
+		}
+	}
+	in := []any{patchTensor(imgs), tensors.FromFlatDataAndDimensions(obj, trainBatch, NumCells)}
+	for k := range cls {
+		in = append(in, tensors.FromFlatDataAndDimensions(cls[k], trainBatch, NumCells))
+	}
+	return in, nil
+}
+
+func detectorLoss(ctx *mlctx.Context, in []*Node) *Node {
+	obj, shape, colour, size, texture := detectorHeads(ctx, in[0])
+	l := bceLogits(obj, in[1])
+	for k, logits := range []*Node{shape, colour, size, texture} {
+		l = Add(l, maskedCE(logits, in[2+k], in[1]))
+	}
+	return l
+}
+
+func vqaBatch(rng *rand.Rand) ([]any, error) {
+	imgs := make([]image.Image, trainBatch)
+	attrs := make([]float32, trainBatch*numAttrs)
+	labels := make([]float32, trainBatch)
+	for i := range imgs {
+		sc, img, err := detectorImage(rng)
+		if err != nil {
+			return nil, err
+		}
+		imgs[i] = img
+		q, yes := question(sc, rng)
+		questionAttrs(q, attrs[i*numAttrs:(i+1)*numAttrs])
+		if yes {
+			labels[i] = 1
+		}
+	}
+	return []any{patchTensor(imgs), tensors.FromFlatDataAndDimensions(attrs, trainBatch, numAttrs), tensors.FromFlatDataAndDimensions(labels, trainBatch)}, nil
+}
+
+func vqaLoss(ctx *mlctx.Context, in []*Node) *Node {
+	return bceLogits(vqaLogit(ctx, in[0], in[1]), in[2])
+}
+
+// alignedPair draws a prompt and either a faithful or a misaligned render (half each), mildly
+// degraded a fifth of the time, with the exact label.
+func alignedPair(rng *rand.Rand) (prompts.Prompt, image.Image, bool, error) {
+	p, err := drawPrompt(rng)
+	if err != nil {
+		return p, nil, false, err
+	}
+	var sc scene.Scene
+	if rng.IntN(2) == 0 {
+		if sc, err = faithfulScene(p, rng); err != nil {
+			return p, nil, false, err
+		}
+	} else {
+		sc = misalignedScene(p, rng)
+	}
+	img, err := render(sc)
+	if err != nil {
+		return p, nil, false, err
+	}
+	var out image.Image = img
+	if rng.IntN(5) == 0 {
+		out = degradeNoShift(img, rng, 0.3*rng.Float64())
+	}
+	return p, out, p.Spec.Satisfied(sc), nil
+}
+
+func ormBatch(rng *rand.Rand, voc vocab) ([]any, error) {
+	imgs := make([]image.Image, trainBatch)
+	toks := make([]int32, trainBatch*MaxWords)
+	labels := make([]float32, trainBatch)
+	for i := range imgs {
+		p, img, ok, err := alignedPair(rng)
+		if err != nil {
+			return nil, err
+		}
+		imgs[i] = img
+		voc.encode(p.Prompt, toks[i*MaxWords:(i+1)*MaxWords])
+		if ok {
+			labels[i] = 1
+		}
+	}
+	return []any{patchTensor(imgs), tensors.FromFlatDataAndDimensions(toks, trainBatch, MaxWords), tensors.FromFlatDataAndDimensions(labels, trainBatch)}, nil
+}
+
+// preferencePair draws a prompt with a preferred image (a faithful render) and a worse one: the
+// same render degraded, or a clean misaligned render.
+func preferencePair(rng *rand.Rand) (prompts.Prompt, image.Image, image.Image, error) {
+	p, err := drawPrompt(rng)
+	if err != nil {
+		return p, nil, nil, err
+	}
+	sc, err := faithfulScene(p, rng)
+	if err != nil {
+		return p, nil, nil, err
+	}
+	good, err := render(sc)
+	if err != nil {
+		return p, nil, nil, err
+	}
+	if rng.IntN(2) == 0 {
+		return p, good, degrade(good, rng, 0.3+0.7*rng.Float64()), nil
+	}
+	bad, err := render(misalignedScene(p, rng))
+	if err != nil {
+		return p, nil, nil, err
+	}
+	return p, good, bad, nil
+}
+
+func hpsBatch(rng *rand.Rand, voc vocab) ([]any, error) {
+	good := make([]image.Image, trainBatch)
+	bad := make([]image.Image, trainBatch)
+	toks := make([]int32, trainBatch*MaxWords)
+	for i := range good {
+		p, g, b, err := preferencePair(rng)
+		if err != nil {
+			return nil, err
+		}
+		good[i], bad[i] = g, b
+		voc.encode(p.Prompt, toks[i*MaxWords:(i+1)*MaxWords])
+	}
+	return []any{patchTensor(good), patchTensor(bad), tensors.FromFlatDataAndDimensions(toks, trainBatch, MaxWords)}, nil
+}
