@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -669,5 +672,65 @@ func TestEventsQueue(t *testing.T) {
 	ev := <-got
 	if ev.Kind != EventTaskDone || ev.Worker != "rw-1" || ev.Count != 8 || ev.Time.IsZero() {
 		t.Fatalf("event = %+v", ev)
+	}
+}
+
+func TestDepthCollector(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	for i := range 2 {
+		if _, err := PublishSample(ctx, e.js, sample(1, 0, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewDepthCollector(e.js, e.topo))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "queue" {
+					name += "/" + l.GetValue()
+				}
+			}
+			got[name] = m.GetGauge().GetValue()
+		}
+	}
+	if len(got) != 9 { // 4 queues x 2 gauges + dead letters
+		t.Fatalf("metrics %v, want 9", got)
+	}
+	if got["bicot_queue_pending/samples"] != 2 || got["bicot_queue_pending/tasks"] != 0 || got["bicot_queue_dead_letters"] != 0 {
+		t.Fatalf("metrics %v", got)
+	}
+}
+
+func TestEmbeddedMonitoringEndpoint(t *testing.T) {
+	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir(), MonitorPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	addr := srv.MonitorAddr()
+	if addr == "" {
+		t.Fatal("no monitoring address")
+	}
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/jsz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	c.CloseIdleConnections()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "memory") {
+		t.Fatalf("/jsz: %d %s", resp.StatusCode, body)
+	}
+	if _, err := StartEmbedded(EmbeddedOptions{Port: 70000}); err == nil {
+		t.Fatal("port 70000 accepted")
 	}
 }

@@ -39,6 +39,9 @@ type EmbeddedOptions struct {
 	ServerName string
 	// StartTimeout bounds waiting for the server to accept connections; default 10 s.
 	StartTimeout time.Duration
+	// MonitorPort serves the HTTP monitoring endpoints (/varz, /jsz: what KEDA's JetStream
+	// scaler reads); 0 (default) disables them, -1 picks a free port.
+	MonitorPort int
 	// Debug turns on the server's own logging to stderr.
 	Debug bool
 }
@@ -57,6 +60,9 @@ func StartEmbedded(o EmbeddedOptions) (*EmbeddedServer, error) {
 	}
 	if o.Port < 0 || o.Port > 65535 {
 		return nil, fmt.Errorf("embedded nats: port %d out of range", o.Port)
+	}
+	if o.MonitorPort < -1 || o.MonitorPort > 65535 {
+		return nil, fmt.Errorf("embedded nats: monitor port %d out of range", o.MonitorPort)
 	}
 	if o.MaxPayload == 0 {
 		o.MaxPayload = DefaultMaxPayload
@@ -97,6 +103,10 @@ func StartEmbedded(o EmbeddedOptions) (*EmbeddedServer, error) {
 		NoSigs:     true,
 		NoLog:      !o.Debug,
 	}
+	if o.MonitorPort != 0 {
+		sopts.HTTPHost = o.Host
+		sopts.HTTPPort = o.MonitorPort
+	}
 	srv, err := server.NewServer(sopts)
 	if err != nil {
 		e.cleanup()
@@ -129,6 +139,14 @@ func (e *EmbeddedServer) Addr() string {
 		return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
 	}
 	return e.srv.Addr().String()
+}
+
+// MonitorAddr is the host:port of the HTTP monitoring endpoint, "" when disabled.
+func (e *EmbeddedServer) MonitorAddr() string {
+	if a := e.srv.MonitorAddr(); a != nil {
+		return a.String()
+	}
+	return ""
 }
 
 // Server exposes the underlying nats-server (for monitoring or tests that need its internals).
