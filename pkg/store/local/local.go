@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/bicot-rl/bicot/pkg/store"
 )
@@ -47,12 +48,14 @@ func New(dir string) (*Store, error) {
 func (s *Store) Root() string { return s.root }
 
 // ValidateKey reports why key is not a valid store key: keys are slash-separated relative paths
-// with no empty, "." or ".." segments, no leading slash, no NUL byte, and no backslash (which would
-// be a separator on some systems). The S3 store applies the same rule so both stores accept the
-// same keys.
+// of valid UTF-8 with no empty, "." or ".." segments, no leading slash, no NUL byte, and no
+// backslash (a separator on some systems). The S3 store applies the same grammar.
 func ValidateKey(key string) error {
 	if key == "" {
 		return errors.New("invalid key: empty")
+	}
+	if !utf8.ValidString(key) {
+		return fmt.Errorf("invalid key %q: not valid UTF-8", key)
 	}
 	if strings.ContainsAny(key, "\x00\\") {
 		return fmt.Errorf("invalid key %q: contains NUL or backslash", key)

@@ -35,6 +35,7 @@ func Run(t *testing.T, newStore func() store.Store) {
 		{"ListEmpty", testListEmpty},
 		{"DeleteIdempotent", testDelete},
 		{"InvalidKeys", testInvalidKeys},
+		{"UnusualValidKeys", testUnusualKeys},
 		{"FailedPutLeavesNothing", testFailedPut},
 		{"CancelledContext", testCancelled},
 		{"Concurrent", testConcurrent},
@@ -214,7 +215,7 @@ func testDelete(t *testing.T, s store.Store) {
 }
 
 func testInvalidKeys(t *testing.T, s store.Store) {
-	bad := []string{"", "/abs", "a//b", "a/../b", "..", "../x", "a/", "./a", "a/./b", "a\x00b"}
+	bad := []string{"", "/abs", "a//b", "a/../b", "..", "../x", "a/", "./a", "a/./b", "a\x00b", "bad\xffutf8"}
 	for _, k := range bad {
 		if err := s.Put(ctx(t), k, bytes.NewReader([]byte("x")), 1); err == nil {
 			t.Errorf("Put(%q) succeeded, want invalid-key error", k)
@@ -321,5 +322,21 @@ func testLarge(t *testing.T, s store.Store) {
 	put(t, s, "big/blob", data)
 	if got := get(t, s, "big/blob"); !bytes.Equal(got, data) {
 		t.Fatalf("large object round trip differs (%d vs %d bytes)", len(got), len(data))
+	}
+}
+
+func testUnusualKeys(t *testing.T, s store.Store) {
+	keys := []string{"dir with space/file name.json", "ünïcode/数据.bin", "a/.hidden", "x..y/v1.2.tar.gz", "a-b_c+d=e"}
+	for i, k := range keys {
+		put(t, s, k, []byte{byte(i)})
+	}
+	for i, k := range keys {
+		if got := get(t, s, k); len(got) != 1 || got[0] != byte(i) {
+			t.Errorf("Get(%q) = %v", k, got)
+		}
+	}
+	l, err := s.List(ctx(t), "")
+	if err != nil || len(l) != len(keys) {
+		t.Fatalf("List = %v, %v; want %d objects", l, err, len(keys))
 	}
 }
