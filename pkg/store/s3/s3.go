@@ -5,7 +5,10 @@
 // computed before the upload starts, and Get verifies it while the caller reads: a body whose hash
 // or length differs, or an object without the metadata (written behind the store's back), fails
 // with an error naming the key and wrapping ErrChecksum. S3's own ETag cannot serve: it is not a
-// content hash for multipart uploads.
+// content hash for multipart uploads. Because the digest is known before the upload, a single PUT
+// also carries it as x-amz-content-sha256, so the server refuses a body that was damaged on the way
+// (ErrChecksum), and minio-go's streaming signature, which would hash every byte a second time, is
+// switched off: that is what lets a checkpoint upload keep up with a raw PutObject.
 //
 // Robustness: each call is tried up to Config.Attempts times on transient failures (network
 // errors, 5xx, throttling, a per-attempt timeout) with exponential backoff; each attempt is bounded
@@ -182,10 +185,22 @@ func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64, su
 		ContentType:  "application/octet-stream",
 		PartSize:     s.cfg.PartSize,
 		NumThreads:   s.cfg.Threads,
+		// The payload's SHA-256 is already known: minio-go's streaming signature would hash every
+		// byte again. A single PUT sends the known digest as x-amz-content-sha256, so the server
+		// verifies the body on write; multipart parts go unsigned and are covered by the
+		// verification on read.
+		DisableContentSha256: true,
 	}
+	core := minio.Core{Client: s.client}
 	return s.retry(ctx, "put", key, func(ctx context.Context) error {
 		// A fresh view per attempt: a retry starts from the first byte.
-		_, err := s.client.PutObject(ctx, s.cfg.Bucket, s.ObjectKey(key), io.NewSectionReader(src, 0, n), n, opts)
+		body := io.NewSectionReader(src, 0, n)
+		var err error
+		if n <= int64(s.cfg.PartSize) {
+			_, err = core.PutObject(ctx, s.cfg.Bucket, s.ObjectKey(key), body, n, "", sum, opts)
+		} else {
+			_, err = s.client.PutObject(ctx, s.cfg.Bucket, s.ObjectKey(key), body, n, opts)
+		}
 		return err
 	})
 }
@@ -433,6 +448,9 @@ func (s *Store) retry(ctx context.Context, op, key string, fn func(ctx context.C
 			}
 			return fmt.Errorf("s3 %s %s: %w", op, key, store.ErrNotFound)
 		}
+		if isDigestMismatch(err) {
+			return fmt.Errorf("s3 %s %s: server refused the body: %w (%v)", op, key, ErrChecksum, err)
+		}
 		var p permanent
 		if errors.As(err, &p) {
 			return p.error
@@ -458,6 +476,11 @@ func isNotFound(err error) bool {
 		return er.Code == "NoSuchKey" || er.Code == "NotFound" || (er.StatusCode == http.StatusNotFound && er.Code != "NoSuchBucket")
 	}
 	return false
+}
+
+func isDigestMismatch(err error) bool {
+	var er minio.ErrorResponse
+	return errors.As(err, &er) && (er.Code == "XAmzContentSHA256Mismatch" || er.Code == "BadDigest" || er.Code == "InvalidDigest")
 }
 
 // transient reports errors worth another attempt: the network, server errors and throttling.

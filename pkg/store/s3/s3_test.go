@@ -107,6 +107,13 @@ func TestChecksumCatchesTampering(t *testing.T) {
 	if _, err := st.Stat(ctx, "w/v2"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Stat after refused put: %v, want ErrNotFound", err)
 	}
+	// From a seekable reader the digest goes out as x-amz-content-sha256 and the server refuses it.
+	if err := st.PutSHA256(ctx, "w/v2", bytes.NewReader(good), int64(len(good)), hex.EncodeToString(bad[:])); !errors.Is(err, s3.ErrChecksum) {
+		t.Fatalf("PutSHA256 with a wrong digest: %v; want the server's refusal as ErrChecksum", err)
+	}
+	if _, err := st.Stat(ctx, "w/v2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Stat after refused put: %v, want ErrNotFound", err)
+	}
 	if err := st.PutSHA256(ctx, "w/v3", bytes.NewReader(good), -1, hex.EncodeToString(goodSum[:])); err != nil {
 		t.Fatal(err)
 	}
