@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"sync"
 	"testing"
@@ -332,4 +333,58 @@ func TestOpenBadConfig(t *testing.T) {
 			t.Errorf("Open(%+v) succeeded", cfg)
 		}
 	}
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Three nodes that all know the full peer list from their config bootstrap together; a follower
+// forwards through the peers' configured HTTP addresses.
+func TestStaticBootstrap(t *testing.T) {
+	var peers []Peer
+	for _, id := range []string{"a", "b", "c"} {
+		peers = append(peers, Peer{ID: id, RaftAddr: freeAddr(t), HTTPAddr: freeAddr(t)})
+	}
+	nodes := map[string]*Node{}
+	defer func() {
+		for _, n := range nodes {
+			n.Shutdown()
+		}
+	}()
+	for _, p := range peers {
+		n, err := Open(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, HTTPAddr: p.HTTPAddr, DataDir: t.TempDir(), Bootstrap: true, Peers: peers}, testLog(t))
+		if err != nil {
+			t.Fatalf("open %s: %v", p.ID, err)
+		}
+		nodes[p.ID] = n
+	}
+	waitFor(t, 10*time.Second, "a leader among a, b, c", func() bool {
+		for _, n := range nodes {
+			if n.IsLeader() {
+				return true
+			}
+		}
+		return false
+	})
+	var fol *Node
+	for _, n := range nodes {
+		if !n.IsLeader() {
+			fol = n
+		}
+	}
+	mustApply(t, fol, NewInitRun(t0, InitRun{RunID: "r", PromptCount: 10}))
+	waitFor(t, 10*time.Second, "run replicated everywhere", func() bool {
+		for _, n := range nodes {
+			if n.State().RunID != "r" {
+				return false
+			}
+		}
+		return true
+	})
 }
