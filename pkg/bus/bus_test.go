@@ -419,11 +419,11 @@ func TestInProgressPreventsRedelivery(t *testing.T) {
 	// Two fetchers: a redelivery would reach the idle one while the first is still busy.
 	runConsume(t, e, e.topo.Tasks, Typed(func(ctx context.Context, m *BatchTask, msg jetstream.Msg) error {
 		if calls.Add(1) == 1 {
-			time.Sleep(1200 * time.Millisecond) // four ack waits
+			time.Sleep(1500 * time.Millisecond) // 2.5 ack waits
 			close(done)
 		}
 		return nil
-	}), ConsumeOptions{Fetchers: 2, AckWait: 300 * time.Millisecond, InProgressEvery: 80 * time.Millisecond, PollWait: 200 * time.Millisecond})
+	}), ConsumeOptions{Fetchers: 2, AckWait: 600 * time.Millisecond, InProgressEvery: 100 * time.Millisecond, PollWait: 200 * time.Millisecond})
 	<-done
 	waitFor(t, "queue drained", func() bool {
 		p, a := depth(t, e, e.topo.Tasks)
@@ -506,13 +506,23 @@ func TestTwoProcessesShareOneConsumer(t *testing.T) {
 	var mu sync.Mutex
 	byWorker := map[int]int{}
 	seen := map[string]bool{}
+	both := make(chan struct{})
+	var bothOnce sync.Once
 	h := func(w int) Handler {
 		return Typed(func(ctx context.Context, s *Sample, msg jetstream.Msg) error {
 			mu.Lock()
 			byWorker[w]++
 			seen[s.Key()] = true
+			if byWorker[0] > 0 && byWorker[1] > 0 {
+				bothOnce.Do(func() { close(both) })
+			}
 			mu.Unlock()
-			time.Sleep(30 * time.Millisecond)
+			// Hold the first message until the other process has one too: with one fetcher
+			// each, that can only happen if the consumer hands work to both.
+			select {
+			case <-both:
+			case <-ctx.Done():
+			}
 			return nil
 		})
 	}

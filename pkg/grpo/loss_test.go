@@ -12,9 +12,12 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 )
 
+// backend is the pure-Go backend with ops run one after another: gomlx v0.26's parallel op
+// scheduling (its default when one graph runs alone) races on buffer reuse under -race
+// (simplego exec.go: input ownership is decided outside the lock), which could corrupt results.
 func backend(t testing.TB) backends.Backend {
 	t.Helper()
-	b, err := backends.NewWithConfig("go:parallelism=-1")
+	b, err := backends.NewWithConfig("go:parallelism=-1,ops_sequential")
 	if err != nil {
 		t.Fatal(err)
 	}
