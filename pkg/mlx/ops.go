@@ -109,26 +109,58 @@ func CausalSelfAttention(ctx *context.Context, x *Node, heads, headDim int) *Nod
 	return Dense(ctx.In("output"), o, true, D)
 }
 
-// CachedAttentionStep is CausalSelfAttention for one new position per row, reading and updating a
-// fixed-shape key/value cache: x [N, D] is the input at position pos (scalar int32), kCache and
-// vCache are [N, Tmax, H, dh]. It returns the attention output [N, D] and the caches with
-// position pos written (Where on a one-hot mask: the pure-Go backend has no
-// DynamicUpdateSlice). Positions > pos are masked, so stale cache entries there do no harm.
-func CachedAttentionStep(ctx *context.Context, x, pos, kCache, vCache *Node, heads, headDim int) (out, newK, newV *Node) {
+// CachedAttentionStep is CausalSelfAttention for one new position per row over a fixed-shape
+// key/value cache: x [N, D] is the input at position pos (scalar int32); kCache [N, H, Tmax, dh]
+// and vCache [N, H, dh, Tmax] (CacheShapes) hold positions < pos. It returns the attention output
+// [N, D] and this position's key and value [N, H, dh], which the caller writes into the caches at
+// pos (WriteCaches) before the next step.
+//
+// Why the write happens outside: the pure-Go backend has no DynamicUpdateSlice, and writing with
+// Where on a one-hot position mask costs three cache-sized broadcasts per layer and step (a third
+// of the decode time); copying N*H*dh values on the host costs nothing. Cache entries at
+// positions >= pos are masked, so whatever they hold does no harm.
+//
+// It is for sampling only and is never differentiated, so it multiplies with plain DotGeneral
+// (BatchMatMul's gradient carriers would cost a pass over the caches). The cache layouts are the
+// pure-Go backend's native [batch, cross, contracting] operand layouts for q.K and att.V, so no
+// step transposes a cache.
+func CachedAttentionStep(ctx *context.Context, x, pos, kCache, vCache *Node, heads, headDim int) (out, k, v *Node) {
+	g := x.Graph()
 	N, D := x.Shape().Dimensions[0], x.Shape().Dimensions[1]
-	Tm := kCache.Shape().Dimensions[1]
+	Tm := kCache.Shape().Dimensions[2]
 	q, k, v := AttentionProjections(ctx, x, heads, headDim) // [N,H,dh]
-	write := BroadcastToDims(Reshape(OneHotMask(x.Graph(), Tm, pos), 1, Tm, 1, 1), N, Tm, heads, headDim)
-	newK = Where(write, BroadcastToDims(InsertAxes(k, 1), N, Tm, heads, headDim), kCache)
-	newV = Where(write, BroadcastToDims(InsertAxes(v, 1), N, Tm, heads, headDim), vCache)
 	qh := Reshape(q, N, heads, 1, headDim)
-	kh := TransposeAllAxes(newK, 0, 2, 3, 1) // [N,H,dh,T]
-	scores := BatchMatMul(qh, kh)            // [N,H,1,T]
-	visible := LessOrEqual(Iota(x.Graph(), shapes.Make(dtypes.Int32, Tm), 0), pos)
-	att := MaskedSoftmax(scores, BroadcastToDims(Reshape(visible, 1, 1, 1, Tm), N, heads, 1, Tm), -1)
-	o := BatchMatMul(att, TransposeAllAxes(newV, 0, 2, 1, 3)) // [N,H,1,dh]
+	past := DotGeneral(qh, []int{3}, []int{0, 1}, kCache, []int{3}, []int{0, 1}) // [N,H,1,T]
+	self := Reshape(ReduceSum(Mul(q, k), -1), N, heads, 1, 1)                   // [N,H,1,1]
+	scores := Concatenate([]*Node{past, self}, 3)                               // [N,H,1,T+1]
+	visible := Concatenate([]*Node{
+		LessThan(Iota(g, shapes.Make(dtypes.Int32, Tm), 0), ConvertDType(pos, dtypes.Int32)),
+		Const(g, []bool{true}),
+	}, 0)
+	att := MaskedSoftmax(scores, BroadcastToDims(Reshape(visible, 1, 1, 1, Tm+1), N, heads, 1, Tm+1), -1)
+	attPast := Slice(att, AxisRange(), AxisRange(), AxisRange(), AxisRange(0, Tm))
+	attSelf := Reshape(Slice(att, AxisRange(), AxisRange(), AxisRange(), AxisRange(Tm, Tm+1)), N, heads, 1)
+	o := DotGeneral(attPast, []int{3}, []int{0, 1}, vCache, []int{3}, []int{0, 1}) // [N,H,1,dh]
+	o = Add(Reshape(o, N, heads, headDim), Mul(attSelf, v))
 	out = Dense(ctx.In("output"), Reshape(o, N, heads*headDim), true, D)
-	return
+	return out, k, v
+}
+
+// CacheShapes are the dimensions of the key and value caches CachedAttentionStep takes.
+func CacheShapes(n, heads, maxLen, headDim int) (k, v []int) {
+	return []int{n, heads, maxLen, headDim}, []int{n, heads, headDim, maxLen}
+}
+
+// WriteCaches stores one position's keys and values [N, H, dh] (flat, as CachedAttentionStep
+// returns them) at pos of flat caches laid out as CacheShapes.
+func WriteCaches[T any](kCache, vCache, k, v []T, n, heads, maxLen, headDim, pos int) {
+	for r := 0; r < n*heads; r++ {
+		copy(kCache[(r*maxLen+pos)*headDim:(r*maxLen+pos+1)*headDim], k[r*headDim:(r+1)*headDim])
+		base := r * headDim * maxLen
+		for d := 0; d < headDim; d++ {
+			vCache[base+d*maxLen+pos] = v[r*headDim+d]
+		}
+	}
 }
 
 // OneHotMask is the boolean vector [n] that is true only at index pos (scalar int32 node).

@@ -159,8 +159,12 @@ func TestCachedAttentionStepMatchesFull(t *testing.T) {
 		return CausalSelfAttention(ctx, x, H, dh)
 	}, x)[0]
 	fullData := tensors.MustCopyFlatData[float64](full)
-	k := tensors.FromFlatDataAndDimensions(make([]float64, N*T*H*dh), N, T, H, dh)
-	v := tensors.FromFlatDataAndDimensions(make([]float64, N*T*H*dh), N, T, H, dh)
+	kd, vd := CacheShapes(N, H, T, dh)
+	kc, vc := make([]float64, N*T*H*dh), make([]float64, N*T*H*dh)
+	// Entries at positions >= pos must not matter: fill them with garbage.
+	for i := range kc {
+		kc[i], vc[i] = 1e3, -1e3
+	}
 	xs := tensors.MustCopyFlatData[float64](x)
 	stepExec := context.MustNewExec(backend, ctx, func(ctx *context.Context, xt, pos, k, v *Node) []*Node {
 		o, k2, v2 := CachedAttentionStep(ctx, xt, pos, k, v, H, dh)
@@ -171,8 +175,9 @@ func TestCachedAttentionStepMatchesFull(t *testing.T) {
 		for n := 0; n < N; n++ {
 			copy(xt[n*D:(n+1)*D], xs[(n*T+p)*D:(n*T+p+1)*D])
 		}
-		out := stepExec.MustExec(tensors.FromFlatDataAndDimensions(xt, N, D), int32(p), k, v)
-		k, v = out[1], out[2]
+		out := stepExec.MustExec(tensors.FromFlatDataAndDimensions(xt, N, D), int32(p),
+			tensors.FromFlatDataAndDimensions(kc, kd...), tensors.FromFlatDataAndDimensions(vc, vd...))
+		WriteCaches(kc, vc, tensors.MustCopyFlatData[float64](out[1]), tensors.MustCopyFlatData[float64](out[2]), N, H, T, dh, p)
 		o := tensors.MustCopyFlatData[float64](out[0])
 		for n := 0; n < N; n++ {
 			for d := 0; d < D; d++ {

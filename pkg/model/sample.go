@@ -8,7 +8,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive
-	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 	"github.com/gomlx/gomlx/pkg/ml/layers"
@@ -108,15 +107,16 @@ func drawGumbelMax(logits []float64, invT float64, noise []float64) (int, float6
 }
 
 // decodeStepGraph processes one position per row with the KV cache: inputs are token [R] (the
-// token at pos), pos (scalar) and the caches (K, V per layer, [R, SeqLen, H, dh]); outputs are
-// the text and image logits for position pos+1 and the updated caches.
+// token at pos), pos (scalar) and the caches (K, V per layer, see mlx.CacheShapes, holding
+// positions < pos); outputs are the text and image logits for position pos+1 and each layer's
+// key and value at pos ([R, H, dh]) for the caller to write into the caches.
 func (m *Model) decodeStepGraph(ctx *context.Context, inputs []*Node) []*Node {
 	c := m.Config
 	token, pos, caches := inputs[0], inputs[1], inputs[2:]
 	g := token.Graph()
 	pctx := ctx.In(Scope)
 	x := layers.Embedding(pctx.In("tok_embed"), token, dtypes.Float32, c.Vocab(), c.DModel) // [R, D]
-	posRow := Gather(m.posTable(pctx, g), Reshape(ConvertDType(pos, dtypes.Int32), 1))      // [D]
+	posRow := Gather(m.posTable(pctx, g), Reshape(ConvertDType(pos, dtypes.Int32), 1))     // [D]
 	x = Add(x, InsertAxes(posRow, 0))
 	out := []*Node{nil, nil}
 	for l := 0; l < c.Layers; l++ {
@@ -148,23 +148,33 @@ type stepper interface {
 type kvStepper struct {
 	m      *Model
 	exec   *context.Exec
-	caches []*tensors.Tensor
+	rows   int
+	caches [][]float32 // K, V per layer, flat in mlx.CacheShapes layout
 }
 
 func (s *kvStepper) step(buf [][]int32, pos int) ([]float32, []float32, error) {
+	c := s.m.Config
 	col := make([]int32, len(buf))
 	for r := range buf {
 		col[r] = buf[r][pos]
 	}
+	kd, vd := mlx.CacheShapes(s.rows, c.Heads, c.SeqLen(), c.HeadDim())
 	args := []any{tensors.FromFlatDataAndDimensions(col, len(buf)), int32(pos)}
-	for _, t := range s.caches {
-		args = append(args, t)
+	for i, cache := range s.caches {
+		dims := kd
+		if i%2 == 1 {
+			dims = vd
+		}
+		args = append(args, tensors.FromFlatDataAndDimensions(cache, dims...))
 	}
 	out, err := s.exec.Exec(args...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("decode step %d: %w", pos, err)
 	}
-	s.caches = out[2:]
+	for l := 0; l < c.Layers; l++ {
+		mlx.WriteCaches(s.caches[2*l], s.caches[2*l+1], tensors.MustCopyFlatData[float32](out[2+2*l]),
+			tensors.MustCopyFlatData[float32](out[3+2*l]), s.rows, c.Heads, c.SeqLen(), c.HeadDim(), pos)
+	}
 	return tensors.MustCopyFlatData[float32](out[0]), tensors.MustCopyFlatData[float32](out[1]), nil
 }
 
@@ -203,9 +213,9 @@ func (m *Model) newStepper(rows int, full bool) (stepper, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &kvStepper{m: m, exec: e}
+	s := &kvStepper{m: m, exec: e, rows: rows}
 	for i := 0; i < 2*c.Layers; i++ {
-		s.caches = append(s.caches, tensors.FromShape(shapes.Make(dtypes.Float32, rows, c.SeqLen(), c.Heads, c.HeadDim())))
+		s.caches = append(s.caches, make([]float32, rows*c.Heads*c.SeqLen()*c.HeadDim()))
 	}
 	return s, nil
 }
