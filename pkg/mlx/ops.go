@@ -131,8 +131,8 @@ func CachedAttentionStep(ctx *context.Context, x, pos, kCache, vCache *Node, hea
 	q, k, v := AttentionProjections(ctx, x, heads, headDim) // [N,H,dh]
 	qh := Reshape(q, N, heads, 1, headDim)
 	past := DotGeneral(qh, []int{3}, []int{0, 1}, kCache, []int{3}, []int{0, 1}) // [N,H,1,T]
-	self := Reshape(ReduceSum(Mul(q, k), -1), N, heads, 1, 1)                   // [N,H,1,1]
-	scores := Concatenate([]*Node{past, self}, 3)                               // [N,H,1,T+1]
+	self := Reshape(ReduceSum(Mul(q, k), -1), N, heads, 1, 1)                    // [N,H,1,1]
+	scores := Concatenate([]*Node{past, self}, 3)                                // [N,H,1,T+1]
 	visible := Concatenate([]*Node{
 		LessThan(Iota(g, shapes.Make(dtypes.Int32, Tm), 0), ConvertDType(pos, dtypes.Int32)),
 		Const(g, []bool{true}),

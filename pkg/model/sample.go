@@ -116,7 +116,7 @@ func (m *Model) decodeStepGraph(ctx *context.Context, inputs []*Node) []*Node {
 	g := token.Graph()
 	pctx := ctx.In(Scope)
 	x := layers.Embedding(pctx.In("tok_embed"), token, dtypes.Float32, c.Vocab(), c.DModel) // [R, D]
-	posRow := Gather(m.posTable(pctx, g), Reshape(ConvertDType(pos, dtypes.Int32), 1))     // [D]
+	posRow := Gather(m.posTable(pctx, g), Reshape(ConvertDType(pos, dtypes.Int32), 1))      // [D]
 	x = Add(x, InsertAxes(posRow, 0))
 	out := []*Node{nil, nil}
 	for l := 0; l < c.Layers; l++ {
