@@ -1,0 +1,78 @@
+package bus
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestEmbeddedRestartKeepsQueuedWork(t *testing.T) {
+	dir := t.TempDir()
+	ctx := testCtx(t)
+	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, js, err := Connect(ctx, srv.URL(), ConnectOptions{Name: "before"})
+	if err != nil {
+		srv.Shutdown()
+		t.Fatal(err)
+	}
+	if _, err := EnsureStreams(ctx, js, "run1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PublishSample(ctx, js, sample(4, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	srv.Shutdown()
+
+	srv, err = StartEmbedded(EmbeddedOptions{StoreDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, js, err = Connect(ctx, srv.URL(), ConnectOptions{Name: "after"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	topo, err := EnsureStreams(ctx, js, "run1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, a, err := Depth(ctx, js, topo.Samples.Stream, topo.Samples.Consumer)
+	if err != nil || p != 1 || a != 0 {
+		t.Fatalf("after restart depth = %d, %d, %v; want the queued sample", p, a, err)
+	}
+	// The de-duplication window survives too.
+	ack, err := PublishSample(ctx, js, sample(4, 1, 0))
+	if err != nil || !ack.Duplicate {
+		t.Fatalf("re-publish after restart: %+v, %v; want duplicate", ack, err)
+	}
+}
+
+func TestConnectErrors(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, _, err := Connect(ctx, "", ConnectOptions{}); err == nil {
+		t.Fatal("empty url accepted")
+	}
+	// A port nothing listens on (the embedded server's, after shutdown).
+	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := srv.URL()
+	srv.Shutdown()
+	_, _, err = Connect(ctx, url, ConnectOptions{Timeout: 500 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), url) {
+		t.Fatalf("Connect to a dead server: %v, want an error naming %s", err, url)
+	}
+	cctx, ccancel := context.WithCancel(context.Background())
+	ccancel()
+	if _, _, err := Connect(cctx, url, ConnectOptions{}); err == nil {
+		t.Fatal("Connect with cancelled context succeeded")
+	}
+}
