@@ -3,7 +3,10 @@
 // problems on the pure-Go backend (design section 6):
 //
 //   - Backend selection. The pure-Go backend ("go") with the default parallelism deadlocks on
-//     2-CPU machines, so the default configuration is "go:parallelism=-1". The XLA backend (GPU
+//     2-CPU machines, so the default configuration is "go:parallelism=-1,ops_sequential": graph
+//     ops run one after another (matrix multiplies still use the worker pool), because v0.26's
+//     parallel op scheduler races on buffer reuse (the race detector finds it in exec.go), which
+//     could silently corrupt results and break bit-exact resume. The XLA backend (GPU
 //     nodes, "xla:cuda") is compiled in only with the build tag `xla` (see backend_xla.go), because
 //     it needs cgo and the PJRT plugin.
 //   - Matrix-multiply gradients. v0.26 differentiates DotGeneral as broadcast-multiply + sum, which
@@ -27,8 +30,8 @@ import (
 )
 
 // DefaultBackendConfig is the pure-Go backend with parallelism that does not deadlock on small
-// machines.
-const DefaultBackendConfig = "go:parallelism=-1"
+// machines and sequential op scheduling, which is race-free (see the package comment).
+const DefaultBackendConfig = "go:parallelism=-1,ops_sequential"
 
 // BackendEnvVar overrides the backend configuration when no explicit one is given.
 const BackendEnvVar = "BICOT_BACKEND"
