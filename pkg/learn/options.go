@@ -1,0 +1,114 @@
+package learn
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/bicot-rl/bicot/pkg/grpo"
+)
+
+// DefaultLR is the learning rate of DefaultOptions. The reference's 1e-6 is tuned for a
+// 7B-parameter model; our policy has ~10^5 weights and at 1e-6 moves too little to measure in a
+// few dozen steps. 3e-4 is the usual Adam rate for models of this size: in the package's learning
+// test it raises the reward of a tiny policy clearly within 30 steps while the KL to the
+// reference stays small (docs/learner.md).
+const DefaultLR = 3e-4
+
+// DefaultBatchSize is the padded number of sequences per step: 4 prompts x G = 8, the rollout
+// shape of design section 6b.
+const DefaultBatchSize = 32
+
+// Options configure a Trainer. Zero values of Loss.Norm, Loss.Level and Optimizer.Schedule mean
+// the defaults; use DefaultOptions as the starting point.
+type Options struct {
+	// Loss: beta (KL weight, reference 0.01), clipping and its epsilons, normalisation
+	// (token|sequence|level), level switch (both|plan|image).
+	Loss grpo.LossOptions `yaml:"loss" json:"loss"`
+	// Optimizer: AdamW, global-norm gradient clipping, learning-rate schedule.
+	Optimizer grpo.OptimizerOptions `yaml:"optimizer" json:"optimizer"`
+	// FilterZeroStd drops groups whose rewards all tie (DAPO's dynamic-sampling filter).
+	FilterZeroStd bool `yaml:"filter_zero_std" json:"filter_zero_std"`
+	// StdEps is added to the group's reward std (0 means grpo.DefaultStdEps, the reference 1e-4).
+	StdEps float64 `yaml:"std_eps" json:"std_eps"`
+	// MaxStaleness k: a sample drawn with policy version v is accepted while
+	// Version()-v <= k. 0 is strictly on-policy. k > 0 requires Loss.Clip.
+	MaxStaleness int64 `yaml:"max_staleness" json:"max_staleness"`
+	// BatchSize is the fixed number of sequences of the train graph; a step with more samples is
+	// refused, one with fewer is padded with zero-mask rows.
+	BatchSize int `yaml:"batch_size" json:"batch_size"`
+	// CFGWeight and Temperature are the sampling settings of the rollouts (bus.SamplingParams):
+	// the current and reference log-probs are taken under the same distribution the recorded
+	// logp_old came from. CFGWeight 0 means no guidance; Temperature 0 means 1.
+	CFGWeight   float64 `yaml:"cfg_weight" json:"cfg_weight"`
+	Temperature float64 `yaml:"temperature" json:"temperature"`
+	// InitialVersion is the policy version of the weights the trainer starts from (the version
+	// rollouts of those weights carry). Each Step adds one.
+	InitialVersion int64 `yaml:"initial_version" json:"initial_version"`
+}
+
+// DefaultOptions are the reference's loss settings (beta 0.01, token mean, both levels, no
+// clipping, strictly on-policy) with this package's learning rate and batch size.
+func DefaultOptions() Options {
+	opt := grpo.DefaultOptimizerOptions()
+	opt.LR = DefaultLR
+	return Options{
+		Loss:      grpo.DefaultLossOptions(),
+		Optimizer: opt,
+		BatchSize: DefaultBatchSize,
+	}
+}
+
+// withDefaults fills the zero values that have a default.
+func (o Options) withDefaults() Options {
+	if o.Loss.Norm == "" {
+		o.Loss.Norm = grpo.NormTokenMean
+	}
+	if o.Loss.Level == "" {
+		o.Loss.Level = grpo.LevelBoth
+	}
+	if o.Optimizer.Schedule == "" {
+		o.Optimizer.Schedule = grpo.ScheduleConstant
+	}
+	if o.StdEps == 0 {
+		o.StdEps = grpo.DefaultStdEps
+	}
+	return o
+}
+
+// Validate reports every problem of the options.
+func (o Options) Validate() error {
+	o = o.withDefaults()
+	var errs []error
+	if err := o.Loss.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.Optimizer.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := (grpo.AdvantageOptions{StdEps: o.StdEps}).Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if o.MaxStaleness < 0 {
+		errs = append(errs, fmt.Errorf("max_staleness %d: want >= 0 (0 = strictly on-policy)", o.MaxStaleness))
+	}
+	if o.MaxStaleness > 0 && !o.Loss.Clip {
+		errs = append(errs, fmt.Errorf("max_staleness %d > 0 needs loss.clip: stale samples have ratios away from 1 and an unclipped update can run away", o.MaxStaleness))
+	}
+	if o.BatchSize < 1 {
+		errs = append(errs, fmt.Errorf("batch_size %d: want >= 1", o.BatchSize))
+	}
+	if math.IsNaN(o.CFGWeight) || math.IsInf(o.CFGWeight, 0) || o.CFGWeight < 0 {
+		errs = append(errs, fmt.Errorf("cfg_weight %v: want a finite value >= 0", o.CFGWeight))
+	}
+	if math.IsNaN(o.Temperature) || math.IsInf(o.Temperature, 0) || o.Temperature < 0 {
+		errs = append(errs, fmt.Errorf("temperature %v: want a finite value >= 0 (0 = 1)", o.Temperature))
+	}
+	if o.InitialVersion < 0 {
+		errs = append(errs, fmt.Errorf("initial_version %d: want >= 0", o.InitialVersion))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("learner options: %w", err)
+	}
+	return nil
+}
