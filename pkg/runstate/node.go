@@ -451,14 +451,30 @@ func (n *Node) membership(ctx context.Context, m memberChange) error {
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 		defer cancel()
 	}
-	if !n.IsLeader() {
-		addr := n.LeaderHTTP()
-		if addr == "" {
-			return fmt.Errorf("membership %s %s: no leader known", m.Op, m.ID)
+	// Like Apply: ride out an election. Adding a voter twice or removing a gone server is a no-op
+	// in raft, so retrying is safe.
+	var last error
+	for backoff := 20 * time.Millisecond; ; backoff = min(2*backoff, 500*time.Millisecond) {
+		var err error
+		if n.IsLeader() {
+			err = n.membershipLeader(ctx, m)
+		} else if addr := n.LeaderHTTP(); addr != "" {
+			err = n.forwardMembership(ctx, addr, m)
+		} else {
+			err = errors.New("no leader known")
 		}
-		return n.forwardMembership(ctx, addr, m)
+		if err == nil || errors.Is(err, ErrRejected) || errors.Is(err, raft.ErrRaftShutdown) {
+			return err
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("membership %s %s on %s: %w (last error: %v)", m.Op, m.ID, n.cfg.ID, ctx.Err(), last)
+		case <-n.ctx.Done():
+			return fmt.Errorf("membership %s %s on %s: node shut down (last error: %v)", m.Op, m.ID, n.cfg.ID, last)
+		case <-time.After(backoff):
+		}
 	}
-	return n.membershipLeader(ctx, m)
 }
 
 func (n *Node) membershipLeader(ctx context.Context, m memberChange) error {

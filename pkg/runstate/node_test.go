@@ -188,17 +188,19 @@ func (c *cluster) converged() State {
 
 func TestClusterFailoverForwardingRestart(t *testing.T) {
 	c := newCluster(t)
-	ld := c.leader()
-	if ld == nil {
-		t.Fatal("no leader after forming the cluster")
-	}
+	var ld *Node
+	waitFor(t, 10*time.Second, "a leader", func() bool { ld = c.leader(); return ld != nil })
 	servers, err := ld.Servers()
 	if err != nil || len(servers) != 3 {
 		t.Fatalf("servers = %v, %v; want 3", servers, err)
 	}
-	fol := c.followers()
-	if len(fol) != 2 {
-		t.Fatalf("%d followers, want 2", len(fol))
+	// The nodes that were following a moment ago (leadership may move on a loaded machine;
+	// Apply works on any node either way).
+	var fol []*Node
+	for _, n := range c.nodes {
+		if n != ld {
+			fol = append(fol, n)
+		}
 	}
 	// Commands applied on a follower are forwarded to the leader.
 	mustApply(t, fol[0], NewInitRun(t0, InitRun{RunID: "r1", Seed: 1, PromptCount: 1000}))
