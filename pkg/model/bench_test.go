@@ -43,3 +43,41 @@ func benchSample(b *testing.B, full bool) {
 
 func BenchmarkSampleKVCache(b *testing.B)     { benchSample(b, false) }
 func BenchmarkSampleFullForward(b *testing.B) { benchSample(b, true) }
+
+// BenchmarkPretrainStep is one supervised step of the default model on 32 sequences.
+func BenchmarkPretrainStep(b *testing.B) {
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	m, err := New(backend, benchConfig(), 1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var batch Batch
+	for i := 0; i < 32; i++ {
+		codes := make([]int, m.Config.ImageTokens)
+		for j := range codes {
+			codes[j] = (i + j) % m.Config.ImageVocab
+		}
+		seq, err := m.Config.Sequence([]int32{6, 7, int32(8 + i%5)}, []int32{10, 11, 12, 13, int32(14 + i%7)}, codes)
+		if err != nil {
+			b.Fatal(err)
+		}
+		tm, im := m.Config.Masks(seq, false)
+		batch.Tokens, batch.TextMask, batch.ImageMask = append(batch.Tokens, seq), append(batch.TextMask, tm), append(batch.ImageMask, im)
+	}
+	tr, err := m.NewTrainer(1e-3, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := tr.Step(batch); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := tr.Step(batch); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
