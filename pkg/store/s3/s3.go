@@ -73,7 +73,6 @@ func New(cfg Config, log zerolog.Logger) (*Store, error) {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
-		ResponseHeaderTimeout: c.Timeout,
 		// Checkpoints are incompressible; transparent gzip would only cost CPU.
 		DisableCompression: true,
 	}
@@ -437,7 +436,8 @@ func (s *Store) retry(ctx context.Context, op, key string, fn func(ctx context.C
 		}
 		actx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 		err = fn(actx)
-		timedOut := actx.Err() != nil && ctx.Err() == nil
+		var ne net.Error
+		timedOut := (actx.Err() != nil || (errors.As(err, &ne) && ne.Timeout())) && ctx.Err() == nil
 		cancel()
 		if err == nil {
 			return nil
