@@ -1,0 +1,527 @@
+// Package learnrole is the learner role of a distributed run: it pulls ScoredSamples from the
+// run's scored queue, assembles complete groups with bus.Collector (each sample keyed by
+// (step, prompt, sample), duplicates dropped, never a partial group), and when all P groups of
+// the current step are in runs one BiCoT-GRPO update (pkg/learn's Trainer). After each update it
+// writes the new weights to the object store, announces the new policy version on the bus,
+// appends a line to <run>/metrics.jsonl, reports the step and its learned groups to the
+// coordinator, and every N steps commits a checkpoint (trainer state with optimizer, weights,
+// run-state snapshot) through pkg/ckpt.
+//
+// At start it resumes from the newest committed checkpoint of the run, or starts from the initial
+// policy, and (re-)announces its current version, which makes version 0 available to rollout
+// workers. The staleness bound is the trainer's: a group holding a sample drawn with a policy more
+// than k versions behind is not trained.
+package learnrole
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"gopkg.in/yaml.v3"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/coord"
+	"github.com/bicot-rl/bicot/pkg/learn"
+	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/scene"
+	"github.com/bicot-rl/bicot/pkg/scorer"
+	"github.com/bicot-rl/bicot/pkg/store"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+// Checkpoint part names written besides ckpt's conventional ones.
+const (
+	PartTrainer = "trainer" // learn.Trainer.Save: weights + optimizer + reference + version
+	PartConfig  = "config"  // the run config (YAML)
+)
+
+// Options configure the learner.
+type Options struct {
+	Config  runconfig.Config
+	ID      string
+	Backend backends.Backend
+	Store   store.Store
+	// Init is the initial policy checkpoint (model.Save bytes), used when the run has no
+	// checkpoint yet.
+	Init []byte
+	// Codebook, when set, writes the images of the final step's samples as PNGs under
+	// <run>/samples/step-<N>/.
+	Codebook *vq.Codebook
+	// RunState, when set, supplies the run-state snapshot stored in checkpoints.
+	RunState  func() ([]byte, error)
+	Consume   bus.ConsumeOptions
+	Heartbeat time.Duration
+	// OnStep is called after every step (laptop mode's progress display).
+	OnStep func(StepRecord)
+	Log    zerolog.Logger
+}
+
+// StepRecord is one line of metrics.jsonl.
+type StepRecord struct {
+	Step          int64              `json:"step"`
+	PolicyVersion int64              `json:"policy_version"`
+	Stats         learn.StepStats    `json:"stats"`
+	PerExpert     map[string]float64 `json:"per_expert,omitempty"`
+	Groups        int                `json:"groups"`
+	Samples       int                `json:"samples"`
+	// WaitSeconds is the time from the previous step's end until this step's groups were complete
+	// (rollout + reward); TrainSeconds the update; StepSeconds both plus publishing.
+	WaitSeconds  float64   `json:"wait_seconds"`
+	TrainSeconds float64   `json:"train_seconds"`
+	StepSeconds  float64   `json:"step_seconds"`
+	Time         time.Time `json:"time"`
+}
+
+// LearnedGroup is one group a step trained on.
+type LearnedGroup struct {
+	PromptIndex int `json:"prompt_index"`
+	Samples     int `json:"samples"`
+	// SampleIndices as trained, in order.
+	SampleIndices []int `json:"sample_indices"`
+}
+
+// Accounting is the learner's own record of what it received and trained.
+type Accounting struct {
+	// Received counts accepted (first-seen) samples per group.
+	Received map[bus.GroupKey]int
+	// Duplicates are samples dropped because their key was already held (redelivery, re-dispatch).
+	Duplicates int
+	// Late are samples of steps already learned.
+	Late int
+	// StaleGroups were complete but outside the staleness bound, so not trained.
+	StaleGroups int
+	// Learned lists each step's trained groups.
+	Learned map[int64][]LearnedGroup
+	Stats   []learn.StepStats
+}
+
+// Learner is the learner role.
+type Learner struct {
+	o       Options
+	cfg     runconfig.Config
+	js      jetstream.JetStream
+	trainer *learn.Trainer
+	coll    *bus.Collector
+	rep     *coord.Reporter
+	log     zerolog.Logger
+
+	mu       sync.Mutex
+	wake     chan struct{}
+	next     int64 // the step being collected / trained next
+	complete map[int64][]bus.Group
+	acct     Accounting
+	metrics  bytes.Buffer
+}
+
+// TrainerOptions turns the run config into the trainer's options: the config's grpo section
+// decoded over learn.DefaultOptions (unknown keys are errors), with the batch size at least P*G
+// and the sampling settings and staleness bound of the run.
+func TrainerOptions(c runconfig.Config) (learn.Options, error) {
+	o := learn.DefaultOptions()
+	if len(c.GRPO) > 0 {
+		b, err := yaml.Marshal(c.GRPO)
+		if err != nil {
+			return o, fmt.Errorf("grpo options: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true)
+		if err := dec.Decode(&o); err != nil {
+			return o, fmt.Errorf("grpo options: %w", err)
+		}
+	}
+	if need := c.PromptsPerStep * c.GroupSize; o.BatchSize < need {
+		o.BatchSize = need
+	}
+	o.CFGWeight, o.Temperature = c.Sampling.CFGWeight, c.Sampling.Temperature
+	o.MaxStaleness = int64(c.Staleness)
+	if o.MaxStaleness > 0 {
+		o.Loss.Clip = true
+	}
+	if err := o.Validate(); err != nil {
+		return o, err
+	}
+	return o, nil
+}
+
+// New prepares the learner: it resumes from the run's newest checkpoint or builds a trainer over
+// the initial policy.
+func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, error) {
+	c := o.Config
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if c.RunID == "" {
+		return nil, errors.New("learner: run id is required")
+	}
+	if o.ID == "" {
+		o.ID = "learner"
+	}
+	if o.Backend == nil || o.Store == nil {
+		return nil, errors.New("learner: backend and store are required")
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = c.Wire.Heartbeat.D()
+	}
+	log := logging.Component(o.Log, "learner").With().Str("run", c.RunID).Logger()
+	topts, err := TrainerOptions(c)
+	if err != nil {
+		return nil, fmt.Errorf("learner: %w", err)
+	}
+	l := &Learner{o: o, cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
+		rep:  coord.NewReporter(js, c.RunID, o.ID, coord.RoleLearner, log),
+		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{},
+		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}}}
+
+	m, err := ckpt.Latest(ctx, o.Store, c.RunID, ckpt.WithLogger(log))
+	switch {
+	case err == nil:
+		state, err := ckpt.Load(ctx, o.Store, m, PartTrainer)
+		if err != nil {
+			return nil, fmt.Errorf("learner: resume: %w", err)
+		}
+		if l.trainer, err = learn.Load(o.Backend, state, &topts); err != nil {
+			return nil, fmt.Errorf("learner: resume from %s: %w", m.Key, err)
+		}
+		l.next = m.Step + 1
+		if prev, err := readMetrics(ctx, o.Store, c.RunID); err == nil {
+			l.metrics.Write(prev)
+		}
+		log.Info().Int64("step", l.next).Int64("version", l.trainer.Version()).Str("checkpoint", m.Key).Msg("resumed")
+	case errors.Is(err, ckpt.ErrNoCheckpoint):
+		if len(o.Init) == 0 {
+			return nil, errors.New("learner: no checkpoint to resume and no initial policy")
+		}
+		policy, err := model.Load(o.Backend, o.Init)
+		if err != nil {
+			return nil, fmt.Errorf("learner: initial policy: %w", err)
+		}
+		if l.trainer, err = learn.NewTrainer(policy, topts); err != nil {
+			return nil, fmt.Errorf("learner: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("learner: %w", err)
+	}
+	return l, nil
+}
+
+// Trainer exposes the trainer (its policy is the current one).
+func (l *Learner) Trainer() *learn.Trainer { return l.trainer }
+
+// NextStep is the step the learner trains next.
+func (l *Learner) NextStep() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next
+}
+
+// Accounting returns a copy of the learner's record.
+func (l *Learner) Accounting() Accounting {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a := l.acct
+	a.Received = maps.Clone(a.Received)
+	a.Learned = map[int64][]LearnedGroup{}
+	for k, v := range l.acct.Learned {
+		a.Learned[k] = slices.Clone(v)
+	}
+	a.Stats = slices.Clone(a.Stats)
+	return a
+}
+
+// metricsKey is where metrics.jsonl lives in the store.
+func metricsKey(run string) string { return run + "/metrics.jsonl" }
+
+func readMetrics(ctx context.Context, st store.Store, run string) ([]byte, error) {
+	rc, err := st.Get(ctx, metricsKey(run))
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var b bytes.Buffer
+	_, err = b.ReadFrom(rc)
+	return b.Bytes(), err
+}
+
+// Announce publishes the trainer's current weights as its version.
+func (l *Learner) announce(ctx context.Context, step int64) error {
+	w, err := l.trainer.Weights()
+	if err != nil {
+		return err
+	}
+	v := l.trainer.Version()
+	key, sum, err := ckpt.PutWeights(ctx, l.o.Store, l.cfg.RunID, v, w)
+	if err != nil {
+		return err
+	}
+	if _, err := bus.AnnouncePolicy(ctx, l.js, bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum}); err != nil {
+		return err
+	}
+	l.log.Info().Int64("version", v).Int64("step", step).Msg("policy announced")
+	return nil
+}
+
+// Run announces the current policy, then learns until the run's last step is done (it returns
+// nil) or ctx ends (nil too) or a step fails (the error).
+func (l *Learner) Run(ctx context.Context) error {
+	topo, err := bus.EnsureStreams(ctx, l.js, l.cfg.RunID)
+	if err != nil {
+		return fmt.Errorf("learner: %w", err)
+	}
+	if err := l.announce(ctx, l.next); err != nil {
+		return fmt.Errorf("learner: announce initial policy: %w", err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		l.rep.Heartbeat(cctx, l.o.Heartbeat)
+	}()
+	consumeErr := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		co := l.o.Consume
+		lg := l.log
+		co.Logger = &lg
+		consumeErr <- bus.Consume(cctx, l.js, topo.Scored, bus.Typed(l.handle), co)
+	}()
+	err = l.loop(cctx)
+	cancel()
+	wg.Wait()
+	if cerr := <-consumeErr; err == nil && cerr != nil {
+		err = cerr
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.Msg) error {
+	l.mu.Lock()
+	next := l.next
+	l.mu.Unlock()
+	if s.Step < next {
+		l.mu.Lock()
+		l.acct.Late++
+		l.mu.Unlock()
+		return nil
+	}
+	if s.G != l.cfg.GroupSize {
+		return bus.Poison(fmt.Errorf("sample %s has group size %d, the run's is %d", s.Key(), s.G, l.cfg.GroupSize))
+	}
+	g, dup, err := l.coll.Add(*s)
+	if err != nil {
+		return bus.Poison(err)
+	}
+	l.mu.Lock()
+	if dup {
+		l.acct.Duplicates++
+		l.mu.Unlock()
+		return nil
+	}
+	l.acct.Received[bus.GroupKey{Step: s.Step, PromptIndex: s.PromptIndex}]++
+	if g != nil {
+		l.complete[g.Key.Step] = append(l.complete[g.Key.Step], *g)
+	}
+	l.mu.Unlock()
+	if g != nil {
+		l.rep.Emit(ctx, coord.EventGroupComplete, g.Key.Step, s.PolicyVersion, len(g.Samples),
+			groupKey(g.Key), "learner/group/"+groupKey(g.Key))
+		select {
+		case l.wake <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+func groupKey(k bus.GroupKey) string { return fmt.Sprintf("%d/%d", k.Step, k.PromptIndex) }
+
+func (l *Learner) loop(ctx context.Context) error {
+	last := time.Now()
+	for {
+		l.mu.Lock()
+		step := l.next
+		ready := len(l.complete[step]) >= l.cfg.PromptsPerStep
+		l.mu.Unlock()
+		if step >= int64(l.cfg.Steps) {
+			l.log.Info().Int64("steps", step).Msg("run complete")
+			return nil
+		}
+		l.rep.SetProgress(step, l.trainer.Version())
+		if !ready {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-l.wake:
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if err := l.trainStep(ctx, step, time.Since(last)); err != nil {
+			return fmt.Errorf("learner step %d: %w", step, err)
+		}
+		last = time.Now()
+	}
+}
+
+func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration) error {
+	start := time.Now()
+	l.mu.Lock()
+	groups := slices.Clone(l.complete[step])
+	l.mu.Unlock()
+	slices.SortFunc(groups, func(a, b bus.Group) int { return a.Key.PromptIndex - b.Key.PromptIndex })
+	lgs := make([]learn.Group, len(groups))
+	for i, g := range groups {
+		lgs[i] = learn.Group(g)
+	}
+	fresh, stale := l.trainer.Partition(lgs)
+	if len(stale) > 0 {
+		l.log.Warn().Int("groups", len(stale)).Int64("version", l.trainer.Version()).Int("staleness", l.cfg.Staleness).
+			Msg("groups outside the staleness bound are not trained")
+	}
+	if len(fresh) == 0 {
+		return fmt.Errorf("all %d groups are outside the staleness bound %d of version %d", len(stale), l.cfg.Staleness, l.trainer.Version())
+	}
+	t0 := time.Now()
+	stats, err := l.trainer.Step(fresh)
+	if err != nil {
+		return err
+	}
+	trainTime := time.Since(t0)
+	if err := l.announce(ctx, step+1); err != nil {
+		return err
+	}
+	rec := StepRecord{Step: step, PolicyVersion: l.trainer.Version(), Stats: stats, PerExpert: stats.PerExpert,
+		Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}
+	var learned []string
+	var lg []LearnedGroup
+	for _, g := range fresh {
+		learned = append(learned, groupKey(g.Key))
+		idx := make([]int, len(g.Samples))
+		for i, s := range g.Samples {
+			idx[i] = s.SampleIndex
+		}
+		lg = append(lg, LearnedGroup{PromptIndex: g.Key.PromptIndex, Samples: len(g.Samples), SampleIndices: idx})
+		rec.Samples += len(g.Samples)
+	}
+	final := step+1 >= int64(l.cfg.Steps)
+	if final && l.o.Codebook != nil {
+		if err := l.writeImages(ctx, step, fresh); err != nil {
+			l.log.Warn().Err(err).Msg("sample images not written")
+		}
+	}
+	rec.StepSeconds = time.Since(start).Seconds() + wait.Seconds()
+	line, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.metrics.Write(line)
+	l.metrics.WriteByte('\n')
+	all := bytes.Clone(l.metrics.Bytes())
+	l.mu.Unlock()
+	if err := l.o.Store.Put(ctx, metricsKey(l.cfg.RunID), bytes.NewReader(all), int64(len(all))); err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	if final || (l.cfg.CheckpointEvery > 0 && (step+1)%int64(l.cfg.CheckpointEvery) == 0) {
+		if err := l.checkpoint(ctx, step, stats); err != nil {
+			return err
+		}
+	}
+	metrics := map[string]float64{"loss": stats.Loss, "reward_mean": stats.RewardMean, "kl": stats.KL,
+		"ratio_mean": stats.RatioMean, "zero_std_ratio": stats.ZeroStdRatio, "step_seconds": rec.StepSeconds}
+	for k, v := range stats.PerExpert {
+		metrics["reward/"+k] = v
+	}
+	if err := l.rep.EmitJSON(ctx, coord.EventStepDone, step, l.trainer.Version(), coord.StepReport{Learned: learned, Metrics: metrics},
+		fmt.Sprintf("learner/step/%d", step)); err != nil {
+		return fmt.Errorf("report step done: %w", err)
+	}
+	l.mu.Lock()
+	l.acct.Learned[step] = lg
+	l.acct.StaleGroups += len(stale)
+	l.acct.Stats = append(l.acct.Stats, stats)
+	delete(l.complete, step)
+	l.next = step + 1
+	l.mu.Unlock()
+	l.coll.Forget(step + 1)
+	l.log.Info().Int64("step", step).Int64("version", l.trainer.Version()).Float64("reward", stats.RewardMean).
+		Float64("loss", stats.Loss).Float64("kl", stats.KL).Float64("ratio", stats.RatioMean).
+		Dur("train", trainTime).Dur("wait", wait).Msg("step learned")
+	if l.o.OnStep != nil {
+		l.o.OnStep(rec)
+	}
+	return nil
+}
+
+func (l *Learner) checkpoint(ctx context.Context, step int64, stats learn.StepStats) error {
+	state, err := l.trainer.Save()
+	if err != nil {
+		return err
+	}
+	w, err := l.trainer.Weights()
+	if err != nil {
+		return err
+	}
+	cfg, err := l.cfg.YAML()
+	if err != nil {
+		return err
+	}
+	parts := map[string][]byte{PartTrainer: state, ckpt.PartWeights: w, PartConfig: cfg}
+	if l.o.RunState != nil {
+		if rs, err := l.o.RunState(); err == nil {
+			parts[ckpt.PartRunState] = rs
+		} else {
+			l.log.Warn().Err(err).Msg("checkpoint without run-state snapshot")
+		}
+	}
+	m, err := ckpt.Save(ctx, l.o.Store, l.cfg.RunID, step, parts, ckpt.Meta{PolicyVersion: l.trainer.Version(),
+		Metrics: map[string]float64{"reward_mean": stats.RewardMean, "kl": stats.KL}})
+	if err != nil && !errors.Is(err, ckpt.ErrExists) {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	key := ckpt.ManifestKey(l.cfg.RunID, step)
+	if err == nil {
+		key = m.Key
+	}
+	l.rep.Emit(ctx, coord.EventCheckpoint, step, l.trainer.Version(), 0, key, "learner/checkpoint/"+key)
+	l.log.Info().Int64("step", step).Str("key", key).Msg("checkpoint committed")
+	return nil
+}
+
+// writeImages stores the decoded images of a step's samples under <run>/samples/step-<N>/.
+func (l *Learner) writeImages(ctx context.Context, step int64, groups []learn.Group) error {
+	for _, g := range groups {
+		for _, s := range g.Samples {
+			img, err := scorer.Image(l.o.Codebook, &s.Sample)
+			if err != nil {
+				return err
+			}
+			b, err := scene.PNG(img)
+			if err != nil {
+				return err
+			}
+			key := fmt.Sprintf("%s/samples/step-%d/p%d-s%d.png", l.cfg.RunID, step, s.PromptIndex, s.SampleIndex)
+			if err := l.o.Store.Put(ctx, key, bytes.NewReader(b), int64(len(b))); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

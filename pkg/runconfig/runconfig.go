@@ -1,0 +1,310 @@
+// Package runconfig is the configuration of a training run, shared by every role (coordinator,
+// rollout and reward workers, learner) and by laptop mode: a YAML file, overridden by flags, then
+// validated as a whole so that a bad value fails at start-up with a message naming the field.
+//
+// Every process of a run should read the same file; the coordinator also records it in the
+// replicated run state (InitRun), so the run's settings survive with it.
+package runconfig
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+)
+
+// Sampling are the rollout's sampling settings (bus.SamplingParams on the wire).
+type Sampling struct {
+	Temperature float64 `yaml:"temperature" json:"temperature"`
+	// CFGWeight is the classifier-free guidance weight on image tokens; 0 turns guidance off.
+	CFGWeight float64 `yaml:"cfg_weight" json:"cfg_weight"`
+	// MaxPlanTokens bounds the semantic-level CoT (plan words); 0 samples no plan (the token-only
+	// ablation).
+	MaxPlanTokens int `yaml:"max_plan_tokens" json:"max_plan_tokens"`
+	// AttachPNG makes rollout workers attach the decoded image to each sample.
+	AttachPNG bool `yaml:"attach_png" json:"attach_png"`
+}
+
+// Params converts to the wire's sampling parameters.
+func (s Sampling) Params() bus.SamplingParams {
+	return bus.SamplingParams{Temperature: s.Temperature, CFGWeight: s.CFGWeight, MaxPlanTokens: s.MaxPlanTokens}
+}
+
+// Wire tunes the JetStream consumers of the run's pools.
+type Wire struct {
+	// AckWait: an unacked message comes back after this (long handlers send InProgress).
+	AckWait Duration `yaml:"ack_wait" json:"ack_wait"`
+	// MaxDeliver attempts before a message becomes a dead letter.
+	MaxDeliver int `yaml:"max_deliver" json:"max_deliver"`
+	// RolloutFetchers, RewardFetchers: messages one worker process handles at once.
+	RolloutFetchers int `yaml:"rollout_fetchers" json:"rollout_fetchers"`
+	RewardFetchers  int `yaml:"reward_fetchers" json:"reward_fetchers"`
+	// Heartbeat: how often workers report to the coordinator.
+	Heartbeat Duration `yaml:"heartbeat" json:"heartbeat"`
+}
+
+// Eval is the oracle evaluation laptop mode runs on the final policy.
+type Eval struct {
+	// Prompts is the evaluation prompt file; its prompts need a spec (the oracle's input).
+	Prompts string `yaml:"prompts" json:"prompts"`
+	// LimitPerType evaluates the first N prompts of each task type; 0 skips the evaluation.
+	LimitPerType int `yaml:"limit_per_type" json:"limit_per_type"`
+	// G samples per prompt.
+	G int `yaml:"g" json:"g"`
+}
+
+// Config is one run.
+type Config struct {
+	// RunID names the run in subjects, streams and store keys (1-64 of [A-Za-z0-9_-]). Laptop mode
+	// makes one up when empty; separate processes must all be given the same one.
+	RunID string `yaml:"run_id" json:"run_id"`
+	// Seed drives the prompt order and every sample's random stream.
+	Seed uint64 `yaml:"seed" json:"seed"`
+	// Prompts is the training prompt file in the reference JSONL format.
+	Prompts string `yaml:"prompts" json:"prompts"`
+	// PromptsPerStep (P) prompts are learned per step, each with GroupSize (G) samples.
+	PromptsPerStep int `yaml:"prompts_per_step" json:"prompts_per_step"`
+	GroupSize      int `yaml:"group_size" json:"group_size"`
+	// PromptsPerTask is how many prompts one BatchTask carries (the unit of rollout work).
+	PromptsPerTask int `yaml:"prompts_per_task" json:"prompts_per_task"`
+	// Steps to train; the run ends when the learner has finished this many.
+	Steps    int      `yaml:"steps" json:"steps"`
+	Sampling Sampling `yaml:"sampling" json:"sampling"`
+	// GRPO holds the learner's options, passed through to the trainer unchanged (its own
+	// package defines and validates them).
+	GRPO map[string]any `yaml:"grpo" json:"grpo,omitempty"`
+	// Staleness k: step s may be sampled with a policy up to k versions behind; 0 is strictly
+	// on-policy (step s waits for version s).
+	Staleness int `yaml:"staleness" json:"staleness"`
+	// CheckpointEvery N steps the learner writes a checkpoint (0: only at the end).
+	CheckpointEvery int `yaml:"checkpoint_every" json:"checkpoint_every"`
+	// Store is where checkpoints, weights and run artifacts go: a local directory (laptop mode's
+	// default is the output directory) or s3://bucket/prefix?endpoint=...
+	Store string `yaml:"store" json:"store"`
+	// PolicyInit is the checkpoint the run starts from (version 0).
+	PolicyInit string `yaml:"policy_init" json:"policy_init"`
+	// Codebook decodes image tokens to pixels.
+	Codebook string `yaml:"codebook" json:"codebook"`
+	// Experts is the directory of the built-in expert weights; ExpertURLs, when set, names a
+	// remote expert server per expert (detector, vqa, hps, orm) instead.
+	Experts    string            `yaml:"experts" json:"experts"`
+	ExpertURLs map[string]string `yaml:"expert_urls" json:"expert_urls,omitempty"`
+	// RedispatchAfter: a group not scored this long after its dispatch is handed out again.
+	RedispatchAfter Duration `yaml:"redispatch_after" json:"redispatch_after"`
+	Wire            Wire     `yaml:"wire" json:"wire"`
+	Eval            Eval     `yaml:"eval" json:"eval"`
+	// Backend is the gomlx backend configuration ("" = pure Go, see pkg/mlx).
+	Backend string `yaml:"backend" json:"backend"`
+}
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration time.Duration
+
+// D returns the duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalYAML reads "90s", "5m" or a number of seconds.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return fmt.Errorf("line %d: duration: %w", n.Line, err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		var secs float64
+		if _, e2 := fmt.Sscan(s, &secs); e2 != nil {
+			return fmt.Errorf("line %d: duration %q: want e.g. 30s or 5m", n.Line, s)
+		}
+		v = time.Duration(secs * float64(time.Second))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// String implements pflag.Value.
+func (d *Duration) String() string { return time.Duration(*d).String() }
+
+// Set implements pflag.Value.
+func (d *Duration) Set(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Type implements pflag.Value.
+func (d *Duration) Type() string { return "duration" }
+
+// Default is the reference-shaped run: P prompts of G = 8 samples, strictly on-policy.
+func Default() Config {
+	return Config{
+		Seed:            1,
+		Prompts:         "data/prompts/train.jsonl",
+		PromptsPerStep:  8,
+		GroupSize:       8,
+		PromptsPerTask:  2,
+		Steps:           100,
+		Sampling:        Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24},
+		CheckpointEvery: 10,
+		PolicyInit:      "models/base.safetensors",
+		Codebook:        "models/codebook.vq",
+		Experts:         "models/experts",
+		RedispatchAfter: Duration(10 * time.Minute),
+		Wire: Wire{AckWait: Duration(60 * time.Second), MaxDeliver: 5, RolloutFetchers: 1, RewardFetchers: 2,
+			Heartbeat: Duration(5 * time.Second)},
+		Eval: Eval{Prompts: "data/prompts/eval.jsonl", LimitPerType: 4, G: 2},
+	}
+}
+
+// Load reads a YAML file over the defaults. Unknown keys are errors (a typo must not silently
+// keep a default).
+func Load(path string) (Config, error) {
+	c := Default()
+	if path == "" {
+		return c, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("run config: %w", err)
+	}
+	if err := Parse(b, &c); err != nil {
+		return Config{}, fmt.Errorf("run config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes YAML onto c (fields absent from the YAML keep their value).
+func Parse(b []byte, c *Config) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// Flags registers the overridable settings on fs, writing into c. Call after Load, then parse.
+func (c *Config) Flags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.RunID, "run-id", c.RunID, "run id")
+	fs.Uint64Var(&c.Seed, "seed", c.Seed, "run seed")
+	fs.StringVar(&c.Prompts, "prompts", c.Prompts, "training prompt file (JSONL)")
+	fs.IntVar(&c.PromptsPerStep, "prompts-per-step", c.PromptsPerStep, "prompts learned per step (P)")
+	fs.IntVar(&c.GroupSize, "group-size", c.GroupSize, "samples per prompt (G)")
+	fs.IntVar(&c.PromptsPerTask, "prompts-per-task", c.PromptsPerTask, "prompts per rollout task")
+	fs.IntVar(&c.Steps, "steps", c.Steps, "training steps")
+	fs.IntVar(&c.Staleness, "staleness", c.Staleness, "policy versions a sample may lag (0: on-policy)")
+	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "checkpoint every N steps")
+	fs.StringVar(&c.Store, "store", c.Store, "store: local directory or s3://bucket/prefix")
+	fs.StringVar(&c.PolicyInit, "policy-init", c.PolicyInit, "initial policy checkpoint")
+	fs.StringVar(&c.Codebook, "codebook", c.Codebook, "VQ codebook file")
+	fs.StringVar(&c.Experts, "experts", c.Experts, "built-in expert weights directory")
+	fs.StringVar(&c.Backend, "backend", c.Backend, "gomlx backend configuration")
+	fs.Var(&c.RedispatchAfter, "redispatch-after", "re-dispatch groups not scored after this long")
+}
+
+// Validate reports every problem of the configuration at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.RunID != "" {
+		if err := bus.ValidateRunID(c.RunID); err != nil {
+			bad("run_id: %v", err)
+		}
+	}
+	if strings.TrimSpace(c.Prompts) == "" {
+		bad("prompts: empty path")
+	}
+	if c.PromptsPerStep < 1 {
+		bad("prompts_per_step %d: want >= 1", c.PromptsPerStep)
+	}
+	if c.GroupSize < 2 {
+		bad("group_size %d: want >= 2 (advantages compare samples within a group)", c.GroupSize)
+	}
+	if c.PromptsPerTask < 1 {
+		bad("prompts_per_task %d: want >= 1", c.PromptsPerTask)
+	}
+	if c.Steps < 1 {
+		bad("steps %d: want >= 1", c.Steps)
+	}
+	s := c.Sampling
+	if !(s.Temperature > 0) || math.IsInf(s.Temperature, 0) {
+		bad("sampling.temperature %v: want a finite value > 0", s.Temperature)
+	}
+	if !(s.CFGWeight >= 0) || math.IsInf(s.CFGWeight, 0) {
+		bad("sampling.cfg_weight %v: want a finite value >= 0", s.CFGWeight)
+	}
+	if s.MaxPlanTokens < 0 {
+		bad("sampling.max_plan_tokens %d: want >= 0", s.MaxPlanTokens)
+	}
+	if c.Staleness < 0 {
+		bad("staleness %d: want >= 0", c.Staleness)
+	}
+	if c.CheckpointEvery < 0 {
+		bad("checkpoint_every %d: want >= 0", c.CheckpointEvery)
+	}
+	if c.PolicyInit == "" {
+		bad("policy_init: empty path")
+	}
+	if c.Codebook == "" {
+		bad("codebook: empty path")
+	}
+	if c.Experts == "" && len(c.ExpertURLs) == 0 {
+		bad("experts: empty directory and no expert_urls")
+	}
+	for name, u := range c.ExpertURLs {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			bad("expert_urls.%s %q: want an http(s) URL", name, u)
+		}
+	}
+	if c.RedispatchAfter.D() <= 0 {
+		bad("redispatch_after %v: want > 0", c.RedispatchAfter.D())
+	}
+	w := c.Wire
+	if w.AckWait.D() < 100*time.Millisecond {
+		bad("wire.ack_wait %v: want >= 100ms", w.AckWait.D())
+	}
+	if w.MaxDeliver < 1 {
+		bad("wire.max_deliver %d: want >= 1", w.MaxDeliver)
+	}
+	if w.RolloutFetchers < 1 || w.RewardFetchers < 1 {
+		bad("wire.rollout_fetchers %d, wire.reward_fetchers %d: want >= 1", w.RolloutFetchers, w.RewardFetchers)
+	}
+	if w.Heartbeat.D() <= 0 {
+		bad("wire.heartbeat %v: want > 0", w.Heartbeat.D())
+	}
+	if c.Eval.LimitPerType < 0 {
+		bad("eval.limit_per_type %d: want >= 0", c.Eval.LimitPerType)
+	}
+	if c.Eval.LimitPerType > 0 && (c.Eval.G < 1 || c.Eval.Prompts == "") {
+		bad("eval: g %d and prompts %q: want g >= 1 and a prompt file", c.Eval.G, c.Eval.Prompts)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("run config: %w", err)
+	}
+	return nil
+}
+
+// TasksPerStep is the number of BatchTasks one step is split into.
+func (c Config) TasksPerStep() int {
+	return (c.PromptsPerStep + c.PromptsPerTask - 1) / c.PromptsPerTask
+}
+
+// YAML returns the configuration as YAML (what a run records next to its outputs).
+func (c Config) YAML() ([]byte, error) { return yaml.Marshal(c) }
