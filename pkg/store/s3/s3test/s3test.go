@@ -50,7 +50,7 @@ func Binary() (string, error) {
 		if st, err := os.Stat(p); err == nil && !st.IsDir() {
 			return p, nil
 		}
-		return "", fmt.Errorf("BICOT_VERSITYGW=%s: not a file", p)
+		return "", fmt.Errorf("BICOT_VERSITYGW=%s: not a file; install the server: %s", p, InstallHint)
 	}
 	if p, err := exec.LookPath("versitygw"); err == nil {
 		return p, nil
