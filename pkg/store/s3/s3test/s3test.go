@@ -232,7 +232,7 @@ func (s *Server) NewStore(t testing.TB, prefix string, log zerolog.Logger) *s3.S
 }
 
 // Client returns a raw minio client for this server (to tamper with objects behind a store's
-// back, or to measure raw throughput) and a function releasing its connections.
+// back, or to measure raw throughput); its idle connections are closed at cleanup.
 func (s *Server) Client(t testing.TB) *minio.Client {
 	t.Helper()
 	tr := &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}
