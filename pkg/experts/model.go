@@ -64,12 +64,12 @@ func LoadModel(backend backends.Backend, dir, name string) (*Model, error) {
 			return Sigmoid(vqaLogit(ctx.In("model"), patches, q))
 		}
 	case HPS:
-		fn = func(ctx *mlctx.Context, patches, tokens *Node) *Node {
-			return pairLogit(ctx.In("model"), patches, tokens, m.vocab.size())
+		fn = func(ctx *mlctx.Context, patches, windows, mask *Node) *Node {
+			return pairLogit(ctx.In("model"), patches, windows, mask, m.vocab.size())
 		}
 	case ORM:
-		fn = func(ctx *mlctx.Context, patches, tokens *Node) *Node {
-			return Sigmoid(pairLogit(ctx.In("model"), patches, tokens, m.vocab.size()))
+		fn = func(ctx *mlctx.Context, patches, windows, mask *Node) *Node {
+			return Sigmoid(pairLogit(ctx.In("model"), patches, windows, mask, m.vocab.size()))
 		}
 	default:
 		return nil, fmt.Errorf("unknown expert %q (want one of %v)", name, Names)
@@ -111,7 +111,8 @@ func (m *Model) blankInputs() []any {
 	case VQA:
 		return []any{p, tensors.FromFlatDataAndDimensions(make([]float32, inferBatch*numAttrs), inferBatch, numAttrs)}
 	}
-	return []any{p, tensors.FromFlatDataAndDimensions(make([]int32, inferBatch*MaxWords), inferBatch, MaxWords)}
+	w, mask := textTensors(make([]int32, inferBatch*MaxWords*wordWindow), make([]float32, inferBatch*MaxWords), inferBatch)
+	return []any{p, w, mask}
 }
 
 // run executes the graph, turning gomlx panics into errors.
@@ -149,6 +150,14 @@ func (m *Model) Infer(ctx context.Context, qs []reward.Query) ([]reward.Raw, err
 		return m.answer(ctx, qs)
 	}
 	return m.pairs(ctx, qs)
+}
+
+func chunkPrompts(qs []reward.Query) []string {
+	out := make([]string, len(qs))
+	for i, q := range qs {
+		out[i] = q.Prompt.Prompt
+	}
+	return out
 }
 
 func images(qs []reward.Query) []image.Image {
@@ -252,12 +261,8 @@ func (m *Model) pairs(ctx context.Context, qs []reward.Query) ([]reward.Raw, err
 			return nil, err
 		}
 		chunk := qs[start:min(start+inferBatch, len(qs))]
-		toks := make([]int32, inferBatch*MaxWords)
-		for j, q := range chunk {
-			m.vocab.encode(q.Prompt.Prompt, toks[j*MaxWords:(j+1)*MaxWords])
-		}
-		res, err := m.run(tensors.FromFlatDataAndDimensions(patchBatch(images(chunk), inferBatch), inferBatch, NumCells, PatchDim),
-			tensors.FromFlatDataAndDimensions(toks, inferBatch, MaxWords))
+		w, mask := m.vocab.textBatch(chunkPrompts(chunk), inferBatch)
+		res, err := m.run(tensors.FromFlatDataAndDimensions(patchBatch(images(chunk), inferBatch), inferBatch, NumCells, PatchDim), w, mask)
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,8 @@
 package experts
 
 import (
+	"math"
+
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
 	"github.com/gomlx/gomlx/pkg/core/shapes"
@@ -16,9 +18,11 @@ import (
 // position-free; the alignment and preference models need positions for relations).
 
 const (
-	hidden   = 64
-	wordDim  = 16
-	numAttrs = 5 + 6 + 2 + 4 // shape, colour, size, texture classes
+	hidden     = 64
+	attnDim    = 32
+	wordDim    = 16
+	wordWindow = 5
+	numAttrs   = 5 + 6 + 2 + 4 // shape, colour, size, texture classes
 )
 
 var f32 = dtypes.Float32
@@ -68,22 +72,34 @@ func vqaLogit(ctx *context.Context, patches, q *Node) *Node {
 	return Add(m, Log(ReduceSum(Exp(Sub(l, InsertAxes(m, 1))), 1)))
 }
 
-// textEncoder maps word ids [N, MaxWords] to a vector [N, hidden].
-func textEncoder(ctx *context.Context, tokens *Node, vocabSize int) *Node {
-	n := tokens.Shape().Dimensions[0]
-	w := layers.Embedding(ctx.In("words"), tokens, f32, vocabSize, wordDim)
-	return activations.Relu(mlx.Dense(ctx.In("text"), Reshape(w, n, MaxWords*wordDim), true, hidden))
-}
-
-// pairLogit scores an (image, prompt) pair: cells conditioned on the text, summed over the grid
-// (so counts and positions survive), then a small head over the pooled features and the text.
-func pairLogit(ctx *context.Context, patches, tokens *Node, vocabSize int) *Node {
+// pairLogit scores an (image, prompt) pair with a small cross-attention from words to cells.
+// Each word is read with its neighbours (window ids [N, MaxWords, wordWindow], gathered on the host,
+// so "red" binds to "circle" without a sequence model) and its position in the prompt; it attends
+// over the cells to collect the evidence for it, and counts the cells that fit it (a sum of
+// sigmoids, so "three circles" can be checked). Per-word verdicts are averaged over the prompt's
+// words (mask [N, MaxWords]) and combined with a summary of the whole image (for quality).
+func pairLogit(ctx *context.Context, patches, windows, mask *Node, vocabSize int) *Node {
+	g := patches.Graph()
 	n := patches.Shape().Dimensions[0]
-	e := cellEncoder(ctx, patches, true)
-	t := textEncoder(ctx, tokens, vocabSize)
-	z := Reshape(condition(ctx, e, t), n, NumCells, hidden)
-	pooled := MulScalar(ReduceSum(z, 1), 1.0/4)
-	h := activations.Relu(mlx.Dense(ctx.In("head1"), Concatenate([]*Node{pooled, t}, -1), true, hidden))
+	e := cellEncoder(ctx, patches, true) // [n, C, hidden]
+	w := layers.Embedding(ctx.In("words"), Reshape(windows, n*MaxWords, wordWindow), f32, vocabSize, wordDim)
+	w = Reshape(w, n*MaxWords, wordWindow*wordDim)
+	w = activations.Relu(mlx.Dense(ctx.In("word_ctx"), w, true, hidden))
+	wpos := ctx.In("word_pos").VariableWithShape("embed", shapes.Make(f32, MaxWords, hidden)).ValueGraph(g)
+	w = Add(Reshape(w, n, MaxWords, hidden), InsertAxes(wpos, 0)) // [n, L, hidden]
+
+	q := mlx.Dense(ctx.In("query"), w, false, attnDim)                                     // [n, L, a]
+	k := mlx.Dense(ctx.In("key"), e, false, attnDim)                                       // [n, C, a]
+	m := MulScalar(mlx.BatchMatMul(q, TransposeAllAxes(k, 0, 2, 1)), 1/math.Sqrt(attnDim)) // [n, L, C]
+	v := mlx.BatchMatMul(Softmax(m, -1), e)                                                // [n, L, hidden]
+	cnt := ReduceSum(Sigmoid(m), -1)                                                       // [n, L]
+	z := Concatenate([]*Node{w, v, Mul(w, v), InsertAxes(cnt, -1)}, -1)                    // [n, L, 3*hidden+1]
+	r := activations.Relu(mlx.Dense(ctx.In("verdict"), Reshape(z, n*MaxWords, 3*hidden+1), true, hidden))
+	r = Reshape(r, n, MaxWords, hidden)
+	msum := Max(ReduceSum(mask, -1), ScalarOne(g, f32))
+	pooled := Div(ReduceSum(Mul(r, InsertAxes(mask, -1)), 1), InsertAxes(msum, -1)) // [n, hidden]
+	img := MulScalar(ReduceSum(e, 1), 1.0/4)                                        // [n, hidden]
+	h := activations.Relu(mlx.Dense(ctx.In("head1"), Concatenate([]*Node{pooled, img}, -1), true, hidden))
 	return Reshape(mlx.Dense(ctx.In("head2"), h, true, 1), n)
 }
 

@@ -1,6 +1,7 @@
 package experts
 
 import (
+	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"hash/fnv"
 	"strings"
 	"unicode"
@@ -111,4 +112,40 @@ func attrIndex(w string) int {
 		return 13 + i
 	}
 	return -1
+}
+
+// encodeWindows writes, for each of the first MaxWords words of s, the ids of the wordWindow
+// words centred on it (dst [MaxWords*wordWindow], 0 outside the text) and 1 in mask [MaxWords]
+// for every real word.
+func (v vocab) encodeWindows(s string, dst []int32, mask []float32) {
+	var ids [MaxWords]int32
+	v.encode(s, ids[:])
+	clear(dst)
+	clear(mask)
+	half := wordWindow / 2
+	for i := range MaxWords {
+		if ids[i] == 0 {
+			continue
+		}
+		mask[i] = 1
+		for k := -half; k <= half; k++ {
+			if j := i + k; j >= 0 && j < MaxWords {
+				dst[i*wordWindow+k+half] = ids[j]
+			}
+		}
+	}
+}
+
+// textBatch encodes texts padded to n rows as the pair models' word-window and mask inputs.
+func (v vocab) textBatch(texts []string, n int) (windows, mask *tensors.Tensor) {
+	w := make([]int32, n*MaxWords*wordWindow)
+	m := make([]float32, n*MaxWords)
+	for i, s := range texts {
+		v.encodeWindows(s, w[i*MaxWords*wordWindow:(i+1)*MaxWords*wordWindow], m[i*MaxWords:(i+1)*MaxWords])
+	}
+	return textTensors(w, m, n)
+}
+
+func textTensors(w []int32, m []float32, n int) (windows, mask *tensors.Tensor) {
+	return tensors.FromFlatDataAndDimensions(w, n, MaxWords, wordWindow), tensors.FromFlatDataAndDimensions(m, n, MaxWords)
 }

@@ -34,7 +34,7 @@ type TrainOptions struct {
 
 // DefaultSteps are the optimiser steps per expert: enough for useful but imperfect models within
 // about two minutes each on two cores.
-var DefaultSteps = map[string]int{Detector: 500, VQA: 1200, HPS: 900, ORM: 1200}
+var DefaultSteps = map[string]int{Detector: 500, VQA: 1200, HPS: 800, ORM: 2000}
 
 const (
 	trainBatch = 64
@@ -76,13 +76,13 @@ func Train(ctx context.Context, backend backends.Backend, dir, name string, o Tr
 		loss, batch = vqaLoss, func() ([]any, error) { return vqaBatch(rng) }
 	case ORM:
 		loss = func(ctx *mlctx.Context, in []*Node) *Node {
-			return bceLogits(pairLogit(ctx, in[0], in[1], voc.size()), in[2])
+			return bceLogits(pairLogit(ctx, in[0], in[1], in[2], voc.size()), in[3])
 		}
 		batch = func() ([]any, error) { return ormBatch(rng, voc) }
 	case HPS:
 		loss = func(ctx *mlctx.Context, in []*Node) *Node {
-			good := pairLogit(ctx, in[0], in[2], voc.size())
-			bad := pairLogit(ctx, in[1], in[2], voc.size())
+			good := pairLogit(ctx, in[0], in[2], in[3], voc.size())
+			bad := pairLogit(ctx, in[1], in[2], in[3], voc.size())
 			return ReduceAllMean(Softplus(Sub(bad, good))) // Bradley-Terry: -log sigmoid(good - bad)
 		}
 		batch = func() ([]any, error) { return hpsBatch(rng, voc) }
@@ -228,7 +228,8 @@ func vqaLoss(ctx *mlctx.Context, in []*Node) *Node {
 }
 
 // alignedPair draws a prompt and either a faithful or a misaligned render (half each), mildly
-// degraded a fifth of the time, with the exact label.
+// degraded a fifth of the time, with the exact label. A quarter of the misaligned renders are
+// random scenes, easy negatives that get training off its initial plateau.
 func alignedPair(rng *rand.Rand) (prompts.Prompt, image.Image, bool, error) {
 	p, err := drawPrompt(rng)
 	if err != nil {
@@ -239,6 +240,8 @@ func alignedPair(rng *rand.Rand) (prompts.Prompt, image.Image, bool, error) {
 		if sc, err = faithfulScene(p, rng); err != nil {
 			return p, nil, false, err
 		}
+	} else if rng.IntN(4) == 0 {
+		sc = randomScene(rng)
 	} else {
 		sc = misalignedScene(p, rng)
 	}
@@ -255,20 +258,20 @@ func alignedPair(rng *rand.Rand) (prompts.Prompt, image.Image, bool, error) {
 
 func ormBatch(rng *rand.Rand, voc vocab) ([]any, error) {
 	imgs := make([]image.Image, trainBatch)
-	toks := make([]int32, trainBatch*MaxWords)
+	texts := make([]string, trainBatch)
 	labels := make([]float32, trainBatch)
 	for i := range imgs {
 		p, img, ok, err := alignedPair(rng)
 		if err != nil {
 			return nil, err
 		}
-		imgs[i] = img
-		voc.encode(p.Prompt, toks[i*MaxWords:(i+1)*MaxWords])
+		imgs[i], texts[i] = img, p.Prompt
 		if ok {
 			labels[i] = 1
 		}
 	}
-	return []any{patchTensor(imgs), tensors.FromFlatDataAndDimensions(toks, trainBatch, MaxWords), tensors.FromFlatDataAndDimensions(labels, trainBatch)}, nil
+	w, mask := voc.textBatch(texts, trainBatch)
+	return []any{patchTensor(imgs), w, mask, tensors.FromFlatDataAndDimensions(labels, trainBatch)}, nil
 }
 
 // preferencePair draws a prompt with a preferred image (a faithful render) and a worse one: the
@@ -299,14 +302,14 @@ func preferencePair(rng *rand.Rand) (prompts.Prompt, image.Image, image.Image, e
 func hpsBatch(rng *rand.Rand, voc vocab) ([]any, error) {
 	good := make([]image.Image, trainBatch)
 	bad := make([]image.Image, trainBatch)
-	toks := make([]int32, trainBatch*MaxWords)
+	texts := make([]string, trainBatch)
 	for i := range good {
 		p, g, b, err := preferencePair(rng)
 		if err != nil {
 			return nil, err
 		}
-		good[i], bad[i] = g, b
-		voc.encode(p.Prompt, toks[i*MaxWords:(i+1)*MaxWords])
+		good[i], bad[i], texts[i] = g, b, p.Prompt
 	}
-	return []any{patchTensor(good), patchTensor(bad), tensors.FromFlatDataAndDimensions(toks, trainBatch, MaxWords)}, nil
+	w, mask := voc.textBatch(texts, trainBatch)
+	return []any{patchTensor(good), patchTensor(bad), w, mask}, nil
 }

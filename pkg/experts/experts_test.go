@@ -1,0 +1,380 @@
+package experts
+
+import (
+	"context"
+	"encoding/binary"
+	"image"
+	"math"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/scene"
+)
+
+// testDir holds experts trained for a few steps once for the whole package.
+var (
+	testDir     string
+	testBackend backends.Backend
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		var err error
+		testBackend, err = mlx.NewBackend("")
+		if err != nil {
+			panic(err)
+		}
+		dir, err := os.MkdirTemp("", "experts-test")
+		if err != nil {
+			panic(err)
+		}
+		defer os.RemoveAll(dir)
+		testDir = dir
+		if err := TrainAll(context.Background(), testBackend, dir, TrainOptions{Seed: 3, Steps: 4, Command: "test", Log: zerolog.Nop()}); err != nil {
+			panic(err)
+		}
+		return m.Run()
+	}()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			println("goleak:", err.Error())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+func loadSet(t testing.TB) *Set {
+	t.Helper()
+	s, err := Load(testBackend, testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func mixItems(t testing.TB, n int, seed uint64) []reward.Item {
+	t.Helper()
+	items, err := EnsembleMix(n, rand.New(rand.NewPCG(seed, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return items
+}
+
+func TestLocalEnsembleScoresInRange(t *testing.T) {
+	ens, set, err := LocalEnsemble(testBackend, testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := set.Models[HPS].Meta()["command"]; got != "test" {
+		t.Fatalf("metadata command %q", got)
+	}
+	items := mixItems(t, 70, 1) // more than one inference batch
+	scores, err := ens.Score(context.Background(), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range scores {
+		sum := 0.0
+		for _, name := range Names {
+			v, ok := s.PerExpert[name]
+			if !ok || math.IsNaN(v) || v < 0 || v > 1 {
+				t.Fatalf("sample %d: %s = %v (present %v)", i, name, v, ok)
+			}
+			sum += v
+		}
+		if math.Abs(sum-s.Total) > 1e-9 {
+			t.Fatalf("sample %d: total %v != sum %v", i, s.Total, sum)
+		}
+		if tt := items[i].Prompt.TaskType; (tt == prompts.Spatial || tt == prompts.Numeracy) && s.PerExpert[VQA] != 0 {
+			t.Fatalf("sample %d: VQA %v on a %s prompt", i, s.PerExpert[VQA], tt)
+		}
+	}
+}
+
+// TestRemoteMatchesLocal serves each expert with the real handler on a loopback listener, as
+// serve-expert does, and checks that scoring through the protocol gives the local numbers.
+func TestRemoteMatchesLocal(t *testing.T) {
+	set := loadSet(t)
+	urls := map[string]string{}
+	for _, name := range Names {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: reward.NewHandler(name, set.Models[name], reward.HandlerOptions{MaxBatch: 16}), ReadHeaderTimeout: time.Second}
+		go func() { _ = srv.Serve(ln) }()
+		t.Cleanup(func() { _ = srv.Close() })
+		urls[name] = "http://" + ln.Addr().String()
+	}
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
+	remote, err := RemoteEnsemble(urls, reward.RemoteConfig{MaxBatch: 16, Timeout: 30 * time.Second, Client: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	local, err := Ensemble(set.Backends(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := mixItems(t, 40, 2)
+	want, err := local.Score(context.Background(), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := remote.Score(context.Background(), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want {
+		for _, name := range Names {
+			if math.Abs(want[i].PerExpert[name]-got[i].PerExpert[name]) > 1e-6 {
+				t.Fatalf("sample %d %s: remote %v, local %v", i, name, got[i].PerExpert[name], want[i].PerExpert[name])
+			}
+		}
+	}
+}
+
+func TestWeightsCorruption(t *testing.T) {
+	good, err := os.ReadFile(WeightsPath(testDir, VQA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hlen := int(binary.LittleEndian.Uint64(good))
+	flip := func(at int) []byte {
+		b := append([]byte(nil), good...)
+		b[at] ^= 0x40
+		return b
+	}
+	tests := []struct {
+		name   string
+		data   []byte
+		expert string
+		want   string
+	}{
+		{"truncated data", good[:len(good)-8], VQA, "checksum mismatch"},
+		{"flipped data byte", flip(len(good) - 3), VQA, "checksum mismatch"},
+		{"truncated header", good[:100], VQA, "does not fit the file"},
+		{"tiny", good[:5], VQA, "too short"},
+		{"bad header json", flip(8 + 1), VQA, "header"},
+		{"other expert", good, ORM, `holds expert "vqa", want "orm"`},
+		{"data section empty", good[:8+hlen], VQA, "checksum mismatch"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			p := WeightsPath(dir, tc.expert)
+			if err := os.WriteFile(p, tc.data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadModel(testBackend, dir, tc.expert)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("err = %v, want it to name %s and say %q", err, p, tc.want)
+			}
+		})
+	}
+	if _, err := LoadModel(testBackend, t.TempDir(), VQA); err == nil || !strings.Contains(err.Error(), "no such file") {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func TestWeightsRoundTripIsExact(t *testing.T) {
+	dir := t.TempDir()
+	ctx, meta, err := loadWeights(WeightsPath(testDir, Detector), Detector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := saveWeights(WeightsPath(dir, Detector), ctx, map[string]string{"expert": Detector, "command": meta["command"], "seed": meta["seed"], "steps": meta["steps"], "loss": meta["loss"]}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(WeightsPath(testDir, Detector))
+	b, _ := os.ReadFile(WeightsPath(dir, Detector))
+	if string(a) != string(b) {
+		t.Fatal("re-saved weights differ")
+	}
+}
+
+func TestDetectorBoxesAreCells(t *testing.T) {
+	m := loadSet(t).Models[Detector]
+	img, err := render(scene.Scene{Objects: []scene.Object{{Shape: scene.Circle, Colour: scene.Red, Size: scene.Large, Texture: scene.Solid, Row: 1, Col: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raws, err := m.Infer(context.Background(), []reward.Query{{Image: img}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range raws[0].Boxes {
+		if b.Score < minBoxScore || b.Score > 1 {
+			t.Fatalf("box %+v below the report threshold", b)
+		}
+		if w := b.Box[2] - b.Box[0]; math.Abs(w-0.25) > 1e-12 {
+			t.Fatalf("box %+v is not a cell", b)
+		}
+	}
+}
+
+func TestImagesOfOtherSizesAreResampled(t *testing.T) {
+	small, err := render(scene.Scene{Objects: []scene.Object{{Shape: scene.Square, Colour: scene.Blue, Size: scene.Large, Texture: scene.Solid, Row: 0, Col: 0}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := image.NewRGBA(image.Rect(0, 0, 64, 64))
+	for y := range 64 {
+		for x := range 64 {
+			big.Set(x, y, small.At(x/2, y/2))
+		}
+	}
+	var a, b [NumCells * PatchDim]float32
+	cellPatches(small, a[:])
+	cellPatches(big, b[:])
+	if a != b {
+		t.Fatal("upscaled image gives different patches")
+	}
+}
+
+func TestMisalignedScenesViolateTheirPrompt(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 5))
+	for range 300 {
+		p, err := drawPrompt(rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := misalignedScene(p, rng)
+		if p.Spec.Satisfied(sc) {
+			t.Fatalf("misaligned scene %v satisfies %q", sc.Objects, p.Prompt)
+		}
+		if err := sc.Validate(sceneCfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestQuestionsAreTrue(t *testing.T) {
+	rng := rand.New(rand.NewPCG(6, 6))
+	yes := 0
+	for range 500 {
+		sc := randomScene(rng)
+		q, want := question(sc, rng)
+		var attrs [numAttrs]float32
+		questionAttrs(q, attrs[:])
+		spec := scene.ObjSpec{}
+		for _, w := range words(q) {
+			switch i := attrIndex(w); {
+			case i < 0:
+				t.Fatalf("question %q has word %q outside the attributes", q, w)
+			case i < 5:
+				spec.Shape = scene.Shapes[i]
+			case i < 11:
+				spec.Colour = scene.Colours[i-5]
+			case i < 13:
+				spec.Size = scene.Sizes[i-11]
+			default:
+				spec.Texture = scene.Textures[i-13]
+			}
+		}
+		got := false
+		for _, o := range sc.Objects {
+			got = got || spec.Matches(o)
+		}
+		if got != want {
+			t.Fatalf("question %q about %v: label %v, truth %v", q, sc.Objects, want, got)
+		}
+		if want {
+			yes++
+		}
+	}
+	if yes < 200 || yes > 300 {
+		t.Fatalf("%d of 500 questions are yes: not balanced", yes)
+	}
+}
+
+func TestDegradeChangesPixelsOnly(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	img, err := render(randomScene(rng))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		d := degrade(img, rng, 1)
+		if d.Bounds() != img.Bounds() {
+			t.Fatal("degrade changed the size")
+		}
+	}
+}
+
+func TestSpearmanAndAUC(t *testing.T) {
+	for _, tc := range []struct {
+		x, y []float64
+		want float64
+	}{
+		{[]float64{1, 2, 3, 4}, []float64{10, 20, 30, 40}, 1},
+		{[]float64{1, 2, 3, 4}, []float64{4, 3, 2, 1}, -1},
+		{[]float64{1, 1, 1}, []float64{1, 2, 3}, 0},
+		{[]float64{1, 2, 3, 4}, []float64{0, 0, 1, 1}, 0.8944271909999159},
+	} {
+		if got := Spearman(tc.x, tc.y); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("Spearman(%v, %v) = %v, want %v", tc.x, tc.y, got, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		s    []float64
+		p    []bool
+		want float64
+	}{
+		{[]float64{0.9, 0.8, 0.1, 0.2}, []bool{true, true, false, false}, 1},
+		{[]float64{0.1, 0.2, 0.9, 0.8}, []bool{true, true, false, false}, 0},
+		{[]float64{0.5, 0.5, 0.5, 0.5}, []bool{true, true, false, false}, 0.5},
+		{[]float64{0.9, 0.3, 0.5, 0.2}, []bool{true, true, false, false}, 0.75},
+	} {
+		if got := AUC(tc.s, tc.p); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("AUC(%v, %v) = %v, want %v", tc.s, tc.p, got, tc.want)
+		}
+	}
+}
+
+func TestEvaluateReport(t *testing.T) {
+	ens, set, err := LocalEnsemble(testBackend, testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Evaluate(context.Background(), set, ens, 16, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range rep.MainMetrics() {
+		if math.IsNaN(v) || v < 0 || v > 1 {
+			t.Fatalf("%s main metric %v", name, v)
+		}
+	}
+	if len(rep.ExpertSpearman) != len(Names) {
+		t.Fatalf("expert spearman %v", rep.ExpertSpearman)
+	}
+	if _, err := Evaluate(context.Background(), set, ens, 1, 1); err == nil {
+		t.Fatal("n = 1 accepted")
+	}
+}
+
+func TestTrainRejectsUnknownExpert(t *testing.T) {
+	err := Train(context.Background(), testBackend, t.TempDir(), "clip", TrainOptions{Steps: 1, Log: zerolog.Nop()})
+	if err == nil || !strings.Contains(err.Error(), `"clip"`) {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := Ensemble(map[string]reward.Backend{}, 0); err == nil {
+		t.Fatal("empty ensemble accepted")
+	}
+
+}
