@@ -44,6 +44,8 @@ type pretrainConfig struct {
 	// NoPlanFrac of the examples drop the plan (so --no-plan sampling is in distribution);
 	// UncondFrac replace prompt and plan by the unconditional context (CFG's other branch).
 	NoPlanFrac float64 `yaml:"no_plan_frac"`
+	// TieCells ties each image position to its cell's plan word (model.Config.CellTokens).
+	TieCells bool `yaml:"tie_cells"`
 	UncondFrac float64 `yaml:"uncond_frac"`
 	Seed       uint64  `yaml:"seed"`
 
@@ -60,7 +62,7 @@ func defaultPretrainConfig() pretrainConfig {
 	return pretrainConfig{
 		DModel: d.DModel, Heads: d.Heads, Layers: d.Layers, FF: d.FF, TextLen: d.TextLen,
 		Steps: 900, Batch: 32, LR: 3e-3, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
-		NoPlanFrac: 0.15, UncondFrac: 0.1, Seed: 1,
+		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Seed: 1,
 		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
 	}
 }
@@ -91,8 +93,8 @@ func configPath(checkpoint string) string {
 }
 
 // policyConfig joins the model sizes with the tokenizer's and codebook's vocabularies.
-func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) model.Config {
-	return model.Config{
+func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) (model.Config, error) {
+	mc := model.Config{
 		TextVocab: vocab.Size(), ImageVocab: cb.K(), TextLen: c.TextLen, ImageTokens: cb.TokensPerImage(),
 		DModel: c.DModel, Heads: c.Heads, Layers: c.Layers, FF: c.FF,
 		Special: model.Specials{
@@ -100,6 +102,21 @@ func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) mod
 			ImgStart: tokenizer.ImgStart, Uncond: tokenizer.Uncond,
 		},
 	}
+	if c.TieCells {
+		// Image code i is patch (r, c) in raster order; it lies in the cell the plan names.
+		sc := cb.Config()
+		n := cb.PatchesPerSide()
+		for i := 0; i < cb.TokensPerImage(); i++ {
+			row, col := (i/n)*cb.Patch()/sc.Cell, (i%n)*cb.Patch()/sc.Cell
+			name := plan.CellName(row, col)
+			id, ok := vocab.ID(name)
+			if !ok {
+				return mc, fmt.Errorf("tie cells: cell name %q is not in the vocabulary", name)
+			}
+			mc.CellTokens = append(mc.CellTokens, int32(id))
+		}
+	}
+	return mc, mc.Validate()
 }
 
 func encode(vocab *tokenizer.Vocab, text string) ([]int32, error) {
@@ -293,7 +310,10 @@ func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error
 	if err != nil {
 		return fmt.Errorf("pretrain: %w", err)
 	}
-	mcfg := policyConfig(c, vocab, cb)
+	mcfg, err := policyConfig(c, vocab, cb)
+	if err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
 	maker := &exampleMaker{cfg: c, mcfg: mcfg, vocab: vocab, cb: cb}
 	for _, p := range ps {
 		if p.Spec == nil {

@@ -230,7 +230,7 @@ func (m *Model) LoadWeights(b []byte) error {
 	if err != nil {
 		return err
 	}
-	if ck.Config != m.Config {
+	if !ck.Config.Equal(m.Config) {
 		return fmt.Errorf("checkpoint: config %+v does not match the model's %+v", ck.Config, m.Config)
 	}
 	return m.apply(ck)

@@ -38,7 +38,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m2.Config != m.Config {
+	if !m2.Config.Equal(m.Config) {
 		t.Fatalf("config %+v vs %+v", m2.Config, m.Config)
 	}
 	if !bytes.Equal(saveBytes(t, m2, SaveOptions{}), b) {

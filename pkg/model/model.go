@@ -88,9 +88,25 @@ func (m *Model) ffn(ctx *context.Context, h *Node) *Node {
 	return mlx.Dense(ctx.In("ff2"), f, true, m.Config.DModel)
 }
 
+// posTable is what each position adds to its token embedding [SeqLen, D]: a learned position
+// embedding, plus the tied cell word's embedding at the positions that predict image codes
+// (Config.CellTokens). ctx is the policy scope.
 func (m *Model) posTable(ctx *context.Context, g *Graph) *Node {
 	c := m.Config
-	return ctx.In("pos_embed").VariableWithShape("pos", shapes.Make(dtypes.Float32, c.SeqLen(), c.DModel)).ValueGraph(g)
+	T := c.SeqLen()
+	pos := ctx.In("pos_embed").VariableWithShape("pos", shapes.Make(dtypes.Float32, T, c.DModel)).ValueGraph(g)
+	if len(c.CellTokens) == 0 {
+		return pos
+	}
+	ids := make([]int32, T)
+	mask := make([]float32, T)
+	for i, id := range c.CellTokens {
+		// Position L+i holds img_start or code i-1 and predicts code i.
+		ids[c.TextLen+i], mask[c.TextLen+i] = id, 1
+	}
+	table := ctx.In("tok_embed").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, c.Vocab(), c.DModel)).ValueGraph(g)
+	tied := Gather(table, Reshape(Const(g, ids), T, 1)) // [T, D]
+	return Add(pos, Mul(tied, Reshape(Const(g, mask), T, 1)))
 }
 
 // HiddenGraph runs the causal transformer over tokens [N, SeqLen] (int32) and returns the final
