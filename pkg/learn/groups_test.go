@@ -2,11 +2,14 @@ package learn
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
 )
 
 // A group whose rewards all tie has zero advantage and counts in zero_std_ratio; with DAPO
@@ -225,5 +228,71 @@ func TestOptionsValidate(t *testing.T) {
 	cfg.TextVocab++
 	if _, err := NewTrainer(newPolicy(t, cfg, 1), DefaultOptions()); err == nil || !strings.Contains(err.Error(), "tokenizer") {
 		t.Errorf("policy with a foreign text vocabulary: %v", err)
+	}
+}
+
+// Groups assembled by the bus collector (shuffled, with a redelivered duplicate) convert to
+// learn.Group and train.
+func TestCollectorGroupsTrain(t *testing.T) {
+	m := newPolicy(t, tinyConfig(), 10)
+	groups := rollout{g: 4, maxPlan: 3, seed: 6, promptIDs: []int{2, 3}, reward: func(s model.Sample) float64 { return float64(s.Index % 2) }}.groups(t, m)
+	var flat []bus.ScoredSample
+	for _, g := range groups {
+		flat = append(flat, g.Samples...)
+	}
+	order := []int{5, 0, 7, 3, 3, 1, 6, 2, 4}
+	col := bus.NewCollector("test")
+	var got []Group
+	for _, i := range order {
+		g, _, err := col.Add(flat[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g != nil {
+			got = append(got, Group(*g))
+		}
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d complete groups", len(got))
+	}
+	o := DefaultOptions()
+	o.BatchSize = 8
+	st, err := mustTrainer(t, m, o).Step(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Samples != 8 || st.GroupsUsed != 2 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+// The level switch trains one CoT level only: the other level's head does not move at all
+// (Adam's step is exactly 0 where the gradient is 0 and weight decay is off).
+func TestLevelSwitch(t *testing.T) {
+	for _, tc := range []struct {
+		level          grpo.Level
+		frozen, moving string
+	}{{grpo.LevelPlan, "image_head", "text_head"}, {grpo.LevelImage, "text_head", "image_head"}} {
+		m := newPolicy(t, tinyConfig(), 11)
+		favourEOS(t, m, 4)
+		groups := rollout{g: 4, maxPlan: 4, seed: 7, promptIDs: []int{0, 1}, reward: targetReward(1)}.groups(t, m)
+		o := DefaultOptions()
+		o.BatchSize = 8
+		o.Loss.Level = tc.level
+		head := func(name string) []float32 {
+			v := m.Ctx.GetVariableByScopeAndName("/"+model.Scope+"/"+name+"/dense", "weights")
+			return tensors.MustCopyFlatData[float32](v.MustValue())
+		}
+		frozen, moving := head(tc.frozen), head(tc.moving)
+		st, err := mustTrainer(t, m, o).Step(groups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(head(tc.frozen), frozen) || slices.Equal(head(tc.moving), moving) {
+			t.Errorf("level %s: %s changed or %s did not", tc.level, tc.frozen, tc.moving)
+		}
+		if (tc.level == grpo.LevelPlan) != (st.ImageTokens == 0) || (tc.level == grpo.LevelImage) != (st.PlanTokens == 0) {
+			t.Errorf("level %s: plan tokens %d image tokens %d", tc.level, st.PlanTokens, st.ImageTokens)
+		}
 	}
 }

@@ -41,7 +41,7 @@ type Options struct {
 	BatchSize int `yaml:"batch_size" json:"batch_size"`
 	// CFGWeight and Temperature are the sampling settings of the rollouts (bus.SamplingParams):
 	// the current and reference log-probs are taken under the same distribution the recorded
-	// logp_old came from. CFGWeight 0 means no guidance; Temperature 0 means 1.
+	// logp_old came from. CFGWeight 0 or 1 means no guidance; Temperature 0 means 1.
 	CFGWeight   float64 `yaml:"cfg_weight" json:"cfg_weight"`
 	Temperature float64 `yaml:"temperature" json:"temperature"`
 	// InitialVersion is the policy version of the weights the trainer starts from (the version

@@ -56,7 +56,7 @@ func NewTrainerWithReference(policy, reference *model.Model, opts Options) (*Tra
 		return nil, fmt.Errorf("new trainer: %w", err)
 	}
 	opts = opts.withDefaults()
-	if reference.Config != policy.Config {
+	if !reference.Config.Equal(policy.Config) {
 		return nil, fmt.Errorf("new trainer: reference config %+v differs from the policy's %+v", reference.Config, policy.Config)
 	}
 	if reference.Ctx == policy.Ctx {
@@ -91,8 +91,14 @@ func (t *Trainer) Policy() *model.Model { return t.policy }
 // Reference is the frozen reference policy.
 func (t *Trainer) Reference() *model.Model { return t.ref }
 
+// scoreOptions is the distribution the rollouts sampled from. Guidance weight 1 is no guidance
+// (u + 1*(c-u) = c; the wire format's convention), scored without the unconditional branch.
 func (t *Trainer) scoreOptions() model.ScoreOptions {
-	return model.ScoreOptions{CFGWeight: t.opts.CFGWeight, Temperature: t.opts.Temperature}
+	w := t.opts.CFGWeight
+	if w == 1 {
+		w = 0
+	}
+	return model.ScoreOptions{CFGWeight: w, Temperature: t.opts.Temperature}
 }
 
 // trainGraph is one update. Inputs: tokens [B,T], text old/ref/mask [B,L], image old/ref/mask
