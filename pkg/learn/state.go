@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/bicot-rl/bicot/pkg/model"
@@ -114,6 +113,19 @@ func (t *Trainer) Restore(b []byte) error {
 	if err != nil {
 		return err
 	}
+	// Check both parts before changing anything, so a bad state leaves the trainer as it was.
+	for _, part := range []struct {
+		name string
+		b    []byte
+	}{{"policy", ps.policy}, {"reference", ps.refere}} {
+		ck, err := model.ParseCheckpoint(part.b)
+		if err != nil {
+			return fmt.Errorf("learner state: %s: %w", part.name, err)
+		}
+		if !ck.Config.Equal(t.policy.Config) {
+			return fmt.Errorf("learner state: %s config %+v differs from the trainer's %+v", part.name, ck.Config, t.policy.Config)
+		}
+	}
 	if err := t.policy.LoadWeights(ps.policy); err != nil {
 		return fmt.Errorf("learner state: policy: %w", err)
 	}
@@ -145,7 +157,7 @@ func Load(backend backends.Backend, b []byte, opts *Options) (*Trainer, error) {
 	}
 	t, err := NewTrainerWithReference(policy, ref, o)
 	if err != nil {
-		return nil, errors.Join(errors.New("learner state"), err)
+		return nil, fmt.Errorf("learner state: %w", err)
 	}
 	t.version, t.steps = ps.header.Version, ps.header.Steps
 	return t, nil
