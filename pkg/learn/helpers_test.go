@@ -48,6 +48,7 @@ type rollout struct {
 	version   int64
 	g         int
 	cfg       float64 // guidance weight
+	temp      float64
 	maxPlan   int
 	noPlan    bool
 	seed      uint64
@@ -69,7 +70,7 @@ func (r rollout) groups(t testing.TB, m *model.Model) []Group {
 		ids = append(ids, uint64(pi))
 	}
 	samples, err := m.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: r.g, Seed: r.seed, Step: uint64(r.step),
-		CFGWeight: r.cfg, MaxPlanTokens: r.maxPlan, NoPlan: r.noPlan})
+		CFGWeight: r.cfg, Temperature: r.temp, MaxPlanTokens: r.maxPlan, NoPlan: r.noPlan})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,22 +59,23 @@ func TestSampleWireRoundTrip(t *testing.T) {
 }
 
 // Strictly on-policy (samples drawn from the trainer's own weights, reference == policy), the
-// first update sees ratio 1 and KL 0, so the loss is the hand-computed -(sum_b A_b*n_b)/sum_b n_b.
+// first update sees ratio 1 and KL 0 (also with guidance, and with guidance weight 1 = off at
+// temperature 0.7), so the loss is the hand-computed -(sum_b A_b*n_b)/sum_b n_b.
 func TestOnPolicyRatioIsOne(t *testing.T) {
-	for _, cfgW := range []float64{0, 3} {
+	for _, tc := range []struct{ cfg, temp float64 }{{0, 0}, {3, 0}, {1, 0.7}} {
+		cfgW := tc.cfg
 		m := newPolicy(t, tinyConfig(), 2)
 		favourEOS(t, m, 5.5)
 		o := DefaultOptions()
 		o.BatchSize = 16
-		o.CFGWeight = cfgW
+		o.CFGWeight, o.Temperature = cfgW, tc.temp
 		tr := mustTrainer(t, m, o)
-		r := rollout{g: 8, cfg: cfgW, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}
+		r := rollout{g: 8, cfg: cfgW, temp: tc.temp, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}
 		groups := r.groups(t, m)
 		st, err := tr.Step(groups)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("cfg %g: %+v", cfgW, st)
 		for name, v := range map[string]float64{"ratio_mean": st.RatioMean, "ratio_min": st.RatioMin, "ratio_max": st.RatioMax} {
 			if math.Abs(v-1) > 1e-5 {
 				t.Errorf("cfg %g: %s = %.8f, want 1 within 1e-5", cfgW, name, v)
@@ -98,7 +99,7 @@ func TestOnPolicyRatioIsOne(t *testing.T) {
 			}
 		}
 		want := -num / den
-		if math.Abs(want) < 1e-3 {
+		if math.Abs(want) < 1e-4 {
 			t.Fatalf("cfg %g: hand-computed loss %g: plan lengths do not vary enough for an exactness check", cfgW, want)
 		}
 		if math.Abs(st.Loss-want) > 1e-5 {
@@ -114,12 +115,24 @@ func TestOnPolicyRatioIsOne(t *testing.T) {
 			t.Errorf("cfg %g: per-expert %v reward mean %g adv |A| %g", cfgW, st.PerExpert, st.RewardMean, st.AdvAbsMean)
 		}
 		// The update moved the policy away from the reference.
-		st2, err := tr.Step(rollout{version: 1, step: 1, g: 8, cfg: cfgW, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}.groups(t, m))
+		st2, err := tr.Step(rollout{version: 1, step: 1, g: 8, cfg: cfgW, temp: tc.temp, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}.groups(t, m))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !(st2.KL > 0) {
 			t.Errorf("cfg %g: kl after one update %g, want > 0", cfgW, st2.KL)
+		}
+		// The sampling settings matter: a learner scoring under other ones sees ratios != 1.
+		wrong := o
+		wrong.CFGWeight, wrong.Temperature = cfgW+2, 1.3
+		same := newPolicy(t, tinyConfig(), 2)
+		favourEOS(t, same, 5.5) // the weights that drew the samples
+		stw, err := mustTrainer(t, same, wrong).Step(groups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !(stw.RatioMax-stw.RatioMin > 1e-2) {
+			t.Errorf("cfg %g: mismatched sampling settings still give ratios in [%g, %g]", cfgW, stw.RatioMin, stw.RatioMax)
 		}
 	}
 }
