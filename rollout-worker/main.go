@@ -15,7 +15,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand()
+	root.AddCommand(newRunCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "rollout-worker:", err)
 		os.Exit(1)

@@ -218,7 +218,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		defer wg.Done()
 		lg := c.log
 		if err := bus.Consume(ctx, c.js, c.topo.Events, bus.Typed(c.onEvent),
-			bus.ConsumeOptions{Fetchers: 1, PollWait: time.Second, RetryDelay: 200 * time.Millisecond, Logger: &lg}); err != nil {
+			bus.ConsumeOptions{Fetchers: 1, PollWait: 30 * time.Second, RetryDelay: 200 * time.Millisecond, Logger: &lg}); err != nil {
 			c.log.Error().Err(err).Msg("event consumer stopped")
 		}
 	}()

@@ -111,3 +111,19 @@ func (r *Reporter) Heartbeat(ctx context.Context, interval time.Duration) {
 		}
 	}
 }
+
+// RunEnded returns a context that is cancelled when the run's policy announcements show that
+// all steps are learned (an announcement for step >= steps), or when parent ends. Worker processes
+// use it to exit by themselves at the end of a run.
+func RunEnded(parent context.Context, js jetstream.JetStream, run string, steps int, log zerolog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		_ = bus.WatchPolicy(ctx, js, run, func(p bus.PolicyAnnounce) {
+			if p.Step >= int64(steps) {
+				log.Info().Int64("step", p.Step).Int64("version", p.Version).Msg("run finished")
+				cancel()
+			}
+		}, nil)
+	}()
+	return ctx, cancel
+}

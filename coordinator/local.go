@@ -1,0 +1,87 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bicot-rl/bicot/pkg/laptop"
+	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/runconfig"
+)
+
+// newLocalCmd is `coordinator local`: the whole run in one process.
+func newLocalCmd() *cobra.Command {
+	var (
+		configPath, out, logLevel, httpAddr string
+		rollouts, rewards, natsPort         int
+		noEval, noFallback                  bool
+		cfg                                 = laptopDefaults()
+	)
+	cmd := &cobra.Command{
+		Use:   "local",
+		Short: "Run every role in one process (embedded NATS, single-node raft, local store)",
+		Long: "Starts an embedded nats-server with JetStream on loopback, a single-node raft coordinator,\n" +
+			"N rollout workers, M reward workers and the learner in this process, trains for --steps steps,\n" +
+			"writes the run under <out>/<run-id>/ and prints the oracle evaluation of the final policy.\n" +
+			"Settings come from configs/laptop.yaml-style YAML (--config) with flags on top.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := logging.New(logging.Options{Level: logLevel})
+			if err != nil {
+				return err
+			}
+			if configPath != "" {
+				base, err := runconfig.Load(configPath)
+				if err != nil {
+					return err
+				}
+				// Flags given on the command line win over the file.
+				if err := runconfig.Overlay(cmd.Flags(), &base); err != nil {
+					return err
+				}
+				cfg = base
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			var fb *laptop.Fallbacks
+			if !noFallback {
+				fb = &laptop.Fallbacks{}
+			}
+			cfg.Eval.LimitPerType = max(cfg.Eval.LimitPerType, 0)
+			_, err = laptop.Run(ctx, laptop.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: out,
+				HTTPAddr: httpAddr, NATSPort: natsPort, Progress: cmd.OutOrStdout(), Fallbacks: fb, SkipEval: noEval,
+				Log: logging.Component(log, "local")})
+			if err != nil {
+				return fmt.Errorf("local run: %w", err)
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configPath, "config", "", "run config YAML (default: the laptop settings of configs/laptop.yaml)")
+	cfg.Flags(f)
+	f.IntVar(&rollouts, "rollout-workers", 1, "rollout workers")
+	f.IntVar(&rewards, "reward-workers", 1, "reward workers")
+	f.StringVar(&out, "out", "runs", "directory the run is written under")
+	f.StringVar(&httpAddr, "http", "127.0.0.1:0", "coordinator status API address")
+	f.IntVar(&natsPort, "nats-port", 0, "embedded NATS port (0: any free port)")
+	f.BoolVar(&noEval, "no-eval", false, "skip the final oracle evaluation")
+	f.BoolVar(&noFallback, "no-fallback", false, "fail instead of using an untrained policy / quick experts when models are missing")
+	f.StringVar(&logLevel, "log-level", "warn", "log level (progress lines go to stdout)")
+	return cmd
+}
+
+// laptopDefaults are the settings of configs/laptop.yaml, so `coordinator local` needs no file.
+func laptopDefaults() runconfig.Config {
+	c := runconfig.Default()
+	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 4, 8, 2, 3
+	c.CheckpointEvery = 1
+	c.Wire.Heartbeat = runconfig.Duration(2e9)
+	c.Eval.LimitPerType, c.Eval.G = 2, 2
+	return c
+}
