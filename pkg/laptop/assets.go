@@ -112,3 +112,22 @@ func missingExperts(dir string) bool {
 	}
 	return false
 }
+
+// TinyPolicy returns the checkpoint of a small untrained policy (d_model 16, one layer) for the
+// tokenizer and the codebook: what tests and benchmarks of the pipeline train, fast on two cores.
+func TinyPolicy(backend backends.Backend, cb *vq.Codebook, seed uint64) ([]byte, error) {
+	vocab := tokenizer.New()
+	cfg := model.Config{TextVocab: vocab.Size(), ImageVocab: cb.K(), TextLen: 40, ImageTokens: cb.TokensPerImage(),
+		DModel: 16, Heads: 2, Layers: 1, FF: 32,
+		Special: model.Specials{Pad: tokenizer.Pad, BOS: tokenizer.BOS, EOS: tokenizer.EOS, Plan: tokenizer.Plan,
+			ImgStart: tokenizer.ImgStart, Uncond: tokenizer.Uncond}}
+	m, err := model.New(backend, cfg, seed)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	if err := m.Save(&buf, model.SaveOptions{}); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
