@@ -1,0 +1,208 @@
+package learnrole_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/laptop"
+	"github.com/bicot-rl/bicot/pkg/learn"
+	"github.com/bicot-rl/bicot/pkg/learnrole"
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/store/local"
+	"github.com/bicot-rl/bicot/pkg/tokenizer"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/gomlx/gomlx/backends/simplego.(*workersPool).lockedRunTaskInGoroutine.func1"),
+		goleak.IgnoreCurrent())
+}
+
+func root(t *testing.T) string {
+	dir, _ := os.Getwd()
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// TestLearnerDropsDuplicatesAndAnnounces feeds the learner scored samples by hand, some of them
+// twice without a message id (a duplicate arriving after JetStream's de-duplication window): it
+// trains exactly the P complete groups of G samples, counts the duplicates, announces version 1
+// with weights in the store, writes metrics and a checkpoint, and a new learner resumes from it.
+func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := root(t)
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	nc, js, err := bus.Connect(ctx, srv.URL(), bus.ConnectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := vq.Load(filepath.Join(r, "models/codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := laptop.TinyPolicy(backend, cb, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := runconfig.Default()
+	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "lr1", 1, 2, 4
+	cfg.Sampling.MaxPlanTokens = 5
+	opts := learnrole.Options{Config: cfg, Backend: backend, Store: st, Init: init, Codebook: cb, Log: zerolog.Nop(),
+		Consume: bus.ConsumeOptions{PollWait: time.Second}}
+	l, err := learnrole.New(ctx, js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+
+	var v0 bus.PolicyAnnounce
+	for {
+		if v0, err = bus.LatestPolicy(ctx, js, cfg.RunID); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w, err := ckpt.GetWeights(ctx, st, v0.WeightsKey, v0.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := model.Load(backend, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := prompts.ReadFile(filepath.Join(r, "data/prompts/train.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := tokenizer.New()
+	var enc [][]int32
+	for _, p := range ps[:2] {
+		e, err := learn.EncodePrompt(vocab, p.Prompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc = append(enc, e)
+	}
+	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: []uint64{10, 11}, G: 4, Seed: cfg.Seed,
+		Temperature: cfg.Sampling.Temperature, CFGWeight: cfg.Sampling.CFGWeight, MaxPlanTokens: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := bus.Subject(cfg.RunID, bus.KindScored)
+	dups := 0
+	for i, s := range ss {
+		out := bus.ScoredSample{Sample: bus.Sample{V: bus.SchemaVersion, Run: cfg.RunID, Step: 0, PromptIndex: 10 + s.Prompt,
+			SampleIndex: s.Index, G: 4, PolicyVersion: 0, Prompt: ps[s.Prompt]}, Reward: float64(i%3) / 2,
+			PerExpert: map[string]float64{"x": float64(i % 3)}}
+		if err := learn.SampleToWire(policy.Config, s, &out.Sample); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bus.PublishScored(ctx, js, out); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 || i == 5 {
+			// The same sample again, bypassing JetStream's de-duplication (no message id).
+			data, err := bus.Encode(&out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{bus.HeaderType: []string{bus.TypeScoredSample}}}
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+			dups++
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a := l.Accounting()
+	if a.Duplicates != dups {
+		t.Errorf("duplicates dropped %d, want %d", a.Duplicates, dups)
+	}
+	if len(a.Learned[0]) != 2 {
+		t.Fatalf("learned %+v, want 2 groups at step 0", a.Learned)
+	}
+	for _, g := range a.Learned[0] {
+		if g.Samples != 4 || a.Received[bus.GroupKey{Step: 0, PromptIndex: g.PromptIndex}] != 4 {
+			t.Errorf("group %d: %d samples trained, %d accepted; want 4 and 4", g.PromptIndex, g.Samples,
+				a.Received[bus.GroupKey{Step: 0, PromptIndex: g.PromptIndex}])
+		}
+	}
+	s0 := a.Stats[0]
+	if d := s0.RatioMean - 1; d > 1e-5 || d < -1e-5 {
+		t.Errorf("first on-policy update: ratio mean %v, want 1", s0.RatioMean)
+	}
+	v1, err := bus.LatestPolicy(ctx, js, cfg.RunID)
+	if err != nil || v1.Version != 1 || v1.Step != 1 {
+		t.Fatalf("announced %+v (%v), want version 1 for step 1", v1, err)
+	}
+	if _, err := ckpt.GetWeights(ctx, st, v1.WeightsKey, v1.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(st.Root(), cfg.RunID, "metrics.jsonl")); err != nil {
+		t.Error(err)
+	}
+	// A learner started again resumes after the checkpointed step.
+	l2, err := learnrole.New(ctx, js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.NextStep() != 1 || l2.Trainer().Version() != 1 {
+		t.Errorf("resumed at step %d version %d, want 1 and 1", l2.NextStep(), l2.Trainer().Version())
+	}
+}
+
+// TestTrainerOptions passes the config's grpo section through and refuses unknown keys.
+func TestTrainerOptions(t *testing.T) {
+	c := runconfig.Default()
+	c.GRPO = map[string]any{"loss": map[string]any{"beta": 0.05}, "filter_zero_std": true}
+	o, err := learnrole.TrainerOptions(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Loss.Beta != 0.05 || !o.FilterZeroStd || o.BatchSize < c.PromptsPerStep*c.GroupSize || o.CFGWeight != c.Sampling.CFGWeight {
+		t.Errorf("options %+v", o)
+	}
+	c.GRPO = map[string]any{"betta": 1}
+	if _, err := learnrole.TrainerOptions(c); err == nil {
+		t.Error("unknown grpo key accepted")
+	}
+	c.GRPO = nil
+	c.Staleness = 2
+	if o, err := learnrole.TrainerOptions(c); err != nil || !o.Loss.Clip || o.MaxStaleness != 2 {
+		t.Errorf("staleness 2: clip %v max %d err %v", o.Loss.Clip, o.MaxStaleness, err)
+	}
+}
