@@ -46,6 +46,8 @@ type pretrainConfig struct {
 	NoPlanFrac float64 `yaml:"no_plan_frac"`
 	// TieCells ties each image position to its cell's plan word (model.Config.CellTokens).
 	TieCells bool `yaml:"tie_cells"`
+	// Sinusoidal adds fixed sinusoidal position codes (model.Config.SinusoidalPositions).
+	Sinusoidal bool `yaml:"sinusoidal_positions"`
 	UncondFrac float64 `yaml:"uncond_frac"`
 	Seed       uint64  `yaml:"seed"`
 
@@ -62,7 +64,7 @@ func defaultPretrainConfig() pretrainConfig {
 	return pretrainConfig{
 		DModel: d.DModel, Heads: d.Heads, Layers: d.Layers, FF: d.FF, TextLen: d.TextLen,
 		Steps: 900, Batch: 32, LR: 3e-3, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
-		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Seed: 1,
+		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, Seed: 1,
 		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
 	}
 }
@@ -96,7 +98,7 @@ func configPath(checkpoint string) string {
 func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) (model.Config, error) {
 	mc := model.Config{
 		TextVocab: vocab.Size(), ImageVocab: cb.K(), TextLen: c.TextLen, ImageTokens: cb.TokensPerImage(),
-		DModel: c.DModel, Heads: c.Heads, Layers: c.Layers, FF: c.FF,
+		DModel: c.DModel, Heads: c.Heads, Layers: c.Layers, FF: c.FF, SinusoidalPositions: c.Sinusoidal,
 		Special: model.Specials{
 			Pad: tokenizer.Pad, BOS: tokenizer.BOS, EOS: tokenizer.EOS, Plan: tokenizer.Plan,
 			ImgStart: tokenizer.ImgStart, Uncond: tokenizer.Uncond,

@@ -57,19 +57,28 @@ type Config struct {
 	// and position embeddings (it is what makes the small base learn plan-following images in
 	// minutes). Empty: no tying.
 	CellTokens []int32 `json:"cell_tokens,omitempty" yaml:"cell_tokens,omitempty"`
+	// SinusoidalPositions adds fixed sinusoidal position codes (amplitude SinusoidAmplitude) under
+	// the learned position embedding, which then starts at zero. Sinusoids make "the k tokens
+	// before this one" a linear function of the position, which the plan needs (a phrase's
+	// attributes precede its cell word) and random learned positions only find slowly.
+	SinusoidalPositions bool `json:"sinusoidal_positions,omitempty" yaml:"sinusoidal_positions,omitempty"`
 }
+
+// SinusoidAmplitude scales the fixed position codes to the size of the initial embeddings.
+const SinusoidAmplitude = 0.1
 
 // Equal reports whether two configs are the same.
 func (c Config) Equal(o Config) bool {
 	return c.TextVocab == o.TextVocab && c.ImageVocab == o.ImageVocab && c.TextLen == o.TextLen &&
 		c.ImageTokens == o.ImageTokens && c.DModel == o.DModel && c.Heads == o.Heads && c.Layers == o.Layers &&
-		c.FF == o.FF && c.Special == o.Special && slices.Equal(c.CellTokens, o.CellTokens)
+		c.FF == o.FF && c.Special == o.Special && slices.Equal(c.CellTokens, o.CellTokens) &&
+		c.SinusoidalPositions == o.SinusoidalPositions
 }
 
 // DefaultConfig is sized for 2 CPU cores (design 6b: d_model 64 / 3 layers); vocabulary sizes and
 // special ids must be filled in from the tokenizer and the codebook.
 func DefaultConfig() Config {
-	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256}
+	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true}
 }
 
 // SeqLen is the full sequence length L + 1 + I.

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/bicot-rl/bicot/pkg/mlx"
@@ -94,7 +95,14 @@ func (m *Model) ffn(ctx *context.Context, h *Node) *Node {
 func (m *Model) posTable(ctx *context.Context, g *Graph) *Node {
 	c := m.Config
 	T := c.SeqLen()
-	pos := ctx.In("pos_embed").VariableWithShape("pos", shapes.Make(dtypes.Float32, T, c.DModel)).ValueGraph(g)
+	pctx := ctx.In("pos_embed")
+	if c.SinusoidalPositions {
+		pctx = pctx.WithInitializer(initializers.Zero)
+	}
+	pos := pctx.VariableWithShape("pos", shapes.Make(dtypes.Float32, T, c.DModel)).ValueGraph(g)
+	if c.SinusoidalPositions {
+		pos = Add(pos, Const(g, sinusoids(T, c.DModel, SinusoidAmplitude)))
+	}
 	if len(c.CellTokens) == 0 {
 		return pos
 	}
@@ -246,4 +254,19 @@ func (m *Model) NumParameters() int {
 func isPolicyVar(v *context.Variable) bool {
 	s := v.Scope()
 	return s == "/"+Scope || len(s) > len(Scope)+1 && s[:len(Scope)+2] == "/"+Scope+"/"
+}
+
+// sinusoids is the [n][d] table of fixed position codes: pairs of sin/cos at geometrically spaced
+// frequencies (wavelengths 2*pi to 2*pi*n), scaled by amp.
+func sinusoids(n, d int, amp float64) [][]float32 {
+	out := make([][]float32, n)
+	for p := range out {
+		out[p] = make([]float32, d)
+		for i := 0; i < d/2; i++ {
+			f := math.Pow(float64(n), -float64(i)/float64(d/2))
+			out[p][2*i] = float32(amp * math.Sin(float64(p)*f))
+			out[p][2*i+1] = float32(amp * math.Cos(float64(p)*f))
+		}
+	}
+	return out
 }
