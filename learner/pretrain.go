@@ -47,7 +47,7 @@ type pretrainConfig struct {
 	// TieCells ties each image position to its cell's plan word (model.Config.CellTokens).
 	TieCells bool `yaml:"tie_cells"`
 	// Sinusoidal adds fixed sinusoidal position codes (model.Config.SinusoidalPositions).
-	Sinusoidal bool `yaml:"sinusoidal_positions"`
+	Sinusoidal bool    `yaml:"sinusoidal_positions"`
 	UncondFrac float64 `yaml:"uncond_frac"`
 	Seed       uint64  `yaml:"seed"`
 
