@@ -44,12 +44,12 @@ type pretrainConfig struct {
 	// NoPlanFrac of the examples drop the plan (so --no-plan sampling is in distribution);
 	// UncondFrac replace prompt and plan by the unconditional context (CFG's other branch).
 	NoPlanFrac float64 `yaml:"no_plan_frac"`
+	UncondFrac float64 `yaml:"uncond_frac"`
+	Seed       uint64  `yaml:"seed"`
 	// TieCells ties each image position to its cell's plan word (model.Config.CellTokens).
 	TieCells bool `yaml:"tie_cells"`
 	// Sinusoidal adds fixed sinusoidal position codes (model.Config.SinusoidalPositions).
-	Sinusoidal bool    `yaml:"sinusoidal_positions"`
-	UncondFrac float64 `yaml:"uncond_frac"`
-	Seed       uint64  `yaml:"seed"`
+	Sinusoidal bool `yaml:"sinusoidal_positions"`
 
 	Prompts  string `yaml:"prompts"`
 	Codebook string `yaml:"codebook"`
