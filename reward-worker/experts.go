@@ -91,7 +91,7 @@ func newTrainExpertsCmd() *cobra.Command {
 	return cmd
 }
 
-// withTimeout returns a context that ends on interrupt.
+// interruptible returns a context that ends on interrupt (Ctrl-C).
 func interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(ctx, os.Interrupt)
 }

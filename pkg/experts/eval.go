@@ -23,7 +23,8 @@ import (
 //   - HPS: pairwise accuracy on (faithful render, degraded or misaligned render) pairs.
 //   - ORM: ROC AUC on faithful versus misaligned renders of drawn prompts.
 //   - ensemble: Spearman correlation of the ensemble total with the oracle's score (package oracle,
-//     an exact pixel parser) on a mix of faithful and misaligned, clean and degraded images.
+//     an exact pixel parser) on a mix of faithful and misaligned, clean and degraded images, in
+//     groups of GroupSize images per prompt: pooled over all images, and averaged within groups.
 
 // DetectorEval holds the detector's metrics.
 type DetectorEval struct {
@@ -58,6 +59,9 @@ type EvalReport struct {
 	} `json:"experts"`
 	// EnsembleSpearman is the rank correlation of the ensemble's total with the oracle score.
 	EnsembleSpearman float64 `json:"ensemble_spearman"`
+	// EnsembleSpearmanWithinPrompt is the mean rank correlation within groups of GroupSize images
+	// of one prompt, the ranking that group-relative advantages use.
+	EnsembleSpearmanWithinPrompt float64 `json:"ensemble_spearman_within_prompt"`
 	// ExpertSpearman is each expert's own reward's rank correlation with the oracle score.
 	ExpertSpearman map[string]float64 `json:"expert_spearman"`
 	N              int                `json:"n"`
@@ -99,7 +103,7 @@ func Evaluate(ctx context.Context, s *Set, ens *reward.Ensemble, n int, seed uin
 	if rep.Experts.ORM, err = evalORM(ctx, s.Models[ORM], n, rng(ORM)); err != nil {
 		return rep, err
 	}
-	rep.EnsembleSpearman, rep.ExpertSpearman, err = evalEnsemble(ctx, ens, n, rng("ensemble"))
+	rep.EnsembleSpearman, rep.EnsembleSpearmanWithinPrompt, rep.ExpertSpearman, err = evalEnsemble(ctx, ens, n, rng("ensemble"))
 	return rep, err
 }
 
@@ -224,56 +228,62 @@ func evalORM(ctx context.Context, m *Model, n int, rng *rand.Rand) (ORMEval, err
 	return ORMEval{AUC: AUC(scores, truth), Accuracy: float64(correct) / float64(n)}, nil
 }
 
-// EnsembleMix draws n (prompt, image) items for ensemble evaluation: a quarter each of faithful
-// clean, faithful degraded, misaligned clean and misaligned degraded renders.
+// GroupSize is the number of images per prompt in the ensemble evaluation, as in a GRPO group.
+const GroupSize = 8
+
+// EnsembleMix draws n (prompt, image) items for ensemble evaluation in groups of GroupSize images
+// of one prompt (the last group may be short): a quarter each of faithful clean, faithful
+// degraded, misaligned clean and misaligned degraded renders.
 func EnsembleMix(n int, rng *rand.Rand) ([]reward.Item, error) {
-	items := make([]reward.Item, n)
-	for i := range items {
+	items := make([]reward.Item, 0, n)
+	for len(items) < n {
 		p, err := drawPrompt(rng)
 		if err != nil {
 			return nil, err
 		}
-		var sc scene.Scene
-		if i%4 < 2 {
-			if sc, err = faithfulScene(p, rng); err != nil {
+		for i := 0; i < GroupSize && len(items) < n; i++ {
+			var sc scene.Scene
+			if i < GroupSize/2 {
+				if sc, err = faithfulScene(p, rng); err != nil {
+					return nil, err
+				}
+			} else {
+				sc = misalignedScene(p, rng)
+			}
+			img, err := render(sc)
+			if err != nil {
 				return nil, err
 			}
-		} else {
-			sc = misalignedScene(p, rng)
+			var im image.Image = img
+			if i%2 == 1 {
+				im = degrade(img, rng, 0.2+0.8*rng.Float64())
+			}
+			items = append(items, reward.Item{Prompt: p, Image: im})
 		}
-		img, err := render(sc)
-		if err != nil {
-			return nil, err
-		}
-		var im image.Image = img
-		if i%2 == 1 {
-			im = degrade(img, rng, 0.2+0.8*rng.Float64())
-		}
-		items[i] = reward.Item{Prompt: p, Image: im}
 	}
 	return items, nil
 }
 
-func evalEnsemble(ctx context.Context, ens *reward.Ensemble, n int, rng *rand.Rand) (float64, map[string]float64, error) {
+func evalEnsemble(ctx context.Context, ens *reward.Ensemble, n int, rng *rand.Rand) (pooled, within float64, perExpert map[string]float64, err error) {
 	items, err := EnsembleMix(n, rng)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	parser, err := oracle.NewParser(sceneCfg)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	truth := make([]float64, n)
 	for i, it := range items {
 		res, err := parser.Score(it.Prompt, it.Image)
 		if err != nil {
-			return 0, nil, fmt.Errorf("oracle on sample %d: %w", i, err)
+			return 0, 0, nil, fmt.Errorf("oracle on sample %d: %w", i, err)
 		}
 		truth[i] = res.Score
 	}
 	scores, err := ens.Score(ctx, items)
 	if err != nil {
-		return 0, nil, err
+		return 0, 0, nil, err
 	}
 	total := make([]float64, n)
 	per := map[string][]float64{}
@@ -283,11 +293,26 @@ func evalEnsemble(ctx context.Context, ens *reward.Ensemble, n int, rng *rand.Ra
 			per[k] = append(per[k], v)
 		}
 	}
-	perRho := map[string]float64{}
+	perExpert = map[string]float64{}
 	for k, v := range per {
-		perRho[k] = Spearman(v, truth)
+		perExpert[k] = Spearman(v, truth)
 	}
-	return Spearman(total, truth), perRho, nil
+	// Within groups: the ranking GRPO's advantages depend on. Groups whose oracle scores all tie
+	// have no ranking to match and are skipped.
+	var sum float64
+	var groups int
+	for g := 0; g+GroupSize <= n; g += GroupSize {
+		tr := truth[g : g+GroupSize]
+		if Spearman(tr, tr) == 0 {
+			continue
+		}
+		sum += Spearman(total[g:g+GroupSize], tr)
+		groups++
+	}
+	if groups > 0 {
+		within = sum / float64(groups)
+	}
+	return Spearman(total, truth), within, perExpert, nil
 }
 
 // ranks returns average ranks (ties share the mean of their positions).

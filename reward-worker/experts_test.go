@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/reward"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// modelsDir is the committed weights, relative to this package.
+const modelsDir = "../models/experts"
+
+func needModels(t *testing.T) {
+	t.Helper()
+	for _, n := range experts.Names {
+		if _, err := os.Stat(experts.WeightsPath(modelsDir, n)); err != nil {
+			t.Skipf("no trained experts: %v", err)
+		}
+	}
+}
+
+func TestServeExpertCommand(t *testing.T) {
+	needModels(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := newServeExpertCmd()
+	cmd.SetArgs([]string{"--expert", "hps", "--addr", addr, "--models", modelsDir, "--log-level", "error"})
+	cmd.SetContext(ctx)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Execute() }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve-expert: %v", err)
+		}
+	}()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	r, err := reward.NewRemoteBackend(reward.RemoteConfig{URL: "http://" + addr, Output: reward.OutputScore, Retries: 20, Backoff: 50 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Client: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := r.Info(ctx)
+	if err != nil || info.Name != "hps" || info.Output != reward.OutputScore {
+		t.Fatalf("info %+v, %v", info, err)
+	}
+}
+
+func TestServeExpertRejectsUnknownExpert(t *testing.T) {
+	cmd := newServeExpertCmd()
+	cmd.SetArgs([]string{"--expert", "clip"})
+	cmd.SetOut(&bytes.Buffer{})
+	cmd.SetErr(&bytes.Buffer{})
+	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), `"clip"`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestExpertsEvalCommand(t *testing.T) {
+	needModels(t)
+	out := filepath.Join(t.TempDir(), "eval.json")
+	cmd := newExpertsEvalCmd()
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetArgs([]string{"--models", modelsDir, "--n", "32", "--json", out, "--log-level", "error"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep experts.EvalReport
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.N != 32 || rep.Experts.Detector.F1 <= 0 || rep.Experts.ORM.AUC <= 0 {
+		t.Fatalf("report %+v", rep)
+	}
+}
