@@ -114,16 +114,29 @@ func (r *Reporter) Heartbeat(ctx context.Context, interval time.Duration) {
 
 // RunEnded returns a context that is cancelled when the run's policy announcements show that
 // all steps are learned (an announcement for step >= steps), or when parent ends. Worker processes
-// use it to exit by themselves at the end of a run.
+// use it to exit by themselves at the end of a run. It may start before the run's streams exist:
+// it creates them (idempotent) and retries until it watches.
 func RunEnded(parent context.Context, js jetstream.JetStream, run string, steps int, log zerolog.Logger) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
 	go func() {
-		_ = bus.WatchPolicy(ctx, js, run, func(p bus.PolicyAnnounce) {
-			if p.Step >= int64(steps) {
-				log.Info().Int64("step", p.Step).Int64("version", p.Version).Msg("run finished")
-				cancel()
+		for ctx.Err() == nil {
+			if _, err := bus.EnsureStreams(ctx, js, run); err == nil {
+				err = bus.WatchPolicy(ctx, js, run, func(p bus.PolicyAnnounce) {
+					if p.Step >= int64(steps) {
+						log.Info().Int64("step", p.Step).Int64("version", p.Version).Msg("run finished")
+						cancel()
+					}
+				}, nil)
+				if err == nil {
+					return
+				}
+				log.Warn().Err(err).Msg("watching for the run's end")
 			}
-		}, nil)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
 	}()
 	return ctx, cancel
 }

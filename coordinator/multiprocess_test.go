@@ -1,0 +1,188 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/laptop"
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+// TestMultiProcessRun builds the four binaries and runs a run as separate OS processes: a NATS
+// server (`coordinator nats-server`), one coordinator, two rollout workers, two reward workers and
+// one learner sharing a local store directory. Every process must exit 0 by itself once the run's
+// last step is learned.
+func TestMultiProcessRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds four binaries")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	bins := map[string]string{}
+	for _, b := range []string{"coordinator", "rollout-worker", "reward-worker", "learner"} {
+		out := filepath.Join(tmp, "bin", b)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./"+b)
+		cmd.Dir = root
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b, err, msg)
+		}
+		bins[b] = out
+	}
+
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := vq.Load(filepath.Join(root, "models/codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := laptop.TinyPolicy(backend, cb, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policyPath := filepath.Join(tmp, "policy.safetensors")
+	if err := os.WriteFile(policyPath, pol, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	expertDir := filepath.Join(tmp, "experts")
+	if err := experts.TrainAll(ctx, backend, expertDir, experts.TrainOptions{Seed: 1, Steps: 3, Log: zerolog.Nop()}); err != nil {
+		t.Fatal(err)
+	}
+	const steps = 2
+	cfg := fmt.Sprintf(`run_id: mp1
+seed: 3
+prompts: %s
+prompts_per_step: 2
+group_size: 4
+prompts_per_task: 1
+steps: %d
+sampling: {temperature: 1, cfg_weight: 3, max_plan_tokens: 6}
+checkpoint_every: 1
+store: %s
+policy_init: %s
+codebook: %s
+experts: %s
+wire: {ack_wait: 30s, heartbeat: 500ms}
+`, filepath.Join(root, "data/prompts/train.jsonl"), steps, filepath.Join(tmp, "store"), policyPath,
+		filepath.Join(root, "models/codebook.vq"), expertDir)
+	cfgPath := filepath.Join(tmp, "run.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	type proc struct {
+		name string
+		cmd  *exec.Cmd
+		out  *bytes.Buffer
+		done chan error
+	}
+	var mu sync.Mutex
+	var procs []*proc
+	startProc := func(name, bin string, args ...string) *proc {
+		var out bytes.Buffer
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = tmp
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		p := &proc{name: name, cmd: cmd, out: &out, done: make(chan error, 1)}
+		go func() { p.done <- cmd.Wait() }()
+		mu.Lock()
+		procs = append(procs, p)
+		mu.Unlock()
+		return p
+	}
+	defer func() {
+		// Anything still running at the end failed to exit by itself: stop it and show its log.
+		for _, p := range procs {
+			select {
+			case <-p.done:
+			default:
+				_ = p.cmd.Process.Kill()
+				<-p.done
+			}
+			if t.Failed() {
+				t.Logf("--- %s output:\n%s", p.name, lastLines(p.out.String(), 30))
+			}
+		}
+	}()
+
+	urlFile := filepath.Join(tmp, "nats.url")
+	natsProc := startProc("nats-server", bins["coordinator"], "nats-server", "--port", "0", "--store-dir", filepath.Join(tmp, "nats"), "--url-file", urlFile)
+	var url string
+	for url == "" {
+		if b, err := os.ReadFile(urlFile); err == nil {
+			url = strings.TrimSpace(string(b))
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("nats-server did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	common := []string{"run", "--config", cfgPath, "--nats", url, "--log-format", "json"}
+	roles := []*proc{
+		startProc("coordinator", bins["coordinator"], append(common, "--http", "127.0.0.1:0", "--raft-dir", filepath.Join(tmp, "raft"))...),
+		startProc("learner", bins["learner"], common...),
+		startProc("rollout-1", bins["rollout-worker"], append(common, "--id", "rollout-1")...),
+		startProc("rollout-2", bins["rollout-worker"], append(common, "--id", "rollout-2")...),
+		startProc("reward-1", bins["reward-worker"], append(common, "--id", "reward-1")...),
+		startProc("reward-2", bins["reward-worker"], append(common, "--id", "reward-2")...),
+	}
+	for _, p := range roles {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			if err != nil {
+				t.Fatalf("%s exited with %v", p.name, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s did not finish", p.name)
+		}
+	}
+	_ = natsProc.cmd.Process.Signal(syscall.SIGTERM)
+	if err := <-natsProc.done; err != nil {
+		t.Fatalf("nats-server exited with %v", err)
+	}
+	natsProc.done <- nil
+	b, err := os.ReadFile(filepath.Join(tmp, "store", "mp1", "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n"); n != steps {
+		t.Fatalf("metrics.jsonl has %d lines, want %d", n, steps)
+	}
+	for _, p := range roles[2:4] {
+		if !strings.Contains(p.out.String(), "policy loaded") {
+			t.Errorf("%s never loaded a policy", p.name)
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
