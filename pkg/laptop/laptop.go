@@ -134,7 +134,14 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("laptop: %w", err)
 	}
-	c = &Cluster{o: o, cfg: cfg, dir: dir, log: o.Log.With().Str("run", cfg.RunID).Logger(), learnErr: make(chan error, 1)}
+	// An idle pull consumer reports each expired fetch as a failure ("nats: timeout"); on one
+	// machine that is noise, a real outage shows up as failing roles.
+	quiet := o.Log.Hook(zerolog.HookFunc(func(e *zerolog.Event, _ zerolog.Level, msg string) {
+		if msg == "fetch failed" {
+			e.Discard()
+		}
+	}))
+	c = &Cluster{o: o, cfg: cfg, dir: dir, log: quiet.With().Str("run", cfg.RunID).Logger(), learnErr: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			c.Stop()
@@ -409,6 +416,9 @@ func (c *Cluster) Stop() {
 
 // Run runs a whole laptop run: start, wait for the last step, stop, evaluate.
 func Run(ctx context.Context, o Options) (Result, error) {
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
 	c, err := Start(ctx, o)
 	if err != nil {
 		return Result{}, err
