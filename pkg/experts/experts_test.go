@@ -378,3 +378,24 @@ func TestTrainRejectsUnknownExpert(t *testing.T) {
 	}
 
 }
+
+func TestPreferenceScoresAreStandardised(t *testing.T) {
+	m := loadSet(t).Models[HPS]
+	if m.Meta()["score_scale"] == "" || m.scoreScale <= 0 {
+		t.Fatalf("no calibration in %v", m.Meta())
+	}
+	ctx, meta, err := loadWeights(WeightsPath(testDir, HPS), HPS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"0", "-1", "NaN", "x"} {
+		meta["score_scale"] = bad
+		dir := t.TempDir()
+		if err := saveWeights(WeightsPath(dir, HPS), ctx, meta); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := LoadModel(testBackend, dir, HPS); err == nil || !strings.Contains(err.Error(), "calibration") {
+			t.Fatalf("scale %q: err = %v", bad, err)
+		}
+	}
+}

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"math"
 	"path/filepath"
+	"strconv"
 	"sync"
 
 	"github.com/gomlx/gomlx/backends"
@@ -42,6 +44,25 @@ type Model struct {
 	vocab vocab
 	mu    sync.Mutex
 	exec  *mlctx.Exec
+
+	// scoreOffset and scoreScale standardise the preference model's raw scores (see calibrate).
+	scoreOffset, scoreScale float64
+}
+
+// readCalibration reads the preference score standardisation from the metadata; files written
+// before calibration (mid-training) have none and keep raw scores.
+func (m *Model) readCalibration() error {
+	o, s := m.meta["score_offset"], m.meta["score_scale"]
+	if o == "" && s == "" {
+		return nil
+	}
+	off, err1 := strconv.ParseFloat(o, 64)
+	scale, err2 := strconv.ParseFloat(s, 64)
+	if err1 != nil || err2 != nil || math.IsNaN(off) || math.IsInf(off, 0) || !(scale > 0) || math.IsInf(scale, 0) {
+		return fmt.Errorf("bad score calibration offset %q scale %q", o, s)
+	}
+	m.scoreOffset, m.scoreScale = off, scale
+	return nil
 }
 
 // LoadModel loads expert name's weights from dir and compiles its inference graph on backend.
@@ -50,7 +71,12 @@ func LoadModel(backend backends.Backend, dir, name string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{name: name, meta: meta, vocab: newVocab()}
+	m := &Model{name: name, meta: meta, vocab: newVocab(), scoreScale: 1}
+	if name == HPS {
+		if err := m.readCalibration(); err != nil {
+			return nil, fmt.Errorf("expert %s: %s: %w", name, WeightsPath(dir, name), err)
+		}
+	}
 	ctx = ctx.Reuse()
 	var fn any
 	switch name {
@@ -269,6 +295,7 @@ func (m *Model) pairs(ctx context.Context, qs []reward.Query) ([]reward.Raw, err
 		for j, q := range chunk {
 			v := float64(res[0][j])
 			if m.name == HPS {
+				v = (v - m.scoreOffset) / m.scoreScale
 				out[start+j].Score = &v
 				continue
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/scene"
 )
 
@@ -34,7 +35,7 @@ type TrainOptions struct {
 
 // defaultSteps are the optimiser steps per expert: enough for useful but imperfect models, all
 // four in about six minutes on two cores.
-var defaultSteps = map[string]int{Detector: 500, VQA: 1200, HPS: 800, ORM: 2000}
+var defaultSteps = map[string]int{Detector: 500, VQA: 1800, HPS: 800, ORM: 2000}
 
 // DefaultSteps returns the number of optimiser steps train-experts gives expert name.
 func DefaultSteps(name string) int { return defaultSteps[name] }
@@ -142,9 +143,59 @@ func Train(ctx context.Context, backend backends.Backend, dir, name string, o Tr
 	if err := saveWeights(WeightsPath(dir, name), mctx, meta); err != nil {
 		return err
 	}
+	if name == HPS {
+		// The Bradley-Terry loss fixes only differences of scores, and it pushes them apart without
+		// bound. Standardise the scores on fresh pairs so the rule's logistic squash spreads them
+		// over (0, 1) instead of saturating; the model applies this itself (Model.Infer).
+		off, scale, err := calibrate(ctx, backend, dir, rand.New(rand.NewPCG(s, 0xca1)))
+		if err != nil {
+			return fmt.Errorf("train %s: calibrate: %w", name, err)
+		}
+		meta["score_offset"] = strconv.FormatFloat(off, 'g', -1, 64)
+		meta["score_scale"] = strconv.FormatFloat(scale, 'g', -1, 64)
+		if err := saveWeights(WeightsPath(dir, name), mctx, meta); err != nil {
+			return err
+		}
+		log.Info().Float64("offset", off).Float64("scale", scale).Msg("preference scores standardised")
+	}
 	log.Info().Dur("elapsed", time.Since(start)).Str("file", WeightsPath(dir, name)).Msg("expert trained")
 	return nil
 }
+
+// calibrate returns the mean and standard deviation of the freshly trained preference model's
+// raw scores over the images of calibPairs preference pairs.
+func calibrate(ctx context.Context, backend backends.Backend, dir string, rng *rand.Rand) (offset, scale float64, err error) {
+	m, err := LoadModel(backend, dir, HPS)
+	if err != nil {
+		return 0, 0, err
+	}
+	qs := make([]reward.Query, 0, 2*calibPairs)
+	for range calibPairs {
+		p, good, bad, err := preferencePair(rng)
+		if err != nil {
+			return 0, 0, err
+		}
+		qs = append(qs, reward.Query{Prompt: p, Image: good}, reward.Query{Prompt: p, Image: bad})
+	}
+	raws, err := m.Infer(ctx, qs)
+	if err != nil {
+		return 0, 0, err
+	}
+	var sum, sq float64
+	for _, r := range raws {
+		sum += *r.Score
+		sq += *r.Score * *r.Score
+	}
+	n := float64(len(raws))
+	offset = sum / n
+	scale = math.Sqrt(max(sq/n-offset*offset, 0))
+	if !(scale > 1e-6) || math.IsNaN(offset) {
+		return 0, 0, fmt.Errorf("degenerate scores: mean %v, std %v", offset, scale)
+	}
+	return offset, scale, nil
+}
+
+const calibPairs = 256
 
 func patchTensor(imgs []image.Image) *tensors.Tensor {
 	return tensors.FromFlatDataAndDimensions(patchBatch(imgs, len(imgs)), len(imgs), NumCells, PatchDim)

@@ -264,15 +264,16 @@ func (ORMRule) Reward(p prompts.Prompt, raw Raw) (float64, error) {
 
 // HPSRule maps a preference score to [0, 1] with a logistic squash, sigmoid((s - Offset) / Scale),
 // so that it can enter an equal-weight sum with the other experts' rewards; the reference adds the
-// raw HPS v2.1 score (about 0.2-0.35) instead. The built-in preference model emits a logit
-// (Offset 0, Scale 1); for HPS v2.1 behind the remote protocol, Offset 0.27 and Scale 0.03 spread
-// its usual range over (0.2, 0.9).
+// raw HPS v2.1 score (about 0.2-0.35) instead. The built-in preference model emits scores already
+// standardised (mean 0, standard deviation 1 over faithful and worse renders), so Offset 0 and
+// Scale 1 fit it; for HPS v2.1 behind the remote protocol, Offset 0.27 and Scale 0.03 spread its
+// usual range over (0.2, 0.9).
 type HPSRule struct {
 	Offset float64
 	Scale  float64
 }
 
-// DefaultHPSRule fits the built-in preference model.
+// DefaultHPSRule fits the built-in preference model's standardised scores.
 func DefaultHPSRule() HPSRule { return HPSRule{Offset: 0, Scale: 1} }
 
 // Output implements Rule.
