@@ -399,3 +399,52 @@ func TestPreferenceScoresAreStandardised(t *testing.T) {
 		}
 	}
 }
+
+func TestConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(s string) string {
+		p := dir + "/experts.yaml"
+		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c, err := LoadConfig(write("models: " + testDir + "\ntimeout: 5s\nexperts:\n  hps: {weight: 2, hps_offset: 0.5, hps_scale: 2}\nremote: {retries: 1, call_timeout: 3s}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Timeout != 5*time.Second || c.Remote.CallTimeout != 3*time.Second || *c.Experts[HPS].Weight != 2 {
+		t.Fatalf("config %+v", c)
+	}
+	ens, err := NewEnsembleFromConfig(testBackend, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := mixItems(t, 8, 4)
+	got, err := ens.Score(context.Background(), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range got {
+		want := s.PerExpert[Detector] + s.PerExpert[VQA] + 2*s.PerExpert[HPS] + s.PerExpert[ORM]
+		if math.Abs(want-s.Total) > 1e-9 {
+			t.Fatalf("sample %d: total %v, want %v", i, s.Total, want)
+		}
+	}
+	for name, bad := range map[string]string{
+		"unknown key":      "modles: x\n",
+		"unknown expert":   "experts:\n  clip: {}\n",
+		"negative weight":  "experts:\n  vqa: {weight: -1}\n",
+		"squash on vqa":    "experts:\n  vqa: {hps_scale: 2}\n",
+		"zero scale":       "experts:\n  hps: {hps_scale: 0}\n",
+		"bad duration":     "timeout: soon\n",
+		"negative backoff": "remote: {backoff: -1s}\n",
+	} {
+		if _, err := LoadConfig(write(bad)); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := NewEnsembleFromConfig(nil, DefaultConfig()); err == nil || !strings.Contains(err.Error(), "backend") {
+		t.Fatalf("nil backend: %v", err)
+	}
+}

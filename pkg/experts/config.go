@@ -1,0 +1,158 @@
+package experts
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"gopkg.in/yaml.v3"
+
+	"github.com/bicot-rl/bicot/pkg/reward"
+)
+
+// Config chooses, expert by expert, the built-in model or a remote server, and sets weights and
+// timeouts; it is the "experts" section of a reward worker's YAML configuration:
+//
+//	models: models/experts
+//	timeout: 60s
+//	experts:
+//	  detector: {url: "http://10.0.0.5:8301"}   # GroundingDINO behind the protocol
+//	  hps: {url: "http://10.0.0.6:8303", hps_offset: 0.27, hps_scale: 0.03, weight: 1}
+//	remote: {max_batch: 32, call_timeout: 30s, retries: 3, backoff: 200ms}
+//
+// Experts left out use the built-in model with weight 1.
+type Config struct {
+	Models  string                  `yaml:"models"`
+	Timeout time.Duration           `yaml:"timeout"`
+	Experts map[string]ExpertConfig `yaml:"experts"`
+	Remote  RemoteOptions           `yaml:"remote"`
+}
+
+// ExpertConfig configures one expert.
+type ExpertConfig struct {
+	// URL of an expert server; empty for the built-in model.
+	URL string `yaml:"url"`
+	// Weight in the ensemble sum (default 1, the reference).
+	Weight *float64 `yaml:"weight"`
+	// HPSOffset and HPSScale set the preference score squash (hps only; default 0 and 1, right
+	// for the built-in model).
+	HPSOffset *float64 `yaml:"hps_offset"`
+	HPSScale  *float64 `yaml:"hps_scale"`
+}
+
+// RemoteOptions apply to every remote expert (see reward.RemoteConfig; zero values take its
+// defaults).
+type RemoteOptions struct {
+	MaxBatch    int           `yaml:"max_batch"`
+	CallTimeout time.Duration `yaml:"call_timeout"`
+	Retries     int           `yaml:"retries"`
+	Backoff     time.Duration `yaml:"backoff"`
+}
+
+// DefaultConfig is the four built-in experts from models/experts, equal weights.
+func DefaultConfig() Config {
+	return Config{Models: "models/experts", Timeout: DefaultTimeout}
+}
+
+// LoadConfig reads a YAML file over DefaultConfig; unknown keys are errors.
+func LoadConfig(path string) (Config, error) {
+	c := DefaultConfig()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("experts config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("experts config %s: %w", path, err)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("experts config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Validate checks names, weights, the squash and the durations.
+func (c Config) Validate() error {
+	var errs []error
+	for name, e := range c.Experts {
+		if _, err := Rule(name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if e.Weight != nil && (math.IsNaN(*e.Weight) || math.IsInf(*e.Weight, 0) || *e.Weight < 0) {
+			errs = append(errs, fmt.Errorf("expert %s: weight %v must be finite and >= 0", name, *e.Weight))
+		}
+		if (e.HPSOffset != nil || e.HPSScale != nil) && name != HPS {
+			errs = append(errs, fmt.Errorf("expert %s: hps_offset/hps_scale apply to hps only", name))
+		}
+		if e.HPSOffset != nil && (math.IsNaN(*e.HPSOffset) || math.IsInf(*e.HPSOffset, 0)) {
+			errs = append(errs, fmt.Errorf("expert %s: hps_offset %v must be finite", name, *e.HPSOffset))
+		}
+		if e.HPSScale != nil && !(*e.HPSScale > 0 && !math.IsInf(*e.HPSScale, 0)) {
+			errs = append(errs, fmt.Errorf("expert %s: hps_scale %v must be finite and > 0", name, *e.HPSScale))
+		}
+	}
+	if c.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("timeout %v < 0", c.Timeout))
+	}
+	if c.Remote.MaxBatch < 0 || c.Remote.CallTimeout < 0 || c.Remote.Backoff < 0 {
+		errs = append(errs, fmt.Errorf("remote: negative max_batch, call_timeout or backoff in %+v", c.Remote))
+	}
+	return errors.Join(errs...)
+}
+
+// NewEnsembleFromConfig builds the ensemble the configuration describes, loading only the
+// built-in models it uses (onto backend, which may be nil when every expert is remote).
+func NewEnsembleFromConfig(backend backends.Backend, c Config) (*reward.Ensemble, error) {
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("experts config: %w", err)
+	}
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = DefaultTimeout
+	}
+	var xs []reward.Expert
+	for _, name := range Names {
+		ec := c.Experts[name]
+		rule, err := Rule(name)
+		if err != nil {
+			return nil, err
+		}
+		if name == HPS {
+			r := reward.DefaultHPSRule()
+			if ec.HPSOffset != nil {
+				r.Offset = *ec.HPSOffset
+			}
+			if ec.HPSScale != nil {
+				r.Scale = *ec.HPSScale
+			}
+			rule = r
+		}
+		var b reward.Backend
+		if ec.URL != "" {
+			b, err = reward.NewRemoteBackend(reward.RemoteConfig{
+				URL: ec.URL, Output: rule.Output(), MaxBatch: c.Remote.MaxBatch, Timeout: c.Remote.CallTimeout,
+				Retries: c.Remote.Retries, Backoff: c.Remote.Backoff,
+			})
+		} else {
+			if backend == nil {
+				return nil, fmt.Errorf("expert %s: built-in model needs a compute backend", name)
+			}
+			b, err = LoadModel(backend, c.Models, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("expert %s: %w", name, err)
+		}
+		w := 1.0
+		if ec.Weight != nil {
+			w = *ec.Weight
+		}
+		xs = append(xs, reward.Expert{Name: name, Backend: b, Rule: rule, Weight: w, Timeout: timeout})
+	}
+	return reward.NewEnsemble(xs...)
+}
