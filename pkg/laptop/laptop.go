@@ -192,7 +192,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, fmt.Errorf("laptop: %w", err)
 	}
 	if c.node, err = runstate.Open(runstate.NodeConfig{ID: "coordinator-0", RaftAddr: "127.0.0.1:0",
-		DataDir: filepath.Join(dir, "raft"), Bootstrap: true}, c.log); err != nil {
+		DataDir: filepath.Join(dir, "raft"), Bootstrap: true}, c.log.Level(max(zerolog.ErrorLevel, c.log.GetLevel()))); err != nil {
 		return nil, fmt.Errorf("laptop: %w", err)
 	}
 	wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
