@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math"
 	"sync"
+	"time"
 )
 
 // Ensemble scores batches with several experts at once.
 type Ensemble struct {
 	experts []Expert
+	metrics *Metrics // nil: not instrumented
 }
 
 // NewEnsemble checks the experts (unique non-empty names, a backend and rule of matching output
@@ -66,7 +68,9 @@ func (e *Ensemble) Score(ctx context.Context, items []Item) ([]Scores, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			start := time.Now()
 			rewards[k], errs[k] = e.runExpert(ctx, e.experts[k], items)
+			e.metrics.observe(e.experts[k].Name, time.Since(start).Seconds(), rewards[k], errs[k])
 		}()
 	}
 	wg.Wait()

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -205,6 +206,57 @@ func TestNewEnsembleValidates(t *testing.T) {
 	} {
 		if _, err := NewEnsemble(xs...); err == nil {
 			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestEnsembleMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewMetrics(reg); err == nil {
+		t.Fatal("registering twice accepted")
+	}
+	e, err := NewEnsemble(
+		Expert{Name: "vqa", Backend: yesBackend(0.8), Rule: VQARule{}, Weight: 1},
+		Expert{Name: "hps", Backend: scoreBackend(math.NaN()), Rule: DefaultHPSRule(), Weight: 1},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Instrumented(m).Score(context.Background(), testItems(3)); err == nil {
+		t.Fatal("NaN accepted")
+	}
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		for _, mt := range f.GetMetric() {
+			key := f.GetName() + "/" + mt.GetLabel()[0].GetValue()
+			switch {
+			case mt.Counter != nil:
+				got[key] = mt.GetCounter().GetValue()
+			case mt.Histogram != nil:
+				got[key] = float64(mt.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	want := map[string]float64{
+		"bicot_reward_expert_failures_total/hps": 1,
+		"bicot_reward_expert_batch_seconds/hps":  1,
+		"bicot_reward_expert_batch_seconds/vqa":  1,
+		"bicot_reward_expert_reward/vqa":         3,
+	}
+	if len(got) != len(want) {
+		t.Fatalf("metrics %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Fatalf("metrics %v, want %v", got, want)
 		}
 	}
 }
