@@ -56,8 +56,9 @@ func newTrainExpertsCmd() *cobra.Command {
 			names := experts.Names
 			if only != "" {
 				names = strings.Split(only, ",")
-				for _, n := range names {
-					if _, err := experts.Rule(n); err != nil {
+				for i, n := range names {
+					names[i] = strings.TrimSpace(n)
+					if _, err := experts.Rule(names[i]); err != nil {
 						return fmt.Errorf("--only: %w", err)
 					}
 				}
