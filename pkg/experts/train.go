@@ -189,8 +189,13 @@ func calibrate(ctx context.Context, backend backends.Backend, dir string, rng *r
 	n := float64(len(raws))
 	offset = sum / n
 	scale = math.Sqrt(max(sq/n-offset*offset, 0))
-	if !(scale > 1e-6) || math.IsNaN(offset) {
-		return 0, 0, fmt.Errorf("degenerate scores: mean %v, std %v", offset, scale)
+	if math.IsNaN(offset) || math.IsInf(offset, 0) || math.IsNaN(scale) || math.IsInf(scale, 0) {
+		return 0, 0, fmt.Errorf("non-finite scores: mean %v, std %v", offset, scale)
+	}
+	if scale < 1e-6 {
+		// A barely trained model can score everything alike; keep its scale rather than divide
+		// by nothing.
+		scale = 1
 	}
 	return offset, scale, nil
 }
