@@ -213,6 +213,7 @@ func TestHandlerRejectsBadRequests(t *testing.T) {
 	}{
 		{"ok", "POST", PathInfer, body(InferRequest{Protocol: Protocol, Output: OutputAnswers, Items: []InferItem{item}}), 200, ""},
 		{"bad json", "POST", PathInfer, "{", 400, CodeBadRequest},
+		{"no items", "POST", PathInfer, body(InferRequest{Protocol: Protocol, Output: OutputAnswers}), 400, CodeBadRequest},
 		{"old protocol", "POST", PathInfer, body(InferRequest{Protocol: "bicot-expert/0", Output: OutputAnswers, Items: []InferItem{item}}), 400, CodeUnsupportedProtocol},
 		{"wrong output", "POST", PathInfer, body(InferRequest{Protocol: Protocol, Output: OutputBoxes, Items: []InferItem{item}}), 400, CodeWrongOutput},
 		{"too many", "POST", PathInfer, body(InferRequest{Protocol: Protocol, Output: OutputAnswers, Items: []InferItem{item, item}}), 413, CodeTooLarge},

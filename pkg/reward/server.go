@@ -71,6 +71,10 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeWrongOutput, fmt.Sprintf("request wants %q, expert %q produces %q", req.Output, h.name, h.b.Output()))
 		return
 	}
+	if len(req.Items) == 0 {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "no items")
+		return
+	}
 	if len(req.Items) > h.o.MaxBatch {
 		writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, fmt.Sprintf("%d items, max_batch is %d", len(req.Items), h.o.MaxBatch))
 		return
