@@ -296,6 +296,24 @@ func TestRolloutWorkerJoinsMidRun(t *testing.T) {
 	t.Logf("late worker: %d tasks of steps %v", st.Tasks, st.Steps)
 }
 
+// TestRedispatchedGroupsLearnedOnce sets the re-dispatch timeout below a step's duration, so the
+// coordinator hands groups out again while their first samples are still on the way: the
+// re-dispatched tasks reproduce the same samples, and every step still learns exactly P groups of
+// G samples, each once.
+func TestRedispatchedGroupsLearnedOnce(t *testing.T) {
+	c := testConfig(t, 2)
+	c.RedispatchAfter = runconfig.Duration(150 * time.Millisecond)
+	cl := start(t, c, 1)
+	wait(t, cl)
+	res := cl.Result()
+	checkLearned(t, c, res.Accounting)
+	if res.Status.Redispatched == 0 {
+		t.Fatal("no group was re-dispatched; the test did not exercise re-dispatch")
+	}
+	t.Logf("%d groups re-dispatched, %d rollout tasks, %d duplicates and %d late samples dropped by the learner",
+		res.Status.Redispatched, res.Rollout[0].Tasks, res.Accounting.Duplicates, res.Accounting.Late)
+}
+
 // BenchmarkPipeline measures throughput of the whole pipeline (tiny policy, brief experts) with
 // one and two rollout workers: samples per second and steps per minute.
 //
