@@ -314,6 +314,29 @@ func TestRedispatchedGroupsLearnedOnce(t *testing.T) {
 		res.Status.Redispatched, res.Rollout[0].Tasks, res.Accounting.Duplicates, res.Accounting.Late)
 }
 
+// TestStalenessOneOverlapsSteps lets rollout run one version ahead of learning (staleness 1):
+// step s+1 is dispatched while step s trains, its samples are at most one version old, and every
+// step still learns P complete groups.
+func TestStalenessOneOverlapsSteps(t *testing.T) {
+	c := testConfig(t, 3)
+	c.Staleness = 1
+	cl := start(t, c, 1)
+	wait(t, cl)
+	res := cl.Result()
+	checkLearned(t, c, res.Accounting)
+	var maxStale int64
+	for _, st := range res.Accounting.Stats {
+		maxStale = max(maxStale, st.MaxStaleness)
+	}
+	if maxStale > 1 {
+		t.Errorf("trained samples %d versions old, bound 1", maxStale)
+	}
+	if res.Accounting.StaleGroups != 0 {
+		t.Errorf("%d groups outside the bound", res.Accounting.StaleGroups)
+	}
+	t.Logf("largest staleness trained: %d", maxStale)
+}
+
 // BenchmarkPipeline measures throughput of the whole pipeline (tiny policy, brief experts) with
 // one and two rollout workers: samples per second and steps per minute.
 //
