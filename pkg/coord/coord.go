@@ -41,6 +41,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
+	"github.com/bicot-rl/bicot/pkg/tokenizer"
 )
 
 // StateNode is the part of a runstate.Node the coordinator uses.
@@ -104,8 +105,10 @@ func New(js jetstream.JetStream, o Options) (*Coordinator, error) {
 	if c.RunID == "" {
 		return nil, errors.New("coordinator: run id is required")
 	}
+	log := logging.Component(o.Log, "coordinator").With().Str("run", c.RunID).Logger()
+	o.Prompts = encodable(o.Prompts, c.Prompts, log)
 	if len(o.Prompts) == 0 {
-		return nil, fmt.Errorf("coordinator: no prompts")
+		return nil, fmt.Errorf("coordinator: no prompt of %s can be written in the policy's vocabulary", c.Prompts)
 	}
 	if c.PromptsPerStep > len(o.Prompts) {
 		return nil, fmt.Errorf("coordinator: prompts_per_step %d exceeds the %d prompts of %s", c.PromptsPerStep, len(o.Prompts), c.Prompts)
@@ -120,7 +123,7 @@ func New(js jetstream.JetStream, o Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	co := &Coordinator{o: o, cfg: c, js: js, topo: topo, log: logging.Component(o.Log, "coordinator").With().Str("run", c.RunID).Logger(),
+	co := &Coordinator{o: o, cfg: c, js: js, topo: topo, log: log,
 		perms: map[int64][]int{}, workers: map[string]*WorkerInfo{}, lastMetrics: map[string]float64{}, done: make(chan struct{})}
 	co.initMetrics()
 	return co, nil
@@ -446,4 +449,28 @@ func (c *Coordinator) Redispatched() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.redispatch
+}
+
+// encodable keeps the prompts the policy's tokenizer can encode (rollout workers refuse the others
+// as poison, which would leave their groups re-dispatched forever). A prompt file in the reference
+// format may hold words outside our world's vocabulary; they are skipped with a warning naming the
+// first few.
+func encodable(ps []prompts.Prompt, file string, log zerolog.Logger) []prompts.Prompt {
+	vocab := tokenizer.New()
+	out := make([]prompts.Prompt, 0, len(ps))
+	var bad []string
+	for i, p := range ps {
+		if _, err := vocab.Encode(p.Prompt); err != nil {
+			if len(bad) < 3 {
+				bad = append(bad, fmt.Sprintf("prompt %d: %v", i+1, err))
+			}
+			continue
+		}
+		out = append(out, p)
+	}
+	if skipped := len(ps) - len(out); skipped > 0 {
+		log.Warn().Str("file", file).Int("skipped", skipped).Int("kept", len(out)).Strs("examples", bad).
+			Msg("prompts outside the policy's vocabulary are not used")
+	}
+	return out
 }

@@ -178,3 +178,20 @@ func mustTopo(t *testing.T, run string) bus.Topology {
 	}
 	return topo
 }
+
+func TestPromptsOutsideTheVocabularyAreSkipped(t *testing.T) {
+	ps := testPrompts(t, 5)
+	ps = append(ps, prompts.Prompt{Prompt: "a photo of a zebra", TaskType: prompts.Object})
+	cfg := runconfig.Default()
+	cfg.RunID, cfg.PromptsPerStep = "vocab", 2
+	c, err := New(nil, Options{Config: cfg, Prompts: ps, Node: &runstate.Node{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.o.Prompts) != 5 {
+		t.Errorf("kept %d prompts, want the 5 encodable ones", len(c.o.Prompts))
+	}
+	if _, err := New(nil, Options{Config: cfg, Prompts: ps[5:], Node: &runstate.Node{}}); err == nil {
+		t.Error("a file with no encodable prompt was accepted")
+	}
+}
