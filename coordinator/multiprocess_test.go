@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,9 +142,15 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 		time.Sleep(50 * time.Millisecond)
 	}
 	common := []string{"run", "--config", cfgPath, "--nats", url, "--log-format", "json"}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := ln.Addr().String()
+	ln.Close()
 	roles := []*proc{
-		startProc("coordinator", bins["coordinator"], append(common, "--http", "127.0.0.1:0", "--raft-dir", filepath.Join(tmp, "raft"))...),
-		startProc("learner", bins["learner"], common...),
+		startProc("coordinator", bins["coordinator"], append(common, "--http", httpAddr, "--raft-dir", filepath.Join(tmp, "raft"))...),
+		startProc("learner", bins["learner"], append(common, "--coordinator", "http://"+httpAddr)...),
 		startProc("rollout-1", bins["rollout-worker"], append(common, "--id", "rollout-1")...),
 		startProc("rollout-2", bins["rollout-worker"], append(common, "--id", "rollout-2")...),
 		startProc("reward-1", bins["reward-worker"], append(common, "--id", "reward-1")...),
@@ -171,6 +178,12 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 	}
 	if n := strings.Count(string(b), "\n"); n != steps {
 		t.Fatalf("metrics.jsonl has %d lines, want %d", n, steps)
+	}
+	// The learner's checkpoints hold the coordinator's run state and data cursor.
+	for _, part := range []string{"runstate", "cursor", "trainer", "MANIFEST.json"} {
+		if _, err := os.Stat(filepath.Join(tmp, "store", "mp1", "checkpoints", "000000000001", part)); err != nil {
+			t.Errorf("checkpoint part: %v", err)
+		}
 	}
 	for _, p := range roles[2:4] {
 		if !strings.Contains(p.out.String(), "policy loaded") {

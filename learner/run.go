@@ -19,7 +19,7 @@ import (
 
 // newRunCmd is `learner run`: the learner of a run whose roles are separate processes.
 func newRunCmd() *cobra.Command {
-	var id string
+	var id, coordURL string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Learn a run's scored groups from NATS with BiCoT-GRPO",
@@ -31,6 +31,7 @@ func newRunCmd() *cobra.Command {
 	}
 	cli := runconfig.NewCLI(cmd)
 	cmd.Flags().StringVar(&id, "id", "learner", "learner id")
+	cmd.Flags().StringVar(&coordURL, "coordinator", "", "coordinator status API (http://host:port): checkpoints then hold the run state and data cursor")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := cli.Load(cmd)
 		if err != nil {
@@ -60,7 +61,12 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		defer nc.Close()
+		var runState func() ([]byte, error)
+		if coordURL != "" {
+			runState = learnrole.RunStateFrom(coordURL)
+		}
 		l, err := learnrole.New(ctx, js, learnrole.Options{Config: cfg, ID: id, Backend: backend, Store: st, Init: init, Codebook: cb,
+			RunState:  runState,
 			Heartbeat: cfg.Wire.Heartbeat.D(), Log: log,
 			Consume: bus.ConsumeOptions{AckWait: cfg.Wire.AckWait.D(), MaxDeliver: cfg.Wire.MaxDeliver, PollWait: 30 * time.Second}})
 		if err != nil {

@@ -68,7 +68,7 @@ func (c *Coordinator) Status(ctx context.Context) Status {
 	return s
 }
 
-// Handler serves the status API: /v1/status, /metrics, /healthz.
+// Handler serves the status API: /v1/status, /v1/runstate, /metrics, /healthz.
 func (c *Coordinator) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -78,6 +78,14 @@ func (c *Coordinator) Handler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(c.Status(ctx))
+	})
+	mux.HandleFunc("GET /v1/runstate", func(w http.ResponseWriter, r *http.Request) {
+		// The replicated run state as a snapshot (runstate.DecodeSnapshot reads it): what the
+		// learner stores in checkpoints next to the weights.
+		w.Header().Set("Content-Type", "application/json")
+		if err := runstate.EncodeSnapshot(w, c.o.Node.State()); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+		}
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(c.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

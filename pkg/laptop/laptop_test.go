@@ -250,7 +250,7 @@ func TestPipelineLearnsCompleteGroupsOnce(t *testing.T) {
 		t.Errorf("no checkpoint recorded in the run state")
 	}
 	dir := cl.Dir()
-	for _, p := range []string{"metrics.jsonl", "config.yaml", "checkpoints/000000000002/MANIFEST.json", "weights/000000000003.bin",
+	for _, p := range []string{"metrics.jsonl", "config.yaml", "checkpoints/000000000002/MANIFEST.json", "checkpoints/000000000002/cursor", "checkpoints/000000000002/runstate", "weights/000000000003.bin",
 		"samples/step-2/p6-s0.png"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
 			t.Errorf("run output: %v", err)

@@ -19,8 +19,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
+	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,6 +39,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/scene"
 	"github.com/bicot-rl/bicot/pkg/scorer"
 	"github.com/bicot-rl/bicot/pkg/store"
@@ -60,7 +64,8 @@ type Options struct {
 	// Codebook, when set, writes the images of the final step's samples as PNGs under
 	// <run>/samples/step-<N>/.
 	Codebook *vq.Codebook
-	// RunState, when set, supplies the run-state snapshot stored in checkpoints.
+	// RunState, when set, supplies the run-state snapshot (runstate.EncodeSnapshot) stored in
+	// checkpoints, with the data cursor it holds as its own part.
 	RunState  func() ([]byte, error)
 	Consume   bus.ConsumeOptions
 	Heartbeat time.Duration
@@ -487,6 +492,11 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats learn.StepSt
 	if l.o.RunState != nil {
 		if rs, err := l.o.RunState(); err == nil {
 			parts[ckpt.PartRunState] = rs
+			if st, err := runstate.DecodeSnapshot(bytes.NewReader(rs)); err == nil {
+				if cur, err := json.Marshal(st.Cursor); err == nil {
+					parts[ckpt.PartCursor] = cur
+				}
+			}
 		} else {
 			l.log.Warn().Err(err).Msg("checkpoint without run-state snapshot")
 		}
@@ -524,4 +534,28 @@ func (l *Learner) writeImages(ctx context.Context, step int64, groups []learn.Gr
 		}
 	}
 	return nil
+}
+
+// RunStateFrom returns a RunState function that reads the snapshot from a coordinator's status
+// API (GET <url>/v1/runstate).
+func RunStateFrom(url string) func() ([]byte, error) {
+	hc := &http.Client{Timeout: 10 * time.Second}
+	return func() ([]byte, error) {
+		resp, err := hc.Get(strings.TrimRight(url, "/") + "/v1/runstate")
+		if err != nil {
+			return nil, fmt.Errorf("run state from %s: %w", url, err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return nil, fmt.Errorf("run state from %s: %w", url, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("run state from %s: %s", url, resp.Status)
+		}
+		if _, err := runstate.DecodeSnapshot(bytes.NewReader(b)); err != nil {
+			return nil, fmt.Errorf("run state from %s: %w", url, err)
+		}
+		return b, nil
+	}
 }
