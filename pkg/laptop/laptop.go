@@ -70,7 +70,9 @@ type Result struct {
 	RunID string
 	Dir   string
 	Steps int64
-	Eval  *EvalResult
+	// Eval and InitialEval are the oracle's scores of the final and the initial policy.
+	Eval        *EvalResult
+	InitialEval *EvalResult
 	// Accounting is the learner's record.
 	Accounting learnrole.Accounting
 	Rollout    []rollout.Stats
@@ -435,17 +437,23 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("eval: %w", err)
 		}
-		fmt.Fprintf(o.Progress, "evaluating the final policy (%d prompts per task type, G=%d)...\n", cfg.Eval.LimitPerType, cfg.Eval.G)
-		ev, err := Evaluate(c.Learner.Trainer().Policy(), c.cb, ps, EvalOptions{LimitPerType: cfg.Eval.LimitPerType, G: cfg.Eval.G,
-			Seed: cfg.Seed, Temperature: cfg.Sampling.Temperature, CFGWeight: cfg.Sampling.CFGWeight, NoPlan: cfg.Sampling.MaxPlanTokens == 0})
+		fmt.Fprintf(o.Progress, "evaluating the initial and final policy (%d prompts per task type, G=%d)...\n", cfg.Eval.LimitPerType, cfg.Eval.G)
+		eo := EvalOptions{LimitPerType: cfg.Eval.LimitPerType, G: cfg.Eval.G, Seed: cfg.Seed, Temperature: cfg.Sampling.Temperature,
+			CFGWeight: cfg.Sampling.CFGWeight, NoPlan: cfg.Sampling.MaxPlanTokens == 0}
+		// The trainer's frozen reference is the policy the run started from.
+		initial, err := Evaluate(c.Learner.Trainer().Reference(), c.cb, ps, eo)
 		if err != nil {
 			return res, err
 		}
-		res.Eval = &ev
-		if b, err := json.MarshalIndent(ev, "", "  "); err == nil {
+		ev, err := Evaluate(c.Learner.Trainer().Policy(), c.cb, ps, eo)
+		if err != nil {
+			return res, err
+		}
+		res.Eval, res.InitialEval = &ev, &initial
+		if b, err := json.MarshalIndent(map[string]EvalResult{"initial": initial, "final": ev}, "", "  "); err == nil {
 			_ = os.WriteFile(filepath.Join(c.dir, "eval.json"), append(b, '\n'), 0o644)
 		}
-		PrintEval(o.Progress, nil, ev)
+		PrintEval(o.Progress, &initial, ev)
 	}
 	fmt.Fprintf(o.Progress, "run %s written to %s\n", res.RunID, res.Dir)
 	return res, nil

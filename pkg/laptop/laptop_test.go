@@ -337,6 +337,37 @@ func TestStalenessOneOverlapsSteps(t *testing.T) {
 	t.Logf("largest staleness trained: %d", maxStale)
 }
 
+// TestRunEvaluatesInitialAndFinal runs one step through Run and checks the oracle evaluation of
+// the initial and final policies: every task type of the eval file is scored and eval.json is
+// written next to the run.
+func TestRunEvaluatesInitialAndFinal(t *testing.T) {
+	e := testEnv(t)
+	c := testConfig(t, 1)
+	c.Eval = runconfig.Eval{Prompts: filepath.Join(repoRoot(t), "data/prompts/eval.jsonl"), LimitPerType: 1, G: 1}
+	var progress strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: t.TempDir(), Progress: &progress,
+		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Eval == nil || res.InitialEval == nil {
+		t.Fatal("no evaluation")
+	}
+	if len(res.Eval.TaskTypes) != 9 || res.Eval.N != 9 || res.InitialEval.N != 9 {
+		t.Errorf("eval: %d task types, %d and %d samples; want 9, 9, 9", len(res.Eval.TaskTypes), res.Eval.N, res.InitialEval.N)
+	}
+	for _, want := range []string{"step 1/1", "task type", "initial", "final", "knowledge", "mean"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress output lacks %q:\n%s", want, progress.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(res.Dir, "eval.json")); err != nil {
+		t.Error(err)
+	}
+}
+
 // BenchmarkPipeline measures throughput of the whole pipeline (tiny policy, brief experts) with
 // one and two rollout workers: samples per second and steps per minute.
 //
