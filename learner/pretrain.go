@@ -50,6 +50,8 @@ type pretrainConfig struct {
 	TieCells bool `yaml:"tie_cells"`
 	// Sinusoidal adds fixed sinusoidal position codes (model.Config.SinusoidalPositions).
 	Sinusoidal bool `yaml:"sinusoidal_positions"`
+	// TiedTextHead ties the text head to the word embeddings (model.Config.TiedTextHead).
+	TiedTextHead bool `yaml:"tied_text_head"`
 
 	Prompts  string `yaml:"prompts"`
 	Codebook string `yaml:"codebook"`
@@ -63,8 +65,8 @@ func defaultPretrainConfig() pretrainConfig {
 	d := model.DefaultConfig()
 	return pretrainConfig{
 		DModel: d.DModel, Heads: d.Heads, Layers: d.Layers, FF: d.FF, TextLen: d.TextLen,
-		Steps: 900, Batch: 32, LR: 3e-3, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
-		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, Seed: 1,
+		Steps: 1200, Batch: 32, LR: 1e-2, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
+		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, Seed: 1,
 		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
 	}
 }
@@ -99,6 +101,7 @@ func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) (mo
 	mc := model.Config{
 		TextVocab: vocab.Size(), ImageVocab: cb.K(), TextLen: c.TextLen, ImageTokens: cb.TokensPerImage(),
 		DModel: c.DModel, Heads: c.Heads, Layers: c.Layers, FF: c.FF, SinusoidalPositions: c.Sinusoidal,
+		TiedTextHead: c.TiedTextHead,
 		Special: model.Specials{
 			Pad: tokenizer.Pad, BOS: tokenizer.BOS, EOS: tokenizer.EOS, Plan: tokenizer.Plan,
 			ImgStart: tokenizer.ImgStart, Uncond: tokenizer.Uncond,

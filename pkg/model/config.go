@@ -62,6 +62,10 @@ type Config struct {
 	// before this one" a linear function of the position, which the plan needs (a phrase's
 	// attributes precede its cell word) and random learned positions only find slowly.
 	SinusoidalPositions bool `json:"sinusoidal_positions,omitempty" yaml:"sinusoidal_positions,omitempty"`
+	// TiedTextHead computes the text logits against the input embeddings of the text words (plus
+	// a bias) instead of a separate output matrix, so copying a prompt word into the plan is a
+	// direct match (weight tying, as in GPT-2).
+	TiedTextHead bool `json:"tied_text_head,omitempty" yaml:"tied_text_head,omitempty"`
 }
 
 // SinusoidAmplitude scales the fixed position codes to the size of the initial embeddings.
@@ -72,13 +76,13 @@ func (c Config) Equal(o Config) bool {
 	return c.TextVocab == o.TextVocab && c.ImageVocab == o.ImageVocab && c.TextLen == o.TextLen &&
 		c.ImageTokens == o.ImageTokens && c.DModel == o.DModel && c.Heads == o.Heads && c.Layers == o.Layers &&
 		c.FF == o.FF && c.Special == o.Special && slices.Equal(c.CellTokens, o.CellTokens) &&
-		c.SinusoidalPositions == o.SinusoidalPositions
+		c.SinusoidalPositions == o.SinusoidalPositions && c.TiedTextHead == o.TiedTextHead
 }
 
 // DefaultConfig is sized for 2 CPU cores (design 6b: d_model 64 / 3 layers); vocabulary sizes and
 // special ids must be filled in from the tokenizer and the codebook.
 func DefaultConfig() Config {
-	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true}
+	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true, TiedTextHead: true}
 }
 
 // SeqLen is the full sequence length L + 1 + I.

@@ -141,7 +141,22 @@ func (m *Model) HiddenGraph(ctx *context.Context, tokens *Node) *Node {
 // never occur inside a plan (pad, bos, plan, img_start, uncond) are masked out.
 func (m *Model) textLogits(ctx *context.Context, h *Node) *Node {
 	c := m.Config
-	logits := mlx.Dense(ctx.In(Scope).In("text_head"), h, true, c.TextVocab)
+	var logits *Node
+	if c.TiedTextHead {
+		// Logits are similarities with the input embeddings of the text words: a plan word the
+		// attention copied from the prompt scores high at once.
+		g := h.Graph()
+		pctx := ctx.In(Scope)
+		table := pctx.In("tok_embed").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, c.Vocab(), c.DModel)).ValueGraph(g)
+		words := TransposeAllAxes(mlx.GatherAxis(table, 0, mlx.Range(0, c.TextVocab)), 1, 0) // [D, TV]
+		lead := h.Shape().Dimensions[:h.Rank()-1]
+		n := h.Shape().Size() / c.DModel
+		logits = mlx.BatchMatMul(Reshape(h, n, c.DModel), words)
+		b := pctx.In("text_head").VariableWithShape("bias", shapes.Make(dtypes.Float32, c.TextVocab)).ValueGraph(g)
+		logits = Reshape(Add(logits, Reshape(b, 1, c.TextVocab)), append(append([]int{}, lead...), c.TextVocab)...)
+	} else {
+		logits = mlx.Dense(ctx.In(Scope).In("text_head"), h, true, c.TextVocab)
+	}
 	bias := make([]float32, c.TextVocab)
 	for _, id := range []int32{c.Special.Pad, c.Special.BOS, c.Special.Plan, c.Special.ImgStart, c.Special.Uncond} {
 		bias[id] = masked
