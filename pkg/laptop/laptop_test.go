@@ -3,6 +3,7 @@ package laptop
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -365,6 +366,45 @@ func TestRunEvaluatesInitialAndFinal(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(res.Dir, "eval.json")); err != nil {
 		t.Error(err)
+	}
+}
+
+// TestResumeContinuesExactly runs 3 steps straight, and 2 steps then a restart of the whole run
+// (same run id and directory) for the third: the resumed run's third step has exactly the
+// statistics of the straight run's (same samples, same weights, same optimizer state).
+func TestResumeContinuesExactly(t *testing.T) {
+	e := testEnv(t)
+	run := func(out string, steps int) Result {
+		c := testConfig(t, steps)
+		c.CheckpointEvery = 1
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		res, err := Run(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: out,
+			Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	straight := run(t.TempDir(), 3)
+	out := t.TempDir()
+	run(out, 2)
+	resumed := run(out, 3)
+	if len(resumed.Accounting.Stats) != 1 {
+		t.Fatalf("the resumed run trained %d steps, want 1", len(resumed.Accounting.Stats))
+	}
+	a, b := straight.Accounting.Stats[2], resumed.Accounting.Stats[0]
+	a.Seconds, a.RefSeconds, a.UpdateSeconds = 0, 0, 0
+	b.Seconds, b.RefSeconds, b.UpdateSeconds = 0, 0, 0
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("third step differs after resume:\nstraight %+v\nresumed  %+v", a, b)
+	}
+	lines, err := os.ReadFile(filepath.Join(resumed.Dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(lines), "\n"); n != 3 {
+		t.Errorf("metrics.jsonl of the resumed run has %d lines, want 3", n)
 	}
 }
 
