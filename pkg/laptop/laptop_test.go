@@ -269,6 +269,9 @@ func TestPipelineLearnsCompleteGroupsOnce(t *testing.T) {
 // TestRolloutWorkerJoinsMidRun starts a second rollout worker after step 1 is learned: it takes
 // tasks of the running run without anything being restarted.
 func TestRolloutWorkerJoinsMidRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
 	c := testConfig(t, 4)
 	c.PromptsPerStep, c.PromptsPerTask = 4, 1
 	cl := start(t, c, 1)
@@ -302,6 +305,9 @@ func TestRolloutWorkerJoinsMidRun(t *testing.T) {
 // re-dispatched tasks reproduce the same samples, and every step still learns exactly P groups of
 // G samples, each once.
 func TestRedispatchedGroupsLearnedOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
 	c := testConfig(t, 2)
 	c.RedispatchAfter = runconfig.Duration(150 * time.Millisecond)
 	cl := start(t, c, 1)
@@ -319,6 +325,9 @@ func TestRedispatchedGroupsLearnedOnce(t *testing.T) {
 // step s+1 is dispatched while step s trains, its samples are at most one version old, and every
 // step still learns P complete groups.
 func TestStalenessOneOverlapsSteps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
 	c := testConfig(t, 3)
 	c.Staleness = 1
 	cl := start(t, c, 1)
@@ -373,6 +382,9 @@ func TestRunEvaluatesInitialAndFinal(t *testing.T) {
 // (same run id and directory) for the third: the resumed run's third step has exactly the
 // statistics of the straight run's (same samples, same weights, same optimizer state).
 func TestResumeContinuesExactly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
 	e := testEnv(t)
 	run := func(out string, steps int) Result {
 		c := testConfig(t, steps)
