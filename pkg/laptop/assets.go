@@ -62,10 +62,22 @@ func InitPolicy(backend backends.Backend, path string, cb *vq.Codebook, seed uin
 	return buf.Bytes(), nil
 }
 
-// Ensemble builds the run's reward ensemble: remote expert servers when the config names them,
+// Ensemble builds the run's reward ensemble: as the expert config file says when there is one,
+// else remote expert servers when the config names them,
 // else the built-in experts from the config's directory. With fallbacks and no weights there,
 // the experts are trained briefly into fb.Dir first.
 func Ensemble(ctx context.Context, backend backends.Backend, c runconfig.Config, fb *Fallbacks, log zerolog.Logger) (*reward.Ensemble, error) {
+	if c.ExpertConfig != "" {
+		ec, err := experts.LoadConfig(c.ExpertConfig)
+		if err != nil {
+			return nil, err
+		}
+		e, err := experts.NewEnsembleFromConfig(backend, ec)
+		if err != nil {
+			return nil, fmt.Errorf("experts from %s: %w", c.ExpertConfig, err)
+		}
+		return e, nil
+	}
 	if len(c.ExpertURLs) > 0 {
 		e, err := experts.RemoteEnsemble(c.ExpertURLs, reward.RemoteConfig{})
 		if err != nil {

@@ -98,6 +98,9 @@ type Config struct {
 	// remote expert server per expert (detector, vqa, hps, orm) instead.
 	Experts    string            `yaml:"experts" json:"experts"`
 	ExpertURLs map[string]string `yaml:"expert_urls" json:"expert_urls,omitempty"`
+	// ExpertConfig, when set, is a pkg/experts YAML file choosing built-in or remote backends,
+	// weights and timeouts per expert (docs/experts.md); it takes precedence over the two above.
+	ExpertConfig string `yaml:"expert_config" json:"expert_config,omitempty"`
 	// RedispatchAfter: a group not scored this long after its dispatch is handed out again.
 	RedispatchAfter Duration `yaml:"redispatch_after" json:"redispatch_after"`
 	Wire            Wire     `yaml:"wire" json:"wire"`
@@ -215,6 +218,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.PolicyInit, "policy-init", c.PolicyInit, "initial policy checkpoint")
 	fs.StringVar(&c.Codebook, "codebook", c.Codebook, "VQ codebook file")
 	fs.StringVar(&c.Experts, "experts", c.Experts, "built-in expert weights directory")
+	fs.StringVar(&c.ExpertConfig, "expert-config", c.ExpertConfig, "expert ensemble YAML (built-in or remote per expert)")
 	fs.StringVar(&c.Backend, "backend", c.Backend, "gomlx backend configuration")
 	fs.Var(&c.RedispatchAfter, "redispatch-after", "re-dispatch groups not scored after this long")
 }
@@ -265,7 +269,7 @@ func (c Config) Validate() error {
 	if c.Codebook == "" {
 		bad("codebook: empty path")
 	}
-	if c.Experts == "" && len(c.ExpertURLs) == 0 {
+	if c.Experts == "" && len(c.ExpertURLs) == 0 && c.ExpertConfig == "" {
 		bad("experts: empty directory and no expert_urls")
 	}
 	for name, u := range c.ExpertURLs {
