@@ -452,3 +452,35 @@ func BenchmarkPipeline(b *testing.B) {
 		})
 	}
 }
+
+// TestEnsembleFromExpertConfig builds the ensemble from a pkg/experts YAML file naming the shipped
+// expert weights, and refuses a broken one.
+func TestEnsembleFromExpertConfig(t *testing.T) {
+	root := repoRoot(t)
+	if _, err := os.Stat(filepath.Join(root, "models/experts/detector.safetensors")); err != nil {
+		t.Skip("no shipped expert weights")
+	}
+	e := testEnv(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "experts.yaml")
+	if err := os.WriteFile(good, []byte("models: "+filepath.Join(root, "models/experts")+"\ntimeout: 30s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := runconfig.Default()
+	c.ExpertConfig = good
+	ens, err := Ensemble(context.Background(), e.backend, c, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ens.Experts()) != 4 {
+		t.Errorf("experts %v, want the four built-in ones", ens.Experts())
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("experts: {detector: {url: \"not a url\"}}\nmodels: /nowhere\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.ExpertConfig = bad
+	if _, err := Ensemble(context.Background(), e.backend, c, nil, zerolog.Nop()); err == nil {
+		t.Error("a broken expert config was accepted")
+	}
+}
