@@ -200,6 +200,13 @@ func TestTrainerOptions(t *testing.T) {
 	if _, err := learnrole.TrainerOptions(c); err == nil {
 		t.Error("unknown grpo key accepted")
 	}
+	shipped, err := runconfig.Load(filepath.Join("..", "..", "configs", "cluster.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := learnrole.TrainerOptions(shipped); err != nil {
+		t.Errorf("configs/cluster.yaml: %v", err)
+	}
 	c.GRPO = nil
 	c.Staleness = 2
 	if o, err := learnrole.TrainerOptions(c); err != nil || !o.Loss.Clip || o.MaxStaleness != 2 {

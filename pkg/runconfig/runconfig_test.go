@@ -125,3 +125,16 @@ func TestFlagsOverrideFile(t *testing.T) {
 		t.Errorf("YAML round trip: %v %+v", err, back)
 	}
 }
+
+func TestShippedClusterConfig(t *testing.T) {
+	c, err := Load(filepath.Join("..", "..", "configs", "cluster.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.RunID != "cluster-1" || c.Staleness != 1 || c.GRPO == nil {
+		t.Errorf("cluster config: %+v", c)
+	}
+}
