@@ -115,7 +115,7 @@ func TestSplitsHoldOut(t *testing.T) {
 			t.Fatalf("training prompt %q asks for held-out %s", p.Prompt, why)
 		}
 		for range 3 {
-			sc, err := TrainingScene(p, cfg, rng)
+			sc, err := CleanScene(p, cfg, rng)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -305,14 +305,14 @@ func TestHeldOutPredicates(t *testing.T) {
 }
 
 // Open attributes are drawn around the held-out pairs; the spec's own stay as asked.
-func TestTrainingSceneAvoidsHeldOut(t *testing.T) {
+func TestCleanSceneAvoidsHeldOut(t *testing.T) {
 	cfg := scene.DefaultConfig()
 	rng := rand.New(rand.NewPCG(5, 6))
 	p := prompts.Prompt{Prompt: "two circles and two squares", TaskType: prompts.Numeracy,
 		Spec: &scene.Spec{Objects: []scene.ObjSpec{{Shape: scene.Circle, Count: 2}, {Shape: scene.Square, Count: 2}}}}
 	colours := map[scene.Colour]bool{}
 	for range 300 {
-		sc, err := TrainingScene(p, cfg, rng)
+		sc, err := CleanScene(p, cfg, rng)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -331,10 +331,40 @@ func TestTrainingSceneAvoidsHeldOut(t *testing.T) {
 	}
 	held := prompts.Prompt{Prompt: "a blue circle", TaskType: prompts.Color,
 		Spec: &scene.Spec{Objects: []scene.ObjSpec{{Shape: scene.Circle, Colour: scene.Blue, Count: 1}}}}
-	if _, err := TrainingScene(held, cfg, rng); err == nil || !strings.Contains(err.Error(), "held-out blue circle") {
+	if _, err := CleanScene(held, cfg, rng); err == nil || !strings.Contains(err.Error(), "held-out blue circle") {
 		t.Fatalf("err %v", err)
 	}
-	if _, err := TrainingScene(prompts.Prompt{Prompt: "x", TaskType: prompts.Object}, cfg, rng); err == nil {
+	if _, err := CleanScene(prompts.Prompt{Prompt: "x", TaskType: prompts.Object}, cfg, rng); err == nil {
 		t.Fatal("prompt without spec accepted")
+	}
+}
+
+// Pretraining scenes never answer a held-out request, but their open attributes may form a
+// held-out combination: the base policy must have seen every code it may be asked to draw.
+func TestTrainingSceneShowsHeldOutCodes(t *testing.T) {
+	cfg := scene.DefaultConfig()
+	rng := rand.New(rand.NewPCG(7, 8))
+	p := prompts.Prompt{Prompt: "a triangle and a square", TaskType: prompts.Object,
+		Spec: &scene.Spec{Objects: []scene.ObjSpec{{Shape: scene.Triangle, Count: 1}, {Shape: scene.Square, Count: 1}}}}
+	shown := 0
+	for range 300 {
+		sc, err := TrainingScene(p, cfg, rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !p.Spec.Satisfied(sc) {
+			t.Fatalf("scene %v does not satisfy the spec", sc.Objects)
+		}
+		if HeldOutScene(sc) {
+			shown++
+		}
+	}
+	if shown == 0 {
+		t.Fatal("open attributes never formed a held-out combination")
+	}
+	held := prompts.Prompt{Prompt: "a blue circle", TaskType: prompts.Color,
+		Spec: &scene.Spec{Objects: []scene.ObjSpec{{Shape: scene.Circle, Colour: scene.Blue, Count: 1}}}}
+	if _, err := TrainingScene(held, cfg, rng); err == nil || !strings.Contains(err.Error(), "held-out blue circle") {
+		t.Fatalf("err %v", err)
 	}
 }

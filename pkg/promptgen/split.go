@@ -76,7 +76,7 @@ func GenerateSplit(split Split, seed uint64, perType int) ([]prompts.Prompt, err
 				if held {
 					continue
 				}
-				if _, err := TrainingScene(p, cfg, check); err != nil {
+				if _, err := CleanScene(p, cfg, check); err != nil {
 					continue
 				}
 			} else {
@@ -101,12 +101,42 @@ func GenerateSplit(split Split, seed uint64, perType int) ([]prompts.Prompt, err
 	return out, nil
 }
 
-// TrainingScene draws a scene that satisfies p.Spec and shows no held-out combination: the
-// attributes the spec leaves open (and the cells) are drawn from rng among those that form no
-// held-out pair, and layouts with a held-out relation between any two objects are redrawn. This is
-// the scene pretraining pairs with a training prompt. It fails for a prompt without a spec, a spec
-// that asks for a held-out combination, and one whose relations cannot be met otherwise.
+// TrainingScene draws the scene pretraining pairs with a training prompt: one that satisfies
+// p.Spec, with the attributes and cells the spec leaves open drawn uniformly from rng. It fails for
+// a prompt without a spec and for one that asks for a held-out combination.
+//
+// "Held out" means never asked for: no training prompt requests a held-out combination, but an
+// open attribute may form one in the picture ("a cross" may be drawn purple, and its plan then
+// says so). That is the split of T2I-CompBench, where a model has seen purple things and crosses,
+// maybe purple crosses, but never a prompt binding the two. Hiding the combinations from the
+// pictures as well would leave codes (a purple cross is one VQ code) that the base policy never
+// saw as a target, so no policy could ever draw them and no reward could teach it to.
 func TrainingScene(p prompts.Prompt, cfg scene.Config, rng *rand.Rand) (scene.Scene, error) {
+	if p.Spec == nil {
+		return scene.Scene{}, fmt.Errorf("training scene for %q: prompt has no spec", p.Prompt)
+	}
+	if err := cfg.Validate(); err != nil {
+		return scene.Scene{}, fmt.Errorf("training scene for %q: %w", p.Prompt, err)
+	}
+	if err := p.Spec.Validate(); err != nil {
+		return scene.Scene{}, fmt.Errorf("training scene for %q: %w", p.Prompt, err)
+	}
+	if why := SpecHeldOut(*p.Spec); why != "" {
+		return scene.Scene{}, fmt.Errorf("training scene for %q: prompt asks for held-out %s", p.Prompt, why)
+	}
+	sc, err := p.Spec.Sample(cfg, rng)
+	if err != nil {
+		return scene.Scene{}, fmt.Errorf("training scene for %q: %w", p.Prompt, err)
+	}
+	return sc, nil
+}
+
+// CleanScene draws a scene that satisfies p.Spec and shows no held-out combination at all: the
+// attributes the spec leaves open (and the cells) are drawn from rng among those that form no
+// held-out pair, and layouts with a held-out relation between any two objects are redrawn. The
+// train split keeps only prompts that have such a scene. It fails for a prompt without a spec, a
+// spec that asks for a held-out combination, and one whose relations cannot be met otherwise.
+func CleanScene(p prompts.Prompt, cfg scene.Config, rng *rand.Rand) (scene.Scene, error) {
 	if p.Spec == nil {
 		return scene.Scene{}, fmt.Errorf("training scene for %q: prompt has no spec", p.Prompt)
 	}
