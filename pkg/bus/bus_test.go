@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -742,5 +743,37 @@ func TestEmbeddedMonitoringEndpoint(t *testing.T) {
 	}
 	if _, err := StartEmbedded(EmbeddedOptions{Port: 70000}); err == nil {
 		t.Fatal("port 70000 accepted")
+	}
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// An idle pool polls quietly: an expired pull is "no work yet", not a failed fetch.
+func TestIdleConsumerDoesNotWarn(t *testing.T) {
+	e := newEnv(t)
+	var logs syncBuffer
+	lg := zerolog.New(&logs)
+	stop := runConsume(t, e, e.topo.Tasks, func(context.Context, jetstream.Msg) error { return nil },
+		ConsumeOptions{PollWait: 150 * time.Millisecond, Logger: &lg})
+	time.Sleep(1200 * time.Millisecond)
+	stop()
+	if strings.Contains(logs.String(), "fetch failed") {
+		t.Fatalf("idle consumer logged failures:\n%s", logs.String())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 )
@@ -194,7 +195,10 @@ func (c *consumer) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 			if ctx.Err() != nil {
 				return
 			}
-			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) {
+			// An idle pull ends in one of these, depending on whether the client-side context or
+			// the server-side request expired first: no work yet, not a failure.
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, jetstream.ErrNoMessages) ||
+				errors.Is(err, nats.ErrTimeout) {
 				continue
 			}
 			// Server gone or consumer deleted: back off, the connection reconnects by itself.
