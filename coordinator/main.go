@@ -17,7 +17,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(promptsCmd(), newLocalCmd(), newRunCmd(), newNatsServerCmd())
+	root.AddCommand(promptsCmd(), newLocalCmd(), newRunCmd(), newNatsServerCmd(), newResumeCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "coordinator:", err)
 		os.Exit(1)

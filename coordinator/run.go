@@ -3,12 +3,16 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/coord"
@@ -18,25 +22,120 @@ import (
 	"github.com/bicot-rl/bicot/pkg/runstate"
 )
 
-// newRunCmd is `coordinator run`: the coordinator of a run whose roles are separate processes.
+// raftFlags are the flags that place one coordinator in its raft cluster.
+type raftFlags struct {
+	nodeID, raftAddr, raftHTTP, raftDir, peers string
+}
+
+func (r *raftFlags) register(f *pflag.FlagSet) {
+	f.StringVar(&r.nodeID, "node-id", "coordinator-0", "raft node id (unique in the cluster)")
+	f.StringVar(&r.raftAddr, "raft-addr", "127.0.0.1:0", "raft TCP address peers dial (port 0: any free port, single node only)")
+	f.StringVar(&r.raftHTTP, "raft-http", "", "run-state endpoint (leader lookup, forwarded applies) that learners and peers use (default: none for a single node)")
+	f.StringVar(&r.raftDir, "raft-dir", "", "raft data directory (default runs/<run-id>/raft-<node-id>, runs/<run-id>/raft for coordinator-0)")
+	f.StringVar(&r.peers, "peers", "", "the initial cluster, every node including this one: id=raft-addr=raft-http,... (same list on every node)")
+}
+
+// parsePeers reads "id=raftaddr=httpaddr,..." .
+func parsePeers(s string) ([]runstate.Peer, error) {
+	var out []runstate.Peer
+	seen := map[string]bool{}
+	for _, item := range strings.Split(s, ",") {
+		item = strings.TrimSpace(item)
+		if item == "" {
+			continue
+		}
+		f := strings.Split(item, "=")
+		if len(f) != 3 || f[0] == "" || f[1] == "" || f[2] == "" {
+			return nil, fmt.Errorf("--peers: %q: want id=raft-addr=raft-http", item)
+		}
+		if seen[f[0]] {
+			return nil, fmt.Errorf("--peers: node id %q listed twice", f[0])
+		}
+		seen[f[0]] = true
+		out = append(out, runstate.Peer{ID: f[0], RaftAddr: f[1], HTTPAddr: f[2]})
+	}
+	return out, nil
+}
+
+// nodeConfig turns the flags into the node's configuration and the cluster's servers (this node
+// alone when no peers are given). A raft address with port 0 is resolved to a free port here so
+// that the servers list holds the real address.
+func (r *raftFlags) nodeConfig(run string) (runstate.NodeConfig, []runstate.Peer, error) {
+	peers, err := parsePeers(r.peers)
+	if err != nil {
+		return runstate.NodeConfig{}, nil, err
+	}
+	dir := r.raftDir
+	if dir == "" {
+		dir = "runs/" + run + "/raft"
+		if r.nodeID != "coordinator-0" {
+			dir += "-" + r.nodeID
+		}
+	}
+	nc := runstate.NodeConfig{ID: r.nodeID, RaftAddr: r.raftAddr, HTTPAddr: r.raftHTTP, DataDir: dir, Bootstrap: true}
+	if len(peers) == 0 {
+		if strings.HasSuffix(nc.RaftAddr, ":0") {
+			port, err := freePort(strings.TrimSuffix(nc.RaftAddr, ":0"))
+			if err != nil {
+				return nc, nil, err
+			}
+			nc.RaftAddr = net.JoinHostPort(strings.TrimSuffix(nc.RaftAddr, ":0"), port)
+		}
+		return nc, []runstate.Peer{{ID: nc.ID, RaftAddr: nc.RaftAddr, HTTPAddr: nc.HTTPAddr}}, nil
+	}
+	var self *runstate.Peer
+	for i := range peers {
+		if peers[i].ID == r.nodeID {
+			self = &peers[i]
+		}
+	}
+	if self == nil {
+		return nc, nil, fmt.Errorf("--peers does not list this node (--node-id %s)", r.nodeID)
+	}
+	if r.raftAddr == "127.0.0.1:0" {
+		nc.RaftAddr = self.RaftAddr
+	}
+	if r.raftHTTP == "" {
+		nc.HTTPAddr = self.HTTPAddr
+	}
+	if nc.RaftAddr != self.RaftAddr || nc.HTTPAddr != self.HTTPAddr {
+		return nc, nil, fmt.Errorf("--raft-addr %s / --raft-http %s differ from this node's entry in --peers (%s / %s)",
+			nc.RaftAddr, nc.HTTPAddr, self.RaftAddr, self.HTTPAddr)
+	}
+	nc.Peers = peers
+	return nc, peers, nil
+}
+
+func freePort(host string) (string, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return "", fmt.Errorf("free port on %s: %w", host, err)
+	}
+	defer ln.Close()
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	return port, nil
+}
+
+// newRunCmd is `coordinator run`: one coordinator of a run whose roles are separate processes.
 func newRunCmd() *cobra.Command {
-	var httpAddr, raftAddr, raftDir, nodeID string
+	var httpAddr string
+	var rf raftFlags
 	var keep bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Coordinate a run over an external NATS server (workers are separate processes)",
-		Long: "Opens the replicated run state (a single-node raft cluster in --raft-dir), initialises the run,\n" +
-			"dispatches prompt batches over NATS JetStream, tracks groups until the learner reports them,\n" +
-			"re-dispatches stragglers and serves GET /v1/status, /metrics and /healthz on --http.\n" +
-			"Exits 0 when every step is learned (unless --keep-serving).",
+		Long: "Opens this coordinator's replica of the run state (raft; a single-node cluster unless --peers\n" +
+			"lists 3 or 5 coordinators), initialises the run, and while it leads dispatches prompt batches\n" +
+			"over NATS JetStream, tracks groups until the learner reports them and re-dispatches stragglers.\n" +
+			"Followers apply worker events through the leader and take over scheduling when it fails.\n" +
+			"Serves GET /v1/status, /metrics and /healthz on --http. Exits 0 when every step is learned\n" +
+			"(unless --keep-serving).",
 		Args: cobra.NoArgs,
 	}
 	cli := runconfig.NewCLI(cmd)
 	f := cmd.Flags()
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", "status API address")
-	f.StringVar(&raftAddr, "raft-addr", "127.0.0.1:0", "raft TCP address")
-	f.StringVar(&raftDir, "raft-dir", "", "raft data directory (default runs/<run-id>/raft)")
-	f.StringVar(&nodeID, "node-id", "coordinator-0", "raft node id")
+	rf.register(f)
 	f.BoolVar(&keep, "keep-serving", false, "keep serving the status API after the run is done")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := cli.Load(cmd)
@@ -44,56 +143,75 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		log = logging.Component(log, "coordinator")
-		ps, err := prompts.ReadFile(cfg.Prompts)
+		nodeCfg, _, err := rf.nodeConfig(cfg.RunID)
 		if err != nil {
 			return err
-		}
-		if raftDir == "" {
-			raftDir = "runs/" + cfg.RunID + "/raft"
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		node, err := runstate.Open(runstate.NodeConfig{ID: nodeID, RaftAddr: raftAddr, DataDir: raftDir, Bootstrap: true}, log)
-		if err != nil {
-			return err
-		}
-		defer node.Shutdown()
-		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-		_, err = node.WaitLeader(wctx)
-		wcancel()
-		if err != nil {
-			return fmt.Errorf("raft leader: %w", err)
-		}
-		nc, js, err := bus.Connect(ctx, cli.NATS, bus.ConnectOptions{Name: "coordinator"})
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
-		c, err := coord.New(js, coord.Options{Config: cfg, Prompts: ps, Node: node, HTTPAddr: httpAddr, Log: log})
-		if err != nil {
-			return err
-		}
-		if err := c.Listen(); err != nil {
-			return err
-		}
-		rctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		done := make(chan error, 1)
-		go func() { done <- c.Run(rctx) }()
-		log.Info().Str("run", cfg.RunID).Str("status", "http://"+c.Addr()+"/v1/status").Msg("coordinating")
-		select {
-		case <-c.Done():
-			if keep {
-				<-ctx.Done()
-			}
-		case <-ctx.Done():
-		case err := <-done:
-			return err
-		}
-		cancel()
-		return <-done
+		return serve(ctx, cfg, nodeCfg, cli.NATS, httpAddr, keep, false, log)
 	}
 	return cmd
+}
+
+// serve runs one coordinator until the run is done (or ctx ends). fresh deletes the run's
+// streams first (a resumed run re-dispatches everything after its checkpoint).
+func serve(ctx context.Context, cfg runconfig.Config, nodeCfg runstate.NodeConfig, natsURL, httpAddr string, keep, fresh bool, log zerolog.Logger) error {
+	ps, err := prompts.ReadFile(cfg.Prompts)
+	if err != nil {
+		return err
+	}
+	node, err := runstate.Open(nodeCfg, log)
+	if err != nil {
+		return err
+	}
+	defer node.Shutdown()
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	leader, err := node.WaitLeader(wctx)
+	wcancel()
+	if err != nil {
+		return fmt.Errorf("raft leader: %w", err)
+	}
+	log.Info().Str("leader", leader).Msg("raft cluster up")
+	nc, js, err := bus.Connect(ctx, natsURL, bus.ConnectOptions{Name: "coordinator-" + nodeCfg.ID})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if fresh {
+		if err := bus.DeleteStreams(ctx, js, cfg.RunID); err != nil {
+			log.Warn().Err(err).Msg("deleting the interrupted run's streams")
+		}
+	}
+	c, err := coord.New(js, coord.Options{Config: cfg, Prompts: ps, Node: node, HTTPAddr: httpAddr, Log: log})
+	if err != nil {
+		return err
+	}
+	if err := c.Listen(); err != nil {
+		return err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(rctx) }()
+	log.Info().Str("run", cfg.RunID).Str("node", nodeCfg.ID).Str("status", "http://"+c.Addr()+"/v1/status").Msg("coordinating")
+	select {
+	case <-c.Done():
+		if keep {
+			<-ctx.Done()
+		} else {
+			// Let the other coordinators see the end too before this one's raft goes away.
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	case <-ctx.Done():
+	case err := <-done:
+		return err
+	}
+	cancel()
+	return <-done
 }
 
 // newNatsServerCmd is `coordinator nats-server`: a standalone embedded nats-server with

@@ -14,12 +14,14 @@ import (
 	"github.com/bicot-rl/bicot/pkg/learnrole"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
 // newRunCmd is `learner run`: the learner of a run whose roles are separate processes.
 func newRunCmd() *cobra.Command {
 	var id, coordURL string
+	var coordinators []string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Learn a run's scored groups from NATS with BiCoT-GRPO",
@@ -32,6 +34,7 @@ func newRunCmd() *cobra.Command {
 	cli := runconfig.NewCLI(cmd)
 	cmd.Flags().StringVar(&id, "id", "learner", "learner id")
 	cmd.Flags().StringVar(&coordURL, "coordinator", "", "coordinator status API (http://host:port): checkpoints then hold the run state and data cursor")
+	cmd.Flags().StringSliceVar(&coordinators, "coordinators", nil, "run-state endpoints (--raft-http) of the coordinator cluster, any or all of them: the leader is found and followed across failovers; checkpoints then hold the run state and data cursor")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := cli.Load(cmd)
 		if err != nil {
@@ -62,7 +65,15 @@ func newRunCmd() *cobra.Command {
 		}
 		defer nc.Close()
 		var runState func() ([]byte, error)
-		if coordURL != "" {
+		switch {
+		case len(coordinators) > 0:
+			cl, err := runstate.NewClient(coordinators, log)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			runState = learnrole.RunStateFromCluster(cl)
+		case coordURL != "":
 			runState = learnrole.RunStateFrom(coordURL)
 		}
 		l, err := learnrole.New(ctx, js, learnrole.Options{Config: cfg, ID: id, Backend: backend, Store: st, Init: init, Codebook: cb,

@@ -88,6 +88,7 @@ type Coordinator struct {
 	lastMetrics map[string]float64
 	redispatch  int
 	dispatched  int
+	leaderSince time.Time
 	done        chan struct{}
 	doneOnce    sync.Once
 
@@ -220,19 +221,43 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		lg := c.log
+		// Every coordinator of a cluster fetches from the one durable events consumer and applies
+		// through its node, which forwards to the leader. A short AckWait hands an event held by
+		// a coordinator that died back to the others within seconds (InProgress covers an apply
+		// that rides out an election).
 		if err := bus.Consume(ctx, c.js, c.topo.Events, bus.Typed(c.onEvent),
-			bus.ConsumeOptions{Fetchers: 1, PollWait: 30 * time.Second, RetryDelay: 200 * time.Millisecond, Logger: &lg}); err != nil {
+			bus.ConsumeOptions{Fetchers: 1, AckWait: eventAckWait, PollWait: 2 * time.Second, RetryDelay: 200 * time.Millisecond, Logger: &lg}); err != nil {
 			c.log.Error().Err(err).Msg("event consumer stopped")
 		}
 	}()
-	if err := c.republish(ctx); err != nil && ctx.Err() == nil {
-		c.log.Warn().Err(err).Msg("re-publishing in-flight groups")
-	}
 	t := time.NewTicker(c.o.Tick)
 	defer t.Stop()
 	lastExpire := time.Now()
+	leading := false
 	for ctx.Err() == nil {
-		if c.o.Node.IsLeader() {
+		if st := c.o.Node.State(); st.RunID != "" && st.Step >= int64(c.cfg.Steps) {
+			c.finish(st)
+		}
+		lead := c.o.Node.IsLeader()
+		if lead != leading {
+			leading = lead
+			if lead {
+				// A new leader takes over scheduling from the replicated state: tasks of groups
+				// still waiting for rollout are published again with their message ids (lost
+				// publishes are repaired, JetStream drops the rest as duplicates); stragglers are
+				// re-dispatched by the tick as usual.
+				c.log.Info().Msg("leading: scheduling the run")
+				c.mu.Lock()
+				c.leaderSince = time.Now()
+				c.mu.Unlock()
+				if err := c.republish(ctx); err != nil && ctx.Err() == nil {
+					c.log.Warn().Err(err).Msg("re-publishing in-flight groups")
+				}
+			} else {
+				c.log.Info().Msg("following: scheduling stopped")
+			}
+		}
+		if lead {
 			if err := c.tick(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn().Err(err).Msg("coordination tick")
 			}
@@ -252,16 +277,35 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	return nil
 }
 
+// eventAckWait is the events consumer's AckWait.
+const eventAckWait = 5 * time.Second
+
+func (c *Coordinator) finish(st runstate.State) {
+	c.doneOnce.Do(func() {
+		c.log.Info().Int64("steps", st.Step).Int64("version", st.PolicyVersion).Msg("run complete")
+		close(c.done)
+	})
+}
+
 func batchID(step int64, i int) string { return fmt.Sprintf("s%d-b%d", step, i) }
+
+// resampleBatchID names batch i of re-sampling round r of a step.
+func resampleBatchID(step int64, round, i int) string {
+	return fmt.Sprintf("s%d-r%d-b%d", step, round, i)
+}
+
+// LeaderSince is when this coordinator last became the leader (zero: never).
+func (c *Coordinator) LeaderSince() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leaderSince
+}
 
 // tick dispatches what the policy version allows, re-dispatches stragglers and notices the end.
 func (c *Coordinator) tick(ctx context.Context) error {
 	st := c.o.Node.State()
 	if st.Step >= int64(c.cfg.Steps) {
-		c.doneOnce.Do(func() {
-			c.log.Info().Int64("steps", st.Step).Int64("version", st.PolicyVersion).Msg("run complete")
-			close(c.done)
-		})
+		c.finish(st)
 		return nil
 	}
 	last := min(int64(c.cfg.Steps)-1, st.PolicyVersion+int64(c.cfg.Staleness))
@@ -416,11 +460,43 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, _ jetstream.Msg
 		c.mu.Unlock()
 		c.setMetricGauges(rep.Metrics)
 		c.log.Info().Int64("step", e.Step).Int64("version", e.PolicyVersion).Int("groups", len(rep.Learned)).Msg("step done")
+	case EventStepResample:
+		var rq ResampleRequest
+		if err := json.Unmarshal([]byte(e.Message), &rq); err != nil || rq.Round < 1 {
+			return bus.Poison(fmt.Errorf("step_resample event: round %d: %v", rq.Round, err))
+		}
+		return c.resample(ctx, e.Step, rq)
 	case EventCheckpoint:
 		return apply(runstate.NewCommitCheckpoint(now, runstate.CommitCheckpoint{Step: e.Step, Key: e.Message, PolicyVersion: e.PolicyVersion}))
 	case bus.EventError:
 		c.log.Warn().Str("worker", e.Worker).Str("error", e.Message).Msg("worker error")
 	}
+	return nil
+}
+
+// resample dispatches fresh prompts for a step whose groups all tied (round rq.Round): the next
+// P prompts of the data cursor, recorded under batch ids of the round (so a repeated request is a
+// no-op) and published with the current policy version, which the step did not advance.
+func (c *Coordinator) resample(ctx context.Context, step int64, rq ResampleRequest) error {
+	left := c.cfg.PromptsPerStep
+	for i := 0; left > 0; i++ {
+		n := min(left, c.cfg.PromptsPerTask)
+		left -= n
+		id := resampleBatchID(step, rq.Round, i)
+		r, err := c.o.Node.Apply(ctx, runstate.NewDispatchBatch(time.Now(), runstate.DispatchBatch{BatchID: id, Step: step, Count: n}))
+		if errors.Is(err, runstate.ErrRejected) {
+			c.log.Warn().Err(err).Str("batch", id).Msg("re-sampling batch not dispatched")
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("dispatch %s: %w", id, err)
+		}
+		if err := c.publish(ctx, step, r.PolicyVersion, r.Groups, 0); err != nil {
+			return err
+		}
+	}
+	c.log.Warn().Int64("step", step).Int("round", rq.Round).Int("dropped", len(rq.Dropped)).
+		Msg("every group of the step tied: fresh prompts dispatched")
 	return nil
 }
 

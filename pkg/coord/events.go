@@ -23,7 +23,20 @@ const (
 	EventStepDone = "step_done"
 	// EventCheckpoint: a checkpoint was committed. Message: its manifest key.
 	EventCheckpoint = "checkpoint"
+	// EventStepResample: every group of a step tied and was filtered (grpo.filter_zero_std), so
+	// the learner made no update and asks for fresh prompts for the step. Message:
+	// ResampleRequest as JSON.
+	EventStepResample = "step_resample"
 )
+
+// ResampleRequest is the payload of a step_resample event.
+type ResampleRequest struct {
+	// Round numbers the request (1 for the first re-sampling of a step); with the step it makes
+	// the dispatch idempotent.
+	Round int `json:"round"`
+	// Dropped are the group keys of the filtered round.
+	Dropped []string `json:"dropped"`
+}
 
 // Roles of the workers.
 const (

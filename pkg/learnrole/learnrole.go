@@ -50,6 +50,7 @@ import (
 const (
 	PartTrainer = "trainer" // learn.Trainer.Save: weights + optimizer + reference + version
 	PartConfig  = "config"  // the run config (YAML)
+	PartLearned = "learned" // the group keys the checkpoint's step consumed (JSON list)
 )
 
 // Options configure the learner.
@@ -82,6 +83,10 @@ type StepRecord struct {
 	PerExpert     map[string]float64 `json:"per_expert,omitempty"`
 	Groups        int                `json:"groups"`
 	Samples       int                `json:"samples"`
+	// ResampleRounds is how many rounds of this step were dropped whole (every group tied under
+	// grpo.filter_zero_std) before this one trained; FilteredGroups the groups they held.
+	ResampleRounds int `json:"resample_rounds,omitempty"`
+	FilteredGroups int `json:"filtered_groups,omitempty"`
 	// WaitSeconds is the time from the previous step's end until this step's groups were complete
 	// (rollout + reward); TrainSeconds the update; StepSeconds both plus publishing.
 	WaitSeconds  float64   `json:"wait_seconds"`
@@ -108,6 +113,9 @@ type Accounting struct {
 	Late int
 	// StaleGroups were complete but outside the staleness bound, so not trained.
 	StaleGroups int
+	// Resampled counts, per step, the rounds whose groups all tied and were dropped by
+	// grpo.filter_zero_std (ErrAllFiltered), each answered with fresh prompts for the step.
+	Resampled map[int64]int
 	// Learned lists each step's trained groups.
 	Learned map[int64][]LearnedGroup
 	Stats   []learn.StepStats
@@ -127,8 +135,13 @@ type Learner struct {
 	wake     chan struct{}
 	next     int64 // the step being collected / trained next
 	complete map[int64][]bus.Group
+	dropped  map[int64][]string // group keys of whole-filtered rounds, reported as consumed at step_done
 	acct     Accounting
-	metrics  bytes.Buffer
+	// resumed is the checkpoint the learner started from (nil: a fresh run), whose step_done it
+	// reports again at start in case the previous learner died between the two.
+	resumed       *ckpt.Manifest
+	resumeLearned []string
+	metrics       bytes.Buffer
 }
 
 // TrainerOptions turns the run config into the trainer's options: the config's grpo section
@@ -187,8 +200,8 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, erro
 	}
 	l := &Learner{o: o, cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
 		rep:  coord.NewReporter(js, c.RunID, o.ID, coord.RoleLearner, log),
-		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{},
-		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}}}
+		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
+		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}
 
 	m, err := ckpt.Latest(ctx, o.Store, c.RunID, ckpt.WithLogger(log))
 	switch {
@@ -201,8 +214,17 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, erro
 			return nil, fmt.Errorf("learner: resume from %s: %w", m.Key, err)
 		}
 		l.next = m.Step + 1
+		l.resumed = &m
+		if b, err := ckpt.Load(ctx, o.Store, m, PartLearned); err == nil {
+			_ = json.Unmarshal(b, &l.resumeLearned)
+		}
 		if prev, err := readMetrics(ctx, o.Store, c.RunID); err == nil {
-			l.metrics.Write(prev)
+			// Lines of steps after the checkpoint belong to the interrupted run: the resumed run
+			// learns those steps again (with the same result) and writes them anew.
+			l.metrics.Write(metricsUpTo(prev, m.Step))
+		}
+		if err := dropNewer(ctx, o.Store, c.RunID, m.Step, log); err != nil {
+			return nil, fmt.Errorf("learner: resume: %w", err)
 		}
 		log.Info().Int64("step", l.next).Int64("version", l.trainer.Version()).Str("checkpoint", m.Key).Msg("resumed")
 	case errors.Is(err, ckpt.ErrNoCheckpoint):
@@ -260,6 +282,63 @@ func readMetrics(ctx context.Context, st store.Store, run string) ([]byte, error
 	return b.Bytes(), err
 }
 
+// metricsUpTo keeps the metrics.jsonl lines of steps <= last (unparseable lines are dropped).
+func metricsUpTo(b []byte, last int64) []byte {
+	var out bytes.Buffer
+	for line := range bytes.SplitSeq(b, []byte("\n")) {
+		var r struct {
+			Step *int64 `json:"step"`
+		}
+		if len(bytes.TrimSpace(line)) == 0 || json.Unmarshal(line, &r) != nil || r.Step == nil || *r.Step > last {
+			continue
+		}
+		out.Write(line)
+		out.WriteByte('\n')
+	}
+	return out.Bytes()
+}
+
+// dropNewer deletes what checkpoints of steps after the resumed one left in the store (a
+// corrupted or partial newest checkpoint that Latest skipped, parts of a save cut short), so the
+// resumed run can commit those steps again.
+func dropNewer(ctx context.Context, st store.Store, run string, step int64, log zerolog.Logger) error {
+	objs, err := st.List(ctx, ckpt.Prefix(run))
+	if err != nil {
+		return fmt.Errorf("list checkpoints: %w", err)
+	}
+	// Manifests first, so an interrupted clean-up never leaves a manifest without its parts.
+	slices.SortFunc(objs, func(a, b store.ObjectInfo) int {
+		am, bm := strings.HasSuffix(a.Key, "/"+ckpt.ManifestName), strings.HasSuffix(b.Key, "/"+ckpt.ManifestName)
+		switch {
+		case am && !bm:
+			return -1
+		case bm && !am:
+			return 1
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	removed := map[string]bool{}
+	for _, o := range objs {
+		rest := strings.TrimPrefix(o.Key, ckpt.Prefix(run))
+		dir, _, ok := strings.Cut(rest, "/")
+		if !ok {
+			continue
+		}
+		var s int64
+		if _, err := fmt.Sscanf(dir, "%d", &s); err != nil || s <= step {
+			continue
+		}
+		if err := st.Delete(ctx, o.Key); err != nil {
+			return fmt.Errorf("drop checkpoint step %d: %w", s, err)
+		}
+		if !removed[dir] {
+			removed[dir] = true
+			log.Warn().Int64("step", s).Int64("resumed_from", step).Msg("dropping checkpoint newer than the one resumed from")
+		}
+	}
+	return nil
+}
+
 // Announce publishes the trainer's current weights as its version.
 func (l *Learner) announce(ctx context.Context, step int64) error {
 	w, err := l.trainer.Weights()
@@ -287,6 +366,14 @@ func (l *Learner) Run(ctx context.Context) error {
 	}
 	if err := l.announce(ctx, l.next); err != nil {
 		return fmt.Errorf("learner: announce initial policy: %w", err)
+	}
+	if m := l.resumed; m != nil && l.resumeLearned != nil {
+		// Idempotent at the coordinator (a finished step's StepDone is a no-op); it matters when
+		// the previous learner committed this checkpoint and died before reporting the step.
+		if err := l.rep.EmitJSON(ctx, coord.EventStepDone, m.Step, m.PolicyVersion, coord.StepReport{Learned: l.resumeLearned},
+			fmt.Sprintf("learner/step/%d", m.Step)); err != nil {
+			l.log.Warn().Err(err).Int64("step", m.Step).Msg("step done not reported again")
+		}
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -405,6 +492,9 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	}
 	t0 := time.Now()
 	stats, err := l.trainer.Step(fresh)
+	if errors.Is(err, learn.ErrAllFiltered) {
+		return l.resample(ctx, step, groups)
+	}
 	if err != nil {
 		return err
 	}
@@ -412,8 +502,12 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	if err := l.announce(ctx, step+1); err != nil {
 		return err
 	}
+	l.mu.Lock()
+	dropped := slices.Clone(l.dropped[step])
+	rounds := l.acct.Resampled[step]
+	l.mu.Unlock()
 	rec := StepRecord{Step: step, PolicyVersion: l.trainer.Version(), Stats: stats, PerExpert: stats.PerExpert,
-		Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}
+		ResampleRounds: rounds, FilteredGroups: len(dropped), Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}
 	var learned []string
 	var lg []LearnedGroup
 	for _, g := range fresh {
@@ -424,6 +518,11 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 		}
 		lg = append(lg, LearnedGroup{PromptIndex: g.Key.PromptIndex, Samples: len(g.Samples), SampleIndices: idx})
 		rec.Samples += len(g.Samples)
+	}
+	// Groups of dropped rounds were consumed too: the coordinator forgets them with the step.
+	learned = append(learned, dropped...)
+	for _, g := range stale {
+		learned = append(learned, groupKey(g.Key))
 	}
 	final := step+1 >= int64(l.cfg.Steps)
 	if final && l.o.Codebook != nil {
@@ -445,12 +544,13 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 		return fmt.Errorf("metrics: %w", err)
 	}
 	if final || (l.cfg.CheckpointEvery > 0 && (step+1)%int64(l.cfg.CheckpointEvery) == 0) {
-		if err := l.checkpoint(ctx, step, stats); err != nil {
+		if err := l.checkpoint(ctx, step, stats, learned); err != nil {
 			return err
 		}
 	}
 	metrics := map[string]float64{"loss": stats.Loss, "reward_mean": stats.RewardMean, "kl": stats.KL,
-		"ratio_mean": stats.RatioMean, "zero_std_ratio": stats.ZeroStdRatio, "step_seconds": rec.StepSeconds}
+		"ratio_mean": stats.RatioMean, "zero_std_ratio": stats.ZeroStdRatio, "step_seconds": rec.StepSeconds,
+		"resample_rounds": float64(rounds)}
 	for k, v := range stats.PerExpert {
 		metrics["reward/"+k] = v
 	}
@@ -463,6 +563,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	l.acct.StaleGroups += len(stale)
 	l.acct.Stats = append(l.acct.Stats, stats)
 	delete(l.complete, step)
+	delete(l.dropped, step)
 	l.next = step + 1
 	l.mu.Unlock()
 	l.coll.Forget(step + 1)
@@ -475,7 +576,39 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	return nil
 }
 
-func (l *Learner) checkpoint(ctx context.Context, step int64, stats learn.StepStats) error {
+// resample answers a step whose complete groups all tied under grpo.filter_zero_std
+// (learn.ErrAllFiltered): the trainer refused to update, so the policy, its version and the
+// optimizer are unchanged. The learner drops the round's groups, counts it, and asks the
+// coordinator for fresh prompts for the same step (a step_resample event; the coordinator
+// dispatches the next P prompts of the data cursor as round r of the step, with the current
+// policy version). Up to max_resample_rounds rounds per step; beyond that the rewards are
+// broken for this run and the learner stops with an error naming the step.
+func (l *Learner) resample(ctx context.Context, step int64, groups []bus.Group) error {
+	l.mu.Lock()
+	round := l.acct.Resampled[step] + 1
+	if round > l.cfg.MaxResampleRounds {
+		l.mu.Unlock()
+		return fmt.Errorf("%w (step %d: %d rounds of %d groups tied, max_resample_rounds %d)", learn.ErrAllFiltered,
+			step, round, len(groups), l.cfg.MaxResampleRounds)
+	}
+	l.acct.Resampled[step] = round
+	keys := make([]string, 0, len(groups))
+	for _, g := range groups {
+		keys = append(keys, groupKey(g.Key))
+	}
+	l.dropped[step] = append(l.dropped[step], keys...)
+	delete(l.complete, step)
+	l.mu.Unlock()
+	l.log.Warn().Int64("step", step).Int("round", round).Int("groups", len(groups)).
+		Msg("every group of the step tied and was filtered (grpo.filter_zero_std): no update, asking for fresh prompts")
+	if err := l.rep.EmitJSON(ctx, coord.EventStepResample, step, l.trainer.Version(), coord.ResampleRequest{Round: round, Dropped: keys},
+		fmt.Sprintf("learner/resample/%d/%d", step, round)); err != nil {
+		return fmt.Errorf("ask for fresh prompts: %w", err)
+	}
+	return nil
+}
+
+func (l *Learner) checkpoint(ctx context.Context, step int64, stats learn.StepStats, learned []string) error {
 	state, err := l.trainer.Save()
 	if err != nil {
 		return err
@@ -488,7 +621,11 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats learn.StepSt
 	if err != nil {
 		return err
 	}
-	parts := map[string][]byte{PartTrainer: state, ckpt.PartWeights: w, PartConfig: cfg}
+	lj, err := json.Marshal(learned)
+	if err != nil {
+		return err
+	}
+	parts := map[string][]byte{PartTrainer: state, ckpt.PartWeights: w, PartConfig: cfg, PartLearned: lj}
 	if l.o.RunState != nil {
 		if rs, err := l.o.RunState(); err == nil {
 			parts[ckpt.PartRunState] = rs
@@ -512,6 +649,16 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats learn.StepSt
 	}
 	l.rep.Emit(ctx, coord.EventCheckpoint, step, l.trainer.Version(), 0, key, "learner/checkpoint/"+key)
 	l.log.Info().Int64("step", step).Str("key", key).Msg("checkpoint committed")
+	if r := l.cfg.Retention; r.KeepLast > 0 {
+		removed, err := ckpt.Prune(ctx, l.o.Store, l.cfg.RunID, ckpt.Retention{KeepLast: r.KeepLast, KeepBest: r.KeepBest,
+			Metric: r.Metric, LowerIsBetter: r.LowerIsBetter}, ckpt.WithLogger(l.log))
+		if err != nil {
+			// Retention is housekeeping: a failed delete must not stop training.
+			l.log.Warn().Err(err).Msg("pruning checkpoints")
+		} else if len(removed) > 0 {
+			l.log.Debug().Ints64("steps", removed).Msg("pruned checkpoints")
+		}
+	}
 	return nil
 }
 
@@ -534,6 +681,24 @@ func (l *Learner) writeImages(ctx context.Context, step int64, groups []learn.Gr
 		}
 	}
 	return nil
+}
+
+// RunStateFromCluster returns a RunState function that reads the replicated run state from the
+// coordinator cluster's leader (runstate.Client follows failovers by itself).
+func RunStateFromCluster(cl *runstate.Client) func() ([]byte, error) {
+	return func() ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		st, err := cl.State(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("run state: %w", err)
+		}
+		var b bytes.Buffer
+		if err := runstate.EncodeSnapshot(&b, st); err != nil {
+			return nil, err
+		}
+		return b.Bytes(), nil
+	}
 }
 
 // RunStateFrom returns a RunState function that reads the snapshot from a coordinator's status

@@ -52,6 +52,16 @@ type Wire struct {
 	Heartbeat Duration `yaml:"heartbeat" json:"heartbeat"`
 }
 
+// Retention keeps the newest KeepLast checkpoints and the KeepBest best by Metric (a manifest
+// metric the learner records: reward_mean, kl); the rest are deleted after each checkpoint.
+// KeepLast 0 keeps every checkpoint.
+type Retention struct {
+	KeepLast      int    `yaml:"keep_last" json:"keep_last"`
+	KeepBest      int    `yaml:"keep_best" json:"keep_best"`
+	Metric        string `yaml:"metric" json:"metric"`
+	LowerIsBetter bool   `yaml:"lower_is_better" json:"lower_is_better"`
+}
+
 // Eval is the oracle evaluation laptop mode runs on the final policy.
 type Eval struct {
 	// Prompts is the evaluation prompt file; its prompts need a spec (the oracle's input).
@@ -87,6 +97,11 @@ type Config struct {
 	Staleness int `yaml:"staleness" json:"staleness"`
 	// CheckpointEvery N steps the learner writes a checkpoint (0: only at the end).
 	CheckpointEvery int `yaml:"checkpoint_every" json:"checkpoint_every"`
+	// Retention says which committed checkpoints the learner keeps after each new one.
+	Retention Retention `yaml:"retention" json:"retention"`
+	// MaxResampleRounds bounds how often a step whose groups all tie (grpo.filter_zero_std drops
+	// every one) is sampled again with fresh prompts before the learner gives up on the run.
+	MaxResampleRounds int `yaml:"max_resample_rounds" json:"max_resample_rounds"`
 	// Store is where checkpoints, weights and run artifacts go: a local directory (laptop mode's
 	// default is the output directory) or s3://bucket/prefix?endpoint=...
 	Store string `yaml:"store" json:"store"`
@@ -155,18 +170,20 @@ func (d *Duration) Type() string { return "duration" }
 // Default is the reference-shaped run: P prompts of G = 8 samples, strictly on-policy.
 func Default() Config {
 	return Config{
-		Seed:            1,
-		Prompts:         "data/prompts/train.jsonl",
-		PromptsPerStep:  8,
-		GroupSize:       8,
-		PromptsPerTask:  2,
-		Steps:           100,
-		Sampling:        Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24},
-		CheckpointEvery: 10,
-		PolicyInit:      "models/base.safetensors",
-		Codebook:        "models/codebook.vq",
-		Experts:         "models/experts",
-		RedispatchAfter: Duration(10 * time.Minute),
+		Seed:              1,
+		Prompts:           "data/prompts/train.jsonl",
+		PromptsPerStep:    8,
+		GroupSize:         8,
+		PromptsPerTask:    2,
+		Steps:             100,
+		Sampling:          Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24},
+		CheckpointEvery:   10,
+		Retention:         Retention{KeepLast: 5, KeepBest: 1, Metric: "reward_mean"},
+		MaxResampleRounds: 8,
+		PolicyInit:        "models/base.safetensors",
+		Codebook:          "models/codebook.vq",
+		Experts:           "models/experts",
+		RedispatchAfter:   Duration(10 * time.Minute),
 		Wire: Wire{AckWait: Duration(60 * time.Second), MaxDeliver: 5, RolloutFetchers: 1, RewardFetchers: 2,
 			Heartbeat: Duration(5 * time.Second)},
 		Eval: Eval{Prompts: "data/prompts/eval.jsonl", LimitPerType: 4, G: 2},
@@ -214,6 +231,8 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.Steps, "steps", c.Steps, "training steps")
 	fs.IntVar(&c.Staleness, "staleness", c.Staleness, "policy versions a sample may lag (0: on-policy)")
 	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "checkpoint every N steps")
+	fs.IntVar(&c.Retention.KeepLast, "keep-last", c.Retention.KeepLast, "checkpoints kept, newest first (0: all)")
+	fs.IntVar(&c.Retention.KeepBest, "keep-best", c.Retention.KeepBest, "checkpoints kept besides, best by retention.metric")
 	fs.StringVar(&c.Store, "store", c.Store, "store: local directory or s3://bucket/prefix")
 	fs.StringVar(&c.PolicyInit, "policy-init", c.PolicyInit, "initial policy checkpoint")
 	fs.StringVar(&c.Codebook, "codebook", c.Codebook, "VQ codebook file")
@@ -262,6 +281,12 @@ func (c Config) Validate() error {
 	}
 	if c.CheckpointEvery < 0 {
 		bad("checkpoint_every %d: want >= 0", c.CheckpointEvery)
+	}
+	if r := c.Retention; r.KeepLast < 0 || r.KeepBest < 0 || (r.KeepBest > 0 && r.Metric == "") {
+		bad("retention: keep_last %d, keep_best %d, metric %q: want counts >= 0 and a metric when keep_best > 0", r.KeepLast, r.KeepBest, r.Metric)
+	}
+	if c.MaxResampleRounds < 0 {
+		bad("max_resample_rounds %d: want >= 0", c.MaxResampleRounds)
 	}
 	if c.PolicyInit == "" {
 		bad("policy_init: empty path")

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/signal"
+	"path"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/bicot-rl/bicot/pkg/coord"
+	"github.com/bicot-rl/bicot/pkg/laptop"
+	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/runstate"
+)
+
+// splitTarget splits a resume target into the store location and the run id: the last path
+// element is the run, the rest the store ("s3://bucket/prefix/RUN?endpoint=..." or "runs/RUN").
+func splitTarget(target string) (storeSpec, run string, err error) {
+	if strings.HasPrefix(target, "s3://") {
+		u, err := url.Parse(target)
+		if err != nil {
+			return "", "", fmt.Errorf("resume target %q: %w", target, err)
+		}
+		p := strings.TrimSuffix(u.Path, "/")
+		run = path.Base(p)
+		u.Path = path.Dir(p)
+		if u.Path == "/" || u.Path == "." {
+			u.Path = ""
+		}
+		storeSpec = u.String()
+	} else {
+		clean := filepath.Clean(target)
+		run, storeSpec = filepath.Base(clean), filepath.Dir(clean)
+	}
+	if run == "" || run == "." || run == "/" {
+		return "", "", fmt.Errorf("resume target %q: no run id at the end of the path", target)
+	}
+	return storeSpec, run, nil
+}
+
+// newResumeCmd is `coordinator resume TARGET`: continue a run from its newest good checkpoint.
+func newResumeCmd() *cobra.Command {
+	var (
+		httpAddr, logLevel string
+		rf                 raftFlags
+		keep, local        bool
+		rollouts, rewards  int
+		out                string
+		override           = runconfig.Default()
+	)
+	cmd := &cobra.Command{
+		Use:   "resume TARGET",
+		Short: "Continue a run from its newest committed checkpoint (s3://bucket/prefix/RUN or a local runs/RUN)",
+		Long: "Finds the run's newest committed checkpoint in the store (a corrupted or partial newest one is\n" +
+			"skipped with a log line and the previous good one used), restores the run state stored with it\n" +
+			"(step, policy version, data cursor) into a fresh raft directory and coordinates the rest of the\n" +
+			"run with the config stored in the checkpoint (flags such as --steps override it). The learner\n" +
+			"resumes from the same checkpoint by itself. With --local every role runs in this process, as in\n" +
+			"`coordinator local`; otherwise this is one coordinator (start each of a cluster's coordinators\n" +
+			"with the same --peers) and the workers and learner are separate processes.\n" +
+			"In strictly on-policy runs (staleness 0) the continued steps are bit-identical to an\n" +
+			"uninterrupted run's.",
+		Args: cobra.ExactArgs(1),
+	}
+	f := cmd.Flags()
+	var natsURL string
+	f.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s) (not with --local)")
+	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", "status API address")
+	f.StringVar(&logLevel, "log-level", "info", "log level")
+	rf.register(f)
+	f.BoolVar(&keep, "keep-serving", false, "keep serving the status API after the run is done")
+	f.BoolVar(&local, "local", false, "run every role in this process (embedded NATS)")
+	f.IntVar(&rollouts, "rollout-workers", 1, "rollout workers (--local)")
+	f.IntVar(&rewards, "reward-workers", 1, "reward workers (--local)")
+	f.StringVar(&out, "out", "runs", "directory for the run's local files with --local and an S3 store (raft, config)")
+	f.IntVar(&override.Steps, "steps", 0, "train until this many steps (default: the stored config's)")
+	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		log, err := logging.New(logging.Options{Level: logLevel})
+		if err != nil {
+			return err
+		}
+		log = logging.Component(log, "coordinator")
+		storeSpec, run, err := splitTarget(args[0])
+		if err != nil {
+			return err
+		}
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		st, closeStore, err := runconfig.OpenStore(ctx, storeSpec, log)
+		if err != nil {
+			return err
+		}
+		r, err := coord.LoadResume(ctx, st, run, log)
+		closeStore()
+		if err != nil {
+			return err
+		}
+		cfg := r.Config
+		cfg.RunID, cfg.Store = run, storeSpec
+		if cmd.Flags().Changed("steps") {
+			cfg.Steps = override.Steps
+		}
+		if err := cfg.Validate(); err != nil {
+			return err
+		}
+		if int64(cfg.Steps) < r.State.Step {
+			log.Warn().Int("steps", cfg.Steps).Int64("checkpoint_step", r.Manifest.Step).Msg("the checkpoint is at or past the last step: nothing to train")
+		}
+		if local {
+			outDir := out
+			if !strings.HasPrefix(storeSpec, "s3://") {
+				outDir = storeSpec
+			}
+			raftDir := filepath.Join(outDir, run, "raft")
+			if err := seed(raftDir, "coordinator-0", "127.0.0.1:0", r, log); err != nil {
+				return err
+			}
+			cfg.Eval.LimitPerType = 0
+			_, err = laptop.Run(ctx, laptop.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: outDir,
+				HTTPAddr: "127.0.0.1:0", Progress: cmd.OutOrStdout(), SkipEval: true, Log: log.Level(max(log.GetLevel(), zerolog.WarnLevel))})
+			return err
+		}
+		nodeCfg, servers, err := rf.nodeConfig(run)
+		if err != nil {
+			return err
+		}
+		if _, err := coord.MoveAside(nodeCfg.DataDir); err != nil {
+			return err
+		}
+		if err := coord.SeedRaft(nodeCfg.DataDir, servers, r.State); err != nil {
+			return err
+		}
+		return serve(ctx, cfg, nodeCfg, natsURL, httpAddr, keep, true, log)
+	}
+	return cmd
+}
+
+// seed moves an existing raft directory aside and seeds a single-node one with the resumed state.
+func seed(dir, id, addr string, r coord.Resume, log zerolog.Logger) error {
+	old, err := coord.MoveAside(dir)
+	if err != nil {
+		return err
+	}
+	if old != "" {
+		log.Info().Str("old", old).Msg("previous raft state moved aside")
+	}
+	return coord.SeedRaft(dir, []runstate.Peer{{ID: id, RaftAddr: addr}}, r.State)
+}
