@@ -48,16 +48,21 @@ type evalResult struct {
 	MeanByTask  float64            `json:"mean_by_task"`
 	PlanQuality float64            `json:"plan_quality"`
 	Diversity   float64            `json:"diversity"`
-	Checks      map[string]float64 `json:"checks"`
-	N           int                `json:"n"`
-	Prompts     int                `json:"prompts"`
-	Checkpoint  string             `json:"checkpoint"`
-	NoPlan      bool               `json:"no_plan"`
-	G           int                `json:"g"`
-	CFG         float64            `json:"cfg"`
-	Temperature float64            `json:"temperature"`
-	Seed        uint64             `json:"seed"`
-	Seconds     float64            `json:"seconds"`
+	// PlanParse is the fraction of samples whose plan parses into a scene on the canvas;
+	// ImageFollowsPlan the fraction of those whose image shows exactly that scene (the token-level
+	// CoT's fidelity, whatever the plan's quality).
+	PlanParse        float64            `json:"plan_parse"`
+	ImageFollowsPlan float64            `json:"image_follows_plan"`
+	Checks           map[string]float64 `json:"checks"`
+	N                int                `json:"n"`
+	Prompts          int                `json:"prompts"`
+	Checkpoint       string             `json:"checkpoint"`
+	NoPlan           bool               `json:"no_plan"`
+	G                int                `json:"g"`
+	CFG              float64            `json:"cfg"`
+	Temperature      float64            `json:"temperature"`
+	Seed             uint64             `json:"seed"`
+	Seconds          float64            `json:"seconds"`
 }
 
 func newEvalCmd() *cobra.Command {
@@ -186,6 +191,7 @@ func runEval(progress io.Writer, o evalOptions) (evalResult, error) {
 	}
 	report := oracle.NewReport()
 	var quality, diversity float64
+	var parsedPlans, following int
 	gridCount := map[string]int{}
 	var grid []gridRow
 	bar := progressbar.NewOptions(len(ps), progressbar.OptionSetWriter(progress), progressbar.OptionShowCount(),
@@ -220,6 +226,16 @@ func runEval(progress io.Writer, o evalOptions) (evalResult, error) {
 				report.Add(res)
 				planText := vocab.Decode(toInts(s.Plan))
 				quality += plan.Quality(p, planText)
+				if ps, err := plan.Parse(planText, cb.Config()); err == nil && !o.NoPlan {
+					parsedPlans++
+					got, err := parser.Parse(img)
+					if err != nil {
+						return evalResult{}, fmt.Errorf("eval: parse sample: %w", err)
+					}
+					if len(got.Unknown) == 0 && plan.Canonical(got.Scene()) == plan.Canonical(ps) {
+						following++
+					}
+				}
 				distinct[fmt.Sprint(s.Codes)] = true
 				if keep {
 					row.plans = append(row.plans, planText)
@@ -240,8 +256,12 @@ func runEval(progress io.Writer, o evalOptions) (evalResult, error) {
 	res := evalResult{
 		TaskTypes: map[string]float64{}, Mean: sc["overall"], MeanByTask: sc["overall_by_task"],
 		PlanQuality: quality / float64(report.N()), Diversity: diversity / float64(len(ps)),
-		Checks: report.Checks(), N: report.N(), Prompts: len(ps), Checkpoint: o.Checkpoint, NoPlan: o.NoPlan,
+		PlanParse: float64(parsedPlans) / float64(report.N()),
+		Checks:    report.Checks(), N: report.N(), Prompts: len(ps), Checkpoint: o.Checkpoint, NoPlan: o.NoPlan,
 		G: o.G, CFG: o.CFG, Temperature: o.Temperature, Seed: o.Seed, Seconds: time.Since(start).Seconds(),
+	}
+	if parsedPlans > 0 {
+		res.ImageFollowsPlan = float64(following) / float64(parsedPlans)
 	}
 	for _, t := range report.TaskTypes() {
 		res.TaskTypes[t] = sc[t]
@@ -287,6 +307,10 @@ func printEvalTable(w io.Writer, r evalResult) {
 	fmt.Fprintf(w, "%-12s %6.3f\n", "mean", r.Mean)
 	fmt.Fprintf(w, "%-12s %6.3f\n", "plan quality", r.PlanQuality)
 	fmt.Fprintf(w, "%-12s %6.3f\n", "diversity", r.Diversity)
+	if !r.NoPlan {
+		fmt.Fprintf(w, "%-18s %6.3f\n", "plan_parse", r.PlanParse)
+		fmt.Fprintf(w, "%-18s %6.3f\n", "image_follows_plan", r.ImageFollowsPlan)
+	}
 	for _, k := range []string{"exact_rate", "count_ok_rate", "extra_image_rate", "bound_rate", "relation_rate"} {
 		if v, ok := r.Checks[k]; ok {
 			fmt.Fprintf(w, "%-18s %6.3f\n", k, v)
