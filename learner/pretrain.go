@@ -52,6 +52,9 @@ type pretrainConfig struct {
 	Sinusoidal bool `yaml:"sinusoidal_positions"`
 	// TiedTextHead ties the text head to the word embeddings (model.Config.TiedTextHead).
 	TiedTextHead bool `yaml:"tied_text_head"`
+	// PhraseBag adds each phrase's running mean embedding (model.Config.PhraseBag); the comma
+	// separates plan phrases.
+	PhraseBag bool `yaml:"phrase_bag"`
 
 	Prompts  string `yaml:"prompts"`
 	Codebook string `yaml:"codebook"`
@@ -66,7 +69,7 @@ func defaultPretrainConfig() pretrainConfig {
 	return pretrainConfig{
 		DModel: d.DModel, Heads: d.Heads, Layers: d.Layers, FF: d.FF, TextLen: d.TextLen,
 		Steps: 1600, Batch: 32, LR: 1e-2, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
-		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, Seed: 1,
+		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, PhraseBag: d.PhraseBag, Seed: 1,
 		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
 	}
 }
@@ -106,6 +109,13 @@ func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) (mo
 			Pad: tokenizer.Pad, BOS: tokenizer.BOS, EOS: tokenizer.EOS, Plan: tokenizer.Plan,
 			ImgStart: tokenizer.ImgStart, Uncond: tokenizer.Uncond,
 		},
+	}
+	if c.PhraseBag {
+		comma, ok := vocab.ID(",")
+		if !ok {
+			return mc, fmt.Errorf("phrase bag: the vocabulary has no comma")
+		}
+		mc.PhraseBag, mc.PhraseSeparators = true, []int32{int32(comma)}
 	}
 	if c.TieCells {
 		// Image code i is patch (r, c) in raster order; it lies in the cell the plan names.

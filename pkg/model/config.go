@@ -66,6 +66,46 @@ type Config struct {
 	// a bias) instead of a separate output matrix, so copying a prompt word into the plan is a
 	// direct match (weight tying, as in GPT-2).
 	TiedTextHead bool `json:"tied_text_head,omitempty" yaml:"tied_text_head,omitempty"`
+	// PhraseBag adds to each position's input the mean embedding of the tokens of its phrase so
+	// far (since the last separator: bos, plan, eos, img_start, uncond and PhraseSeparators such as
+	// the comma). At a plan's cell word that mean holds the whole object (size, colour, texture,
+	// shape, cell), so an image position finds its object in one attention hop instead of two
+	// (find the cell word, then the words before it). It is a function of the prefix, so sampling
+	// stays causal.
+	PhraseBag        bool    `json:"phrase_bag,omitempty" yaml:"phrase_bag,omitempty"`
+	PhraseSeparators []int32 `json:"phrase_separators,omitempty" yaml:"phrase_separators,omitempty"`
+}
+
+// separators are the ids that open a new phrase.
+func (c Config) separators() []int32 {
+	s := c.Special
+	return append([]int32{s.BOS, s.Plan, s.EOS, s.ImgStart, s.Uncond}, c.PhraseSeparators...)
+}
+
+// phraseWeights fills w[s] (len SeqLen) with 1/n for the n positions s <= pos in pos's phrase of
+// seq, 0 elsewhere: the averaging weights of the phrase bag at pos.
+func (c Config) phraseWeights(seq []int32, pos int, w []float32) {
+	seps := c.separators()
+	seg := make([]int, pos+1)
+	k := 0
+	for s := 0; s <= pos; s++ {
+		if slices.Contains(seps, seq[s]) {
+			k++
+		}
+		seg[s] = k
+	}
+	n := 0
+	for s := range w {
+		w[s] = 0
+		if s <= pos && seg[s] == seg[pos] {
+			n++
+		}
+	}
+	for s := 0; s <= pos; s++ {
+		if seg[s] == seg[pos] {
+			w[s] = 1 / float32(n)
+		}
+	}
 }
 
 // SinusoidAmplitude scales the fixed position codes to the size of the initial embeddings.
@@ -76,13 +116,14 @@ func (c Config) Equal(o Config) bool {
 	return c.TextVocab == o.TextVocab && c.ImageVocab == o.ImageVocab && c.TextLen == o.TextLen &&
 		c.ImageTokens == o.ImageTokens && c.DModel == o.DModel && c.Heads == o.Heads && c.Layers == o.Layers &&
 		c.FF == o.FF && c.Special == o.Special && slices.Equal(c.CellTokens, o.CellTokens) &&
-		c.SinusoidalPositions == o.SinusoidalPositions && c.TiedTextHead == o.TiedTextHead
+		c.SinusoidalPositions == o.SinusoidalPositions && c.TiedTextHead == o.TiedTextHead &&
+		c.PhraseBag == o.PhraseBag && slices.Equal(c.PhraseSeparators, o.PhraseSeparators)
 }
 
 // DefaultConfig is sized for 2 CPU cores (design 6b: d_model 64 / 3 layers); vocabulary sizes and
 // special ids must be filled in from the tokenizer and the codebook.
 func DefaultConfig() Config {
-	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true}
+	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true, PhraseBag: true}
 }
 
 // SeqLen is the full sequence length L + 1 + I.
@@ -134,6 +175,11 @@ func (c Config) Validate() error {
 	for i, id := range c.CellTokens {
 		if id < 0 || int(id) >= c.TextVocab {
 			errs = append(errs, fmt.Errorf("cell_tokens[%d] = %d outside text vocab [0,%d)", i, id, c.TextVocab))
+		}
+	}
+	for i, id := range c.PhraseSeparators {
+		if id < 0 || int(id) >= c.TextVocab {
+			errs = append(errs, fmt.Errorf("phrase_separators[%d] = %d outside text vocab [0,%d)", i, id, c.TextVocab))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

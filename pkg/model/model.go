@@ -128,6 +128,9 @@ func (m *Model) HiddenGraph(ctx *context.Context, tokens *Node) *Node {
 	ctx = ctx.In(Scope)
 	g := tokens.Graph()
 	x := layers.Embedding(ctx.In("tok_embed"), tokens, dtypes.Float32, c.Vocab(), c.DModel)
+	if c.PhraseBag {
+		x = Add(x, m.phraseBagGraph(tokens, x))
+	}
 	x = Add(x, InsertAxes(m.posTable(ctx, g), 0))
 	for l := 0; l < c.Layers; l++ {
 		lctx := ctx.Inf("layer_%d", l)
@@ -135,6 +138,29 @@ func (m *Model) HiddenGraph(ctx *context.Context, tokens *Node) *Node {
 		x = Add(x, m.ffn(lctx, layerNorm(lctx.In("ln2"), x)))
 	}
 	return layerNorm(ctx.In("ln_f"), x)
+}
+
+// phraseBagGraph is the phrase bag (Config.PhraseBag) of every position: for tokens [N, T] and
+// their embeddings [N, T, D], the mean embedding over the positions s <= t of t's phrase.
+func (m *Model) phraseBagGraph(tokens, emb *Node) *Node {
+	g := tokens.Graph()
+	N, T := tokens.Shape().Dimensions[0], tokens.Shape().Dimensions[1]
+	var sep *Node
+	for _, id := range m.Config.separators() {
+		e := Equal(tokens, Const(g, id))
+		if sep == nil {
+			sep = e
+		} else {
+			sep = LogicalOr(sep, e)
+		}
+	}
+	// seg[n,t] = number of separators at positions <= t: the phrase index.
+	upper := ConvertDType(Transpose(LowerTriangular(g, T), 0, 1), dtypes.Float32)             // [s,t] = 1 if s <= t
+	seg := DotGeneral(ConvertDType(sep, dtypes.Float32), []int{1}, nil, upper, []int{0}, nil) // [N,T]
+	same := Equal(BroadcastToDims(Reshape(seg, N, T, 1), N, T, T), BroadcastToDims(Reshape(seg, N, 1, T), N, T, T))
+	w := ConvertDType(LogicalAnd(same, BroadcastToDims(Reshape(LowerTriangular(g, T), 1, T, T), N, T, T)), dtypes.Float32)
+	w = Div(w, ReduceAndKeep(w, ReduceSum, -1))
+	return mlx.BatchMatMul(StopGradient(w), emb)
 }
 
 // textLogits applies the text head to hidden states [..., D] -> [..., TextVocab]; specials that

@@ -116,7 +116,14 @@ func (m *Model) decodeStepGraph(ctx *context.Context, inputs []*Node) []*Node {
 	g := token.Graph()
 	pctx := ctx.In(Scope)
 	x := layers.Embedding(pctx.In("tok_embed"), token, dtypes.Float32, c.Vocab(), c.DModel) // [R, D]
-	posRow := Gather(m.posTable(pctx, g), Reshape(ConvertDType(pos, dtypes.Int32), 1))      // [D]
+	if c.PhraseBag {
+		// inputs[2:4]: the token buffer [R, T] and the phrase weights of pos [R, T].
+		all, w := caches[0], caches[1]
+		caches = caches[2:]
+		emb := layers.Embedding(pctx.In("tok_embed"), all, dtypes.Float32, c.Vocab(), c.DModel) // [R, T, D]
+		x = Add(x, ReduceSum(Mul(emb, InsertAxes(w, -1)), 1))
+	}
+	posRow := Gather(m.posTable(pctx, g), Reshape(ConvertDType(pos, dtypes.Int32), 1)) // [D]
 	x = Add(x, InsertAxes(posRow, 0))
 	out := []*Node{nil, nil}
 	for l := 0; l < c.Layers; l++ {
@@ -160,6 +167,16 @@ func (s *kvStepper) step(buf [][]int32, pos int) ([]float32, []float32, error) {
 	}
 	kd, vd := mlx.CacheShapes(s.rows, c.Heads, c.SeqLen(), c.HeadDim())
 	args := []any{tensors.FromFlatDataAndDimensions(col, len(buf)), int32(pos)}
+	if c.PhraseBag {
+		T := c.SeqLen()
+		all := make([]int32, 0, len(buf)*T)
+		w := make([]float32, len(buf)*T)
+		for r, row := range buf {
+			all = append(all, row...)
+			c.phraseWeights(row, pos, w[r*T:(r+1)*T])
+		}
+		args = append(args, tensors.FromFlatDataAndDimensions(all, len(buf), T), tensors.FromFlatDataAndDimensions(w, len(buf), T))
+	}
 	for i, cache := range s.caches {
 		dims := kd
 		if i%2 == 1 {
