@@ -140,7 +140,10 @@ func SeedRaft(dir string, servers []runstate.Peer, st runstate.State) error {
 		}
 		conf.Servers = append(conf.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.RaftAddr)})
 	}
-	sink, err := snaps.Create(raft.SnapshotVersionMax, 1, 1, conf, 1, nil)
+	// The snapshot's legacy peer list is encoded through a transport; any will do.
+	_, trans := raft.NewInmemTransport("")
+	defer trans.Close()
+	sink, err := snaps.Create(raft.SnapshotVersionMax, 1, 1, conf, 1, trans)
 	if err != nil {
 		return fmt.Errorf("seed raft: %w", err)
 	}
