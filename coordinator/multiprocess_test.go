@@ -19,13 +19,16 @@ import (
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/laptop"
 	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
 // TestMultiProcessRun builds the four binaries and runs a run as separate OS processes: a NATS
-// server (`coordinator nats-server`), one coordinator, two rollout workers, two reward workers and
-// one learner sharing a local store directory. Every process must exit 0 by itself once the run's
-// last step is learned.
+// server (`coordinator nats-server`), three coordinators forming one raft cluster (`--peers`),
+// two rollout workers, two reward workers and one learner (`--coordinators`: it finds the leader
+// by itself) sharing a local store directory. After the first step the leading coordinator is
+// killed with SIGKILL: the other two elect a leader (the failover time is logged), and every
+// other process must exit 0 by itself once the run's last step is learned.
 func TestMultiProcessRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds four binaries")
@@ -68,7 +71,7 @@ func TestMultiProcessRun(t *testing.T) {
 	if err := experts.TrainAll(ctx, backend, expertDir, experts.TrainOptions{Seed: 1, Steps: 3, Log: zerolog.Nop()}); err != nil {
 		t.Fatal(err)
 	}
-	const steps = 2
+	const steps = 3
 	cfg := fmt.Sprintf(`run_id: mp1
 seed: 3
 prompts: %s
@@ -142,19 +145,87 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 		time.Sleep(50 * time.Millisecond)
 	}
 	common := []string{"run", "--config", cfgPath, "--nats", url, "--log-format", "json"}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	free := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
 	}
-	httpAddr := ln.Addr().String()
-	ln.Close()
+	var peers, raftHTTP []string
+	for i := range 3 {
+		h := free()
+		raftHTTP = append(raftHTTP, h)
+		peers = append(peers, fmt.Sprintf("c%d=%s=%s", i, free(), h))
+	}
+	var coords []*proc
+	for i := range 3 {
+		coords = append(coords, startProc(fmt.Sprintf("coordinator-c%d", i), bins["coordinator"], append(common, "--http", free(),
+			"--node-id", fmt.Sprintf("c%d", i), "--peers", strings.Join(peers, ","), "--raft-dir", filepath.Join(tmp, fmt.Sprintf("raft-c%d", i)))...))
+	}
 	roles := []*proc{
-		startProc("coordinator", bins["coordinator"], append(common, "--http", httpAddr, "--raft-dir", filepath.Join(tmp, "raft"))...),
-		startProc("learner", bins["learner"], append(common, "--coordinator", "http://"+httpAddr)...),
+		startProc("learner", bins["learner"], append(common, "--coordinators", strings.Join(raftHTTP, ","))...),
 		startProc("rollout-1", bins["rollout-worker"], append(common, "--id", "rollout-1")...),
 		startProc("rollout-2", bins["rollout-worker"], append(common, "--id", "rollout-2")...),
 		startProc("reward-1", bins["reward-worker"], append(common, "--id", "reward-1")...),
 		startProc("reward-2", bins["reward-worker"], append(common, "--id", "reward-2")...),
+	}
+
+	// Kill the leader once step 0 is learned.
+	for {
+		if _, err := os.Stat(filepath.Join(tmp, "store", "mp1", "weights", "000000000001.bin")); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("step 0 not learned in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rs, err := runstate.NewClient(raftHTTP, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	li, err := rs.LeaderInfo(ctx)
+	if err != nil || li.LeaderID == "" {
+		t.Fatalf("leader: %+v %v", li, err)
+	}
+	var killed int
+	fmt.Sscanf(li.LeaderID, "c%d", &killed)
+	if err := coords[killed].cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	killedAt := time.Now()
+	<-coords[killed].done
+	coords[killed].done <- nil
+	var failover time.Duration
+	for failover == 0 {
+		for i, h := range raftHTTP {
+			if i == killed {
+				continue
+			}
+			one, err := runstate.NewClient([]string{h}, zerolog.Nop())
+			if err != nil {
+				t.Fatal(err)
+			}
+			lctx, lcancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			info, err := one.LeaderInfo(lctx)
+			lcancel()
+			one.Close()
+			if err == nil && info.IsLeader {
+				failover = time.Since(killedAt)
+			}
+		}
+		if time.Since(killedAt) > 10*time.Second {
+			t.Fatal("no new leader within 10 s of killing the old one")
+		}
+	}
+	t.Logf("coordinator c%d (leader) killed with SIGKILL after step 0; new leader after %v", killed, failover.Round(time.Millisecond))
+	for i, p := range coords {
+		if i != killed {
+			roles = append(roles, p)
+		}
 	}
 	for _, p := range roles {
 		select {
@@ -185,7 +256,7 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 			t.Errorf("checkpoint part: %v", err)
 		}
 	}
-	for _, p := range roles[2:4] {
+	for _, p := range roles[1:3] {
 		if !strings.Contains(p.out.String(), "policy loaded") {
 			t.Errorf("%s never loaded a policy", p.name)
 		}
