@@ -52,6 +52,7 @@ func newResumeCmd() *cobra.Command {
 		httpAddr, logLevel string
 		rf                 raftFlags
 		keep, local        bool
+		noFallback         bool
 		rollouts, rewards  int
 		out                string
 		override           = runconfig.Default()
@@ -81,6 +82,7 @@ func newResumeCmd() *cobra.Command {
 	f.IntVar(&rollouts, "rollout-workers", 1, "rollout workers (--local)")
 	f.IntVar(&rewards, "reward-workers", 1, "reward workers (--local)")
 	f.StringVar(&out, "out", "runs", "directory for the run's local files with --local and an S3 store (raft, config)")
+	f.BoolVar(&noFallback, "no-fallback", false, "with --local: fail instead of using an untrained policy / quick experts when models are missing (as `coordinator local`)")
 	f.IntVar(&override.Steps, "steps", 0, "train until this many steps (default: the stored config's)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		log, err := logging.New(logging.Options{Level: logLevel})
@@ -124,8 +126,16 @@ func newResumeCmd() *cobra.Command {
 				return err
 			}
 			cfg.Eval.LimitPerType = 0
+			var fb *laptop.Fallbacks
+			if !noFallback {
+				// The same fallbacks as `coordinator local`, so a run started without trained
+				// models resumes with the same stand-ins (the learner itself resumes from the
+				// checkpoint; the initial policy is not used).
+				fb = &laptop.Fallbacks{}
+			}
 			_, err = laptop.Run(ctx, laptop.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: outDir,
-				HTTPAddr: "127.0.0.1:0", Progress: cmd.OutOrStdout(), SkipEval: true, Log: log.Level(max(log.GetLevel(), zerolog.WarnLevel))})
+				HTTPAddr: "127.0.0.1:0", Progress: cmd.OutOrStdout(), SkipEval: true, Fallbacks: fb,
+				Log: log.Level(max(log.GetLevel(), zerolog.WarnLevel))})
 			return err
 		}
 		nodeCfg, servers, err := rf.nodeConfig(run)
