@@ -21,8 +21,12 @@ type QueueDepth struct {
 
 // Status is the GET /v1/status document.
 type Status struct {
-	Run            string                `json:"run"`
-	Leader         bool                  `json:"leader"`
+	Run    string `json:"run"`
+	Leader bool   `json:"leader"`
+	// LeaderID and LeaderRunState name the cluster's leader and its run-state endpoint (raft
+	// HTTP) as this coordinator sees them; a follower's status is its replica's view.
+	LeaderID       string                `json:"leader_id,omitempty"`
+	LeaderRunState string                `json:"leader_run_state,omitempty"`
 	Step           int64                 `json:"step"`
 	Steps          int                   `json:"steps"`
 	Done           bool                  `json:"done"`
@@ -47,6 +51,10 @@ func (c *Coordinator) Status(ctx context.Context) Status {
 		Done: st.Step >= int64(c.cfg.Steps), PolicyVersion: st.PolicyVersion, Cursor: st.Cursor,
 		GroupsInFlight: len(st.Groups), GroupsByStatus: map[string]int{}, Checkpoints: st.Checkpoints,
 		Workers: c.Workers(), Leases: map[string]string{}, Queues: map[string]QueueDepth{}, Time: time.Now().UTC()}
+	if ln, ok := c.o.Node.(leaderNode); ok {
+		s.LeaderID, _ = ln.Leader()
+		s.LeaderRunState = ln.LeaderHTTP()
+	}
 	for _, g := range st.Groups {
 		s.GroupsByStatus[string(g.Status)]++
 	}
@@ -68,6 +76,12 @@ func (c *Coordinator) Status(ctx context.Context) Status {
 	return s
 }
 
+// leaderNode is what a runstate.Node tells about leadership besides IsLeader.
+type leaderNode interface {
+	Leader() (id, addr string)
+	LeaderHTTP() string
+}
+
 // Handler serves the status API: /v1/status, /v1/runstate, /metrics, /healthz.
 func (c *Coordinator) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -75,9 +89,13 @@ func (c *Coordinator) Handler() http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()
 		w.Header().Set("Content-Type", "application/json")
+		st := c.Status(ctx)
+		if st.LeaderRunState != "" {
+			w.Header().Set(runstate.HeaderLeader, st.LeaderRunState)
+		}
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
-		_ = enc.Encode(c.Status(ctx))
+		_ = enc.Encode(st)
 	})
 	mux.HandleFunc("GET /v1/runstate", func(w http.ResponseWriter, r *http.Request) {
 		// The replicated run state as a snapshot (runstate.DecodeSnapshot reads it): what the
