@@ -261,6 +261,25 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 			t.Errorf("%s never loaded a policy", p.name)
 		}
 	}
+
+	// The finished run continues for one more step with `coordinator resume STORE/RUN --local`,
+	// from the checkpoint (and run state) the cluster wrote.
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, bins["coordinator"], "resume", filepath.Join(tmp, "store", "mp1"), "--local", "--steps", fmt.Sprint(steps+1),
+		"--log-level", "info")
+	cmd.Dir = tmp
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("coordinator resume: %v\n%s", err, lastLines(out.String(), 30))
+	}
+	for _, want := range []string{"resuming from checkpoint", fmt.Sprintf("step %d/%d", steps+1, steps+1)} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("coordinator resume output lacks %q:\n%s", want, lastLines(out.String(), 30))
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(tmp, "store", "mp1", "metrics.jsonl")); err != nil || strings.Count(string(b), "\n") != steps+1 {
+		t.Errorf("metrics.jsonl after resuming: %d lines (%v), want %d", strings.Count(string(b), "\n"), err, steps+1)
+	}
 }
 
 func lastLines(s string, n int) string {
