@@ -52,7 +52,7 @@ func newResumeCmd() *cobra.Command {
 		httpAddr, logLevel string
 		rf                 raftFlags
 		keep, local        bool
-		noFallback         bool
+		noFallback, reset  bool
 		rollouts, rewards  int
 		out                string
 		override           = runconfig.Default()
@@ -79,6 +79,7 @@ func newResumeCmd() *cobra.Command {
 	rf.register(f)
 	f.BoolVar(&keep, "keep-serving", false, "keep serving the status API after the run is done")
 	f.BoolVar(&local, "local", false, "run every role in this process (embedded NATS)")
+	f.BoolVar(&reset, "reset-streams", true, "delete and re-create the run's NATS streams before coordinating (default true without --peers; with --peers pass it to the first coordinator started only)")
 	f.IntVar(&rollouts, "rollout-workers", 1, "rollout workers (--local)")
 	f.IntVar(&rewards, "reward-workers", 1, "reward workers (--local)")
 	f.StringVar(&out, "out", "runs", "directory for the run's local files with --local and an S3 store (raft, config)")
@@ -148,7 +149,12 @@ func newResumeCmd() *cobra.Command {
 		if err := coord.SeedRaft(nodeCfg.DataDir, servers, r.State); err != nil {
 			return err
 		}
-		return serve(ctx, cfg, nodeCfg, natsURL, httpAddr, keep, true, log)
+		if len(servers) > 1 && !cmd.Flags().Changed("reset-streams") {
+			// In a cluster the coordinators start one after another: a late one resetting the
+			// streams would drop what the leader has dispatched meanwhile.
+			reset = false
+		}
+		return serve(ctx, cfg, nodeCfg, natsURL, httpAddr, keep, reset, log)
 	}
 	return cmd
 }

@@ -161,6 +161,21 @@ func serve(ctx context.Context, cfg runconfig.Config, nodeCfg runstate.NodeConfi
 	if err != nil {
 		return err
 	}
+	nc, js, err := bus.Connect(ctx, natsURL, bus.ConnectOptions{Name: "coordinator-" + nodeCfg.ID})
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if fresh {
+		// Before raft starts: no coordinator of this (resumed) cluster can have dispatched yet
+		// through this node, and the interrupted run's half-delivered messages (whose ids the
+		// resumed run reuses) are gone. The learner announces its version again by itself.
+		if err := bus.DeleteStreams(ctx, js, cfg.RunID); err != nil {
+			log.Warn().Err(err).Msg("deleting the interrupted run's streams")
+		} else {
+			log.Info().Str("run", cfg.RunID).Msg("the run's streams were reset")
+		}
+	}
 	node, err := runstate.Open(nodeCfg, log)
 	if err != nil {
 		return err
@@ -173,16 +188,6 @@ func serve(ctx context.Context, cfg runconfig.Config, nodeCfg runstate.NodeConfi
 		return fmt.Errorf("raft leader: %w", err)
 	}
 	log.Info().Str("leader", leader).Msg("raft cluster up")
-	nc, js, err := bus.Connect(ctx, natsURL, bus.ConnectOptions{Name: "coordinator-" + nodeCfg.ID})
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if fresh {
-		if err := bus.DeleteStreams(ctx, js, cfg.RunID); err != nil {
-			log.Warn().Err(err).Msg("deleting the interrupted run's streams")
-		}
-	}
 	c, err := coord.New(js, coord.Options{Config: cfg, Prompts: ps, Node: node, HTTPAddr: httpAddr, Log: log})
 	if err != nil {
 		return err

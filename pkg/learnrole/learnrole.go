@@ -142,7 +142,14 @@ type Learner struct {
 	resumed       *ckpt.Manifest
 	resumeLearned []string
 	metrics       bytes.Buffer
+	lastAnn       bus.PolicyAnnounce
+	annAt         time.Time
 }
+
+// reannounceEvery is how often a learner waiting for groups publishes its current version again:
+// a no-op while the policy stream still holds it (same message id), and what brings rollout
+// workers back after the run's streams were reset (coordinator resume) or lost.
+const reannounceEvery = 10 * time.Second
 
 // TrainerOptions turns the run config into the trainer's options: the config's grpo section
 // decoded over learn.DefaultOptions (unknown keys are errors), with the batch size at least P*G
@@ -350,9 +357,13 @@ func (l *Learner) announce(ctx context.Context, step int64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := bus.AnnouncePolicy(ctx, l.js, bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum}); err != nil {
+	ann := bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum}
+	if _, err := bus.AnnouncePolicy(ctx, l.js, ann); err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.lastAnn, l.annAt = ann, time.Now()
+	l.mu.Unlock()
 	l.log.Info().Int64("version", v).Int64("step", step).Msg("policy announced")
 	return nil
 }
@@ -456,6 +467,17 @@ func (l *Learner) loop(ctx context.Context) error {
 			return nil
 		}
 		l.rep.SetProgress(step, l.trainer.Version())
+		l.mu.Lock()
+		ann, stale := l.lastAnn, time.Since(l.annAt) > reannounceEvery
+		l.mu.Unlock()
+		if !ready && stale && ann.Run != "" {
+			if _, err := bus.AnnouncePolicy(ctx, l.js, ann); err != nil && ctx.Err() == nil {
+				l.log.Warn().Err(err).Int64("version", ann.Version).Msg("announcing the policy again")
+			}
+			l.mu.Lock()
+			l.annAt = time.Now()
+			l.mu.Unlock()
+		}
 		if !ready {
 			select {
 			case <-ctx.Done():
