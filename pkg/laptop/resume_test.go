@@ -300,6 +300,16 @@ func TestResumeIsExact(t *testing.T) {
 		t.Logf("killed after step 3; checkpoint %d corrupted, %d partial; resumed from %d; learned %d steps after resuming",
 			newest.Step, partial.Step, r.Manifest.Step, len(res.Accounting.Learned))
 		sameOutcome(t, "S3 store, corrupted newest checkpoint", want, readOutcome(t, s3st, c.RunID, steps))
+		// The damaged checkpoints were replaced by the resumed run's: every one left verifies.
+		after, err := ckpt.List(context.Background(), s3st, c.RunID)
+		if err != nil || len(after) == 0 || after[len(after)-1].Step != steps-1 {
+			t.Fatalf("checkpoints after the resumed run: %d, %v", len(after), err)
+		}
+		for _, m := range after {
+			if err := ckpt.Verify(context.Background(), s3st, m, false); err != nil {
+				t.Errorf("checkpoint %d after the resumed run: %v", m.Step, err)
+			}
+		}
 	})
 }
 
