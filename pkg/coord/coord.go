@@ -16,7 +16,14 @@
 //
 // Everything it decides is derived from the run state, so a restarted coordinator (or a new raft
 // leader) carries on where the old one stopped; publishing again is harmless because task message
-// ids are deterministic.
+// ids are deterministic. With 3 or 5 coordinators every one runs this service over its own raft
+// replica: only the leader schedules (it re-publishes the waiting tasks when it takes over),
+// followers apply worker events through the leader, and all of them stop when the replicated
+// state says the run is done. A step whose groups all tie under DAPO filtering gets fresh
+// prompts when the learner asks (step_resample).
+//
+// resume.go turns a checkpoint's run-state snapshot into the state a resumed run starts from and
+// seeds fresh raft directories with it (`coordinator resume`).
 package coord
 
 import (

@@ -7,9 +7,11 @@
 // coordinator, and every N steps commits a checkpoint (trainer state with optimizer, weights,
 // run-state snapshot) through pkg/ckpt.
 //
-// At start it resumes from the newest committed checkpoint of the run, or starts from the initial
+// At start it resumes from the newest committed checkpoint of the run (dropping metrics lines and
+// checkpoint debris of later steps, which it learns again identically), or starts from the initial
 // policy, and (re-)announces its current version, which makes version 0 available to rollout
-// workers. The staleness bound is the trainer's: a group holding a sample drawn with a policy more
+// workers. When DAPO filtering drops every group of a step (learn.ErrAllFiltered) it makes no
+// update and asks the coordinator for fresh prompts for the step, up to max_resample_rounds. The staleness bound is the trainer's: a group holding a sample drawn with a policy more
 // than k versions behind is not trained.
 package learnrole
 
