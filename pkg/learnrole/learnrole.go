@@ -380,6 +380,7 @@ func (l *Learner) Run(ctx context.Context) error {
 	if err := l.announce(ctx, l.next); err != nil {
 		return fmt.Errorf("learner: announce initial policy: %w", err)
 	}
+	l.checkRunState()
 	if m := l.resumed; m != nil && l.resumeLearned != nil {
 		// Idempotent at the coordinator (a finished step's StepDone is a no-op); it matters when
 		// the previous learner committed this checkpoint and died before reporting the step.
@@ -414,6 +415,28 @@ func (l *Learner) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// checkRunState warns when the coordinators' run state is past the step this learner starts at:
+// steps after its checkpoint were recorded as learned (a newer checkpoint was corrupted, or
+// checkpoints are sparser than steps) and would never be dispatched again. Resuming through
+// `coordinator resume` rebuilds the run state from the checkpoint instead.
+func (l *Learner) checkRunState() {
+	if l.o.RunState == nil {
+		return
+	}
+	b, err := l.o.RunState()
+	if err != nil {
+		return
+	}
+	st, err := runstate.DecodeSnapshot(bytes.NewReader(b))
+	if err != nil || st.RunID != l.cfg.RunID {
+		return
+	}
+	if st.Step > l.next {
+		l.log.Error().Int64("run_state_step", st.Step).Int64("learner_step", l.next).
+			Msg("the coordinators' run state is past the newest good checkpoint: steps in between will not be dispatched again; resume the run with `coordinator resume` instead")
+	}
 }
 
 func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.Msg) error {
