@@ -55,6 +55,9 @@ type pretrainConfig struct {
 	// PhraseBag adds each phrase's running mean embedding (model.Config.PhraseBag); the comma
 	// separates plan phrases.
 	PhraseBag bool `yaml:"phrase_bag"`
+	// CodeWords names each image code's object in words (model.Config.CodeWords); it needs
+	// patch == cell, so that one code shows one whole object.
+	CodeWords bool `yaml:"code_words"`
 
 	Prompts  string `yaml:"prompts"`
 	Codebook string `yaml:"codebook"`
@@ -69,7 +72,7 @@ func defaultPretrainConfig() pretrainConfig {
 	return pretrainConfig{
 		DModel: d.DModel, Heads: d.Heads, Layers: d.Layers, FF: d.FF, TextLen: d.TextLen,
 		Steps: 1600, Batch: 32, LR: 1e-2, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
-		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, PhraseBag: d.PhraseBag, Seed: 1,
+		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, PhraseBag: d.PhraseBag, CodeWords: true, Seed: 1,
 		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
 	}
 }
@@ -117,6 +120,13 @@ func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) (mo
 		}
 		mc.PhraseBag, mc.PhraseSeparators = true, []int32{int32(comma)}
 	}
+	if c.CodeWords {
+		words, err := codeWords(vocab, cb)
+		if err != nil {
+			return mc, err
+		}
+		mc.CodeWords = words
+	}
 	if c.TieCells {
 		// Image code i is patch (r, c) in raster order; it lies in the cell the plan names.
 		sc := cb.Config()
@@ -132,6 +142,38 @@ func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) (mo
 		}
 	}
 	return mc, mc.Validate()
+}
+
+// codeWords renders every object alone and reads which code it gets: that code shows those
+// words (size, colour, texture, shape). Codes no object gets (the background) have none.
+func codeWords(vocab *tokenizer.Vocab, cb *vq.Codebook) ([][]int32, error) {
+	sc := cb.Config()
+	if cb.Patch() != sc.Cell {
+		return nil, fmt.Errorf("code words: patch %d differs from cell %d, so a code is not one object", cb.Patch(), sc.Cell)
+	}
+	out := make([][]int32, cb.K())
+	for _, o := range vq.AllObjects() {
+		img, err := scene.Render(sc, scene.Scene{Objects: []scene.Object{o}})
+		if err != nil {
+			return nil, fmt.Errorf("code words: %w", err)
+		}
+		codes, err := cb.Encode(img)
+		if err != nil {
+			return nil, fmt.Errorf("code words: %w", err)
+		}
+		code := codes[0]
+		if out[code] != nil {
+			continue // two objects share a code: keep the first reading
+		}
+		for _, w := range []string{string(o.Size), string(o.Colour), string(o.Texture), string(o.Shape)} {
+			id, ok := vocab.ID(w)
+			if !ok {
+				return nil, fmt.Errorf("code words: %q is not in the vocabulary", w)
+			}
+			out[code] = append(out[code], int32(id))
+		}
+	}
+	return out, nil
 }
 
 func encode(vocab *tokenizer.Vocab, text string) ([]int32, error) {

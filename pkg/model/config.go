@@ -74,6 +74,11 @@ type Config struct {
 	// stays causal.
 	PhraseBag        bool    `json:"phrase_bag,omitempty" yaml:"phrase_bag,omitempty"`
 	PhraseSeparators []int32 `json:"phrase_separators,omitempty" yaml:"phrase_separators,omitempty"`
+	// CodeWords optionally names what each image code shows in text words (in the scene world
+	// the object's size, colour, texture and shape; nil for the background). The image head then
+	// adds h . sum(word embeddings) to each code's logit, so drawing what a plan phrase says is a
+	// direct match instead of 240 word-to-code associations learned one by one.
+	CodeWords [][]int32 `json:"code_words,omitempty" yaml:"code_words,omitempty"`
 }
 
 // separators are the ids that open a new phrase.
@@ -117,7 +122,8 @@ func (c Config) Equal(o Config) bool {
 		c.ImageTokens == o.ImageTokens && c.DModel == o.DModel && c.Heads == o.Heads && c.Layers == o.Layers &&
 		c.FF == o.FF && c.Special == o.Special && slices.Equal(c.CellTokens, o.CellTokens) &&
 		c.SinusoidalPositions == o.SinusoidalPositions && c.TiedTextHead == o.TiedTextHead &&
-		c.PhraseBag == o.PhraseBag && slices.Equal(c.PhraseSeparators, o.PhraseSeparators)
+		c.PhraseBag == o.PhraseBag && slices.Equal(c.PhraseSeparators, o.PhraseSeparators) &&
+		slices.EqualFunc(c.CodeWords, o.CodeWords, slices.Equal[[]int32])
 }
 
 // DefaultConfig is sized for 2 CPU cores (design 6b: d_model 64 / 3 layers); vocabulary sizes and
@@ -175,6 +181,16 @@ func (c Config) Validate() error {
 	for i, id := range c.CellTokens {
 		if id < 0 || int(id) >= c.TextVocab {
 			errs = append(errs, fmt.Errorf("cell_tokens[%d] = %d outside text vocab [0,%d)", i, id, c.TextVocab))
+		}
+	}
+	if len(c.CodeWords) != 0 && len(c.CodeWords) != c.ImageVocab {
+		errs = append(errs, fmt.Errorf("code_words has %d entries, want 0 or image_vocab (%d)", len(c.CodeWords), c.ImageVocab))
+	}
+	for i, ws := range c.CodeWords {
+		for _, id := range ws {
+			if id < 0 || int(id) >= c.TextVocab {
+				errs = append(errs, fmt.Errorf("code_words[%d] has id %d outside text vocab [0,%d)", i, id, c.TextVocab))
+			}
 		}
 	}
 	for i, id := range c.PhraseSeparators {

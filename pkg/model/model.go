@@ -197,7 +197,30 @@ func (m *Model) textLogits(ctx *context.Context, h *Node) *Node {
 
 // imageLogits applies the image head to hidden states [..., D] -> [..., ImageVocab].
 func (m *Model) imageLogits(ctx *context.Context, h *Node) *Node {
-	return mlx.Dense(ctx.In(Scope).In("image_head"), h, true, m.Config.ImageVocab)
+	c := m.Config
+	logits := mlx.Dense(ctx.In(Scope).In("image_head"), h, true, c.ImageVocab)
+	if len(c.CodeWords) == 0 {
+		return logits
+	}
+	// Each code's word vector is the sum of its words' embeddings: A [TV, K] (word counts) maps
+	// the text embedding table to [K, D].
+	g := h.Graph()
+	a := make([][]float32, c.TextVocab)
+	for w := range a {
+		a[w] = make([]float32, c.ImageVocab)
+	}
+	for code, ws := range c.CodeWords {
+		for _, w := range ws {
+			a[w][code]++
+		}
+	}
+	table := ctx.In(Scope).In("tok_embed").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, c.Vocab(), c.DModel)).ValueGraph(g)
+	words := TransposeAllAxes(mlx.GatherAxis(table, 0, mlx.Range(0, c.TextVocab)), 1, 0) // [D, TV]
+	codeVecs := mlx.BatchMatMul(words, Const(g, a))                                      // [D, K]
+	lead := h.Shape().Dimensions[:h.Rank()-1]
+	n := h.Shape().Size() / c.DModel
+	tied := Reshape(mlx.BatchMatMul(Reshape(h, n, c.DModel), codeVecs), append(append([]int{}, lead...), c.ImageVocab)...)
+	return Add(logits, tied)
 }
 
 // ScoreOptions selects the distribution the log-probs are taken under; it must be the one the
