@@ -76,8 +76,9 @@ type Config struct {
 	PhraseSeparators []int32 `json:"phrase_separators,omitempty" yaml:"phrase_separators,omitempty"`
 	// CodeWords optionally names what each image code shows in text words (in the scene world
 	// the object's size, colour, texture and shape; nil for the background). The image head then
-	// adds h . sum(word embeddings) to each code's logit, so drawing what a plan phrase says is a
-	// direct match instead of 240 word-to-code associations learned one by one.
+	// adds h . sum(word vectors of its words) to each code's logit (the word vectors are the
+	// head's own), so drawing what a plan phrase says means learning a few attribute vectors
+	// instead of 240 word-to-code associations one by one.
 	CodeWords [][]int32 `json:"code_words,omitempty" yaml:"code_words,omitempty"`
 }
 

@@ -202,8 +202,8 @@ func (m *Model) imageLogits(ctx *context.Context, h *Node) *Node {
 	if len(c.CodeWords) == 0 {
 		return logits
 	}
-	// Each code's word vector is the sum of its words' embeddings: A [TV, K] (word counts) maps
-	// the text embedding table to [K, D].
+	// Each code's vector is the sum of its words' vectors: A [TV, K] (word counts) maps the
+	// [TV, D] word vectors to [D, K].
 	g := h.Graph()
 	a := make([][]float32, c.TextVocab)
 	for w := range a {
@@ -214,9 +214,11 @@ func (m *Model) imageLogits(ctx *context.Context, h *Node) *Node {
 			a[w][code]++
 		}
 	}
-	table := ctx.In(Scope).In("tok_embed").VariableWithShape("embeddings", shapes.Make(dtypes.Float32, c.Vocab(), c.DModel)).ValueGraph(g)
-	words := TransposeAllAxes(mlx.GatherAxis(table, 0, mlx.Range(0, c.TextVocab)), 1, 0) // [D, TV]
-	codeVecs := mlx.BatchMatMul(words, Const(g, a))                                      // [D, K]
+	// The word vectors are the head's own (sharing the input embeddings let the image loss pull
+	// the words around and stalled the text): what is shared is the factorisation, 17 attribute
+	// vectors instead of 240 code vectors.
+	wv := ctx.In(Scope).In("image_head").VariableWithShape("word_vectors", shapes.Make(dtypes.Float32, c.TextVocab, c.DModel)).ValueGraph(g)
+	codeVecs := mlx.BatchMatMul(TransposeAllAxes(wv, 1, 0), Const(g, a)) // [D, K]
 	lead := h.Shape().Dimensions[:h.Rank()-1]
 	n := h.Shape().Size() / c.DModel
 	tied := Reshape(mlx.BatchMatMul(Reshape(h, n, c.DModel), codeVecs), append(append([]int{}, lead...), c.ImageVocab)...)
