@@ -130,7 +130,7 @@ func (c Config) Equal(o Config) bool {
 // DefaultConfig is sized for 2 CPU cores (design 6b: d_model 64 / 3 layers); vocabulary sizes and
 // special ids must be filled in from the tokenizer and the codebook.
 func DefaultConfig() Config {
-	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true, PhraseBag: true}
+	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true}
 }
 
 // SeqLen is the full sequence length L + 1 + I.
