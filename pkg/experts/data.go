@@ -276,18 +276,12 @@ func dropGroup(sp scene.Spec, g int) scene.Spec {
 
 func opposite(r scene.Relation) scene.Relation {
 	switch r {
-	case scene.LeftOf:
-		return scene.RightOf
-	case scene.RightOf:
-		return scene.LeftOf
-	case scene.Above:
-		return scene.Below
-	case scene.Below:
-		return scene.Above
 	case scene.NextTo:
 		return scene.FarFrom
+	case scene.FarFrom:
+		return scene.NextTo
 	}
-	return scene.NextTo
+	return r.Converse()
 }
 
 // faithfulScene samples a scene that satisfies the prompt's spec.

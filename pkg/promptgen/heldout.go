@@ -109,25 +109,10 @@ func HeldOutPair(a, b scene.Shape) bool {
 	return false
 }
 
-// converse returns the relation r' with r(a, b) == r'(b, a).
-func converse(r scene.Relation) scene.Relation {
-	switch r {
-	case scene.LeftOf:
-		return scene.RightOf
-	case scene.RightOf:
-		return scene.LeftOf
-	case scene.Above:
-		return scene.Below
-	case scene.Below:
-		return scene.Above
-	}
-	return r // next to and far from are symmetric
-}
-
 // HeldOutTriple reports whether "a rel b" is a held-out layout, in either phrasing.
 func HeldOutTriple(a scene.Shape, rel scene.Relation, b scene.Shape) bool {
 	for _, t := range heldTriples {
-		if (t.A == a && t.Rel == rel && t.B == b) || (t.A == b && t.Rel == converse(rel) && t.B == a) {
+		if (t.A == a && t.Rel == rel && t.B == b) || (t.A == b && t.Rel == rel.Converse() && t.B == a) {
 			return true
 		}
 	}

@@ -178,6 +178,22 @@ func (r Relation) Holds(a, b Object) bool {
 	return false
 }
 
+// Converse returns the relation r' with r.Holds(a, b) == r'.Holds(b, a): left/right and
+// above/below swap, next to and far from are symmetric.
+func (r Relation) Converse() Relation {
+	switch r {
+	case LeftOf:
+		return RightOf
+	case RightOf:
+		return LeftOf
+	case Above:
+		return Below
+	case Below:
+		return Above
+	}
+	return r
+}
+
 // Valid reports whether r is a known relation.
 func (r Relation) Valid() bool {
 	return contains(SpatialRelations, r) || contains(NonSpatialRelations, r)

@@ -79,3 +79,14 @@ func TestSpecSampleAndAssign(t *testing.T) {
 		t.Fatal("relation on a count-2 group accepted")
 	}
 }
+
+func TestRelationConverse(t *testing.T) {
+	a, b := Object{Row: 1, Col: 0}, Object{Row: 1, Col: 3}
+	for _, r := range append(append([]Relation(nil), SpatialRelations...), NonSpatialRelations...) {
+		for _, p := range [][2]Object{{a, b}, {b, a}, {a, Object{Row: 0, Col: 0}}, {a, Object{Row: 3, Col: 0}}} {
+			if r.Holds(p[0], p[1]) != r.Converse().Holds(p[1], p[0]) {
+				t.Fatalf("%s converse %s disagrees on %v", r, r.Converse(), p)
+			}
+		}
+	}
+}
