@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -38,7 +39,7 @@ func newRunCmd() *cobra.Command {
 			return err
 		}
 		if id == "" {
-			id = "rollout-" + itoa(os.Getpid())
+			id = "rollout-" + strconv.Itoa(os.Getpid())
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
@@ -76,17 +77,4 @@ func newRunCmd() *cobra.Command {
 		return w.Run(ctx)
 	}
 	return cmd
-}
-
-func itoa(n int) string {
-	const digits = "0123456789"
-	if n == 0 {
-		return "0"
-	}
-	var b []byte
-	for n > 0 {
-		b = append([]byte{digits[n%10]}, b...)
-		n /= 10
-	}
-	return string(b)
 }
