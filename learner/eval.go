@@ -36,7 +36,21 @@ type evalOptions struct {
 	Limit, G, Batch, GridPerType           int
 	Seed                                   uint64
 	CFG, Temperature                       float64
-	JSON, Grid                             string
+	JSON, Grid, Samples                    string
+}
+
+// sampleRecord is one line of the --samples file: what the policy wrote and drew for a prompt.
+type sampleRecord struct {
+	Prompt      string  `json:"prompt"`
+	TaskType    string  `json:"task_type"`
+	Sample      int     `json:"sample"`
+	Plan        string  `json:"plan"`
+	PlanQuality float64 `json:"plan_quality"`
+	// Drawn is the canonical plan of the scene the oracle reads in the image ("" if it reads
+	// something that is not an object of the world).
+	Drawn       string  `json:"drawn"`
+	FollowsPlan bool    `json:"follows_plan"`
+	Score       float64 `json:"score"`
 }
 
 // evalResult is the JSON the eval command writes: the oracle's mean score per task type and
@@ -117,6 +131,7 @@ func newEvalCmd() *cobra.Command {
 	f.Float64Var(&o.Temperature, "temperature", o.Temperature, "sampling temperature")
 	f.StringVar(&o.JSON, "json", o.JSON, "write the results as JSON to this file")
 	f.StringVar(&o.Grid, "grid", o.Grid, "write a PNG grid of samples to this file")
+	f.StringVar(&o.Samples, "samples", o.Samples, "write every sample's prompt, plan, drawn scene and score as JSONL to this file")
 	f.IntVar(&o.GridPerType, "grid-per-type", o.GridPerType, "prompts per task type in the grid")
 	f.StringVar(&o.Backend, "backend", o.Backend, "gomlx backend (default go:parallelism=-1)")
 	return cmd
@@ -194,6 +209,15 @@ func runEval(progress io.Writer, o evalOptions) (evalResult, error) {
 	var parsedPlans, following int
 	gridCount := map[string]int{}
 	var grid []gridRow
+	var records *json.Encoder
+	if o.Samples != "" {
+		f, err := os.Create(o.Samples)
+		if err != nil {
+			return evalResult{}, fmt.Errorf("eval: %w", err)
+		}
+		defer f.Close()
+		records = json.NewEncoder(f)
+	}
 	bar := progressbar.NewOptions(len(ps), progressbar.OptionSetWriter(progress), progressbar.OptionShowCount(),
 		progressbar.OptionSetItsString("prompts"), progressbar.OptionThrottle(time.Second), progressbar.OptionSetDescription("eval"))
 	start := time.Now()
@@ -225,15 +249,28 @@ func runEval(progress io.Writer, o evalOptions) (evalResult, error) {
 				}
 				report.Add(res)
 				planText := vocab.Decode(toInts(s.Plan))
-				quality += plan.Quality(p, planText)
+				pq := plan.Quality(p, planText)
+				quality += pq
+				got, err := parser.Parse(img)
+				if err != nil {
+					return evalResult{}, fmt.Errorf("eval: parse sample: %w", err)
+				}
+				drawn := ""
+				if len(got.Unknown) == 0 {
+					drawn = plan.Canonical(got.Scene())
+				}
+				follows := false
 				if ps, err := plan.Parse(planText, cb.Config()); err == nil && !o.NoPlan {
 					parsedPlans++
-					got, err := parser.Parse(img)
-					if err != nil {
-						return evalResult{}, fmt.Errorf("eval: parse sample: %w", err)
-					}
-					if len(got.Unknown) == 0 && plan.Canonical(got.Scene()) == plan.Canonical(ps) {
+					if follows = drawn != "" && drawn == plan.Canonical(ps); follows {
 						following++
+					}
+				}
+				if records != nil {
+					rec := sampleRecord{Prompt: p.Prompt, TaskType: p.TaskType, Sample: j, Plan: planText, PlanQuality: pq,
+						Drawn: drawn, FollowsPlan: follows, Score: res.Score}
+					if err := records.Encode(rec); err != nil {
+						return evalResult{}, fmt.Errorf("eval: write %s: %w", o.Samples, err)
 					}
 				}
 				distinct[fmt.Sprint(s.Codes)] = true

@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -55,6 +56,9 @@ type pretrainConfig struct {
 	// PhraseBag adds each phrase's running mean embedding (model.Config.PhraseBag); the comma
 	// separates plan phrases.
 	PhraseBag bool `yaml:"phrase_bag"`
+	// CellBag gives each image position the bag of the plan phrase naming its cell
+	// (model.Config.CellBag); it needs TieCells.
+	CellBag bool `yaml:"cell_bag"`
 	// CodeWords names each image code's object in words (model.Config.CodeWords); it needs
 	// patch == cell, so that one code shows one whole object.
 	CodeWords bool `yaml:"code_words"`
@@ -63,6 +67,9 @@ type pretrainConfig struct {
 	Codebook string `yaml:"codebook"`
 	Out      string `yaml:"out"`
 	Backend  string `yaml:"backend"`
+	// Shards splits each batch into concurrently computed gradient shards (model.TrainerOptions);
+	// 0 means one per CPU core on the pure-Go backend and 1 on XLA.
+	Shards int `yaml:"shards"`
 	// SaveEvery > 0 also writes <out>-step<N>.safetensors every N steps (for choosing steps).
 	SaveEvery int `yaml:"save_every"`
 }
@@ -91,6 +98,10 @@ func (c pretrainConfig) validate() error {
 		return fmt.Errorf("pretrain: min_lr_frac %v outside [0,1]", c.MinLRFrac)
 	case !(c.NoPlanFrac >= 0 && c.UncondFrac >= 0 && c.NoPlanFrac+c.UncondFrac <= 1):
 		return fmt.Errorf("pretrain: no_plan_frac %v and uncond_frac %v must be >= 0 with sum <= 1", c.NoPlanFrac, c.UncondFrac)
+	case c.CellBag && !c.TieCells:
+		return fmt.Errorf("pretrain: cell_bag needs tie_cells")
+	case c.Shards < 0:
+		return fmt.Errorf("pretrain: shards %d < 0", c.Shards)
 	case c.Out == "" || !strings.HasSuffix(c.Out, ".safetensors"):
 		return fmt.Errorf("pretrain: out %q must end in .safetensors", c.Out)
 	}
@@ -113,12 +124,12 @@ func policyConfig(c pretrainConfig, vocab *tokenizer.Vocab, cb *vq.Codebook) (mo
 			ImgStart: tokenizer.ImgStart, Uncond: tokenizer.Uncond,
 		},
 	}
-	if c.PhraseBag {
+	if c.PhraseBag || c.CellBag {
 		comma, ok := vocab.ID(",")
 		if !ok {
 			return mc, fmt.Errorf("phrase bag: the vocabulary has no comma")
 		}
-		mc.PhraseBag, mc.PhraseSeparators = true, []int32{int32(comma)}
+		mc.PhraseBag, mc.CellBag, mc.PhraseSeparators = c.PhraseBag, c.CellBag, []int32{int32(comma)}
 	}
 	if c.CodeWords {
 		words, err := codeWords(vocab, cb)
@@ -308,6 +319,7 @@ func newPretrainCmd() *cobra.Command {
 	f.StringVar(&c.Codebook, "codebook", c.Codebook, "VQ codebook file")
 	f.StringVar(&c.Out, "out", c.Out, "checkpoint to write (.safetensors)")
 	f.StringVar(&c.Backend, "backend", c.Backend, "gomlx backend (default go:parallelism=-1; xla:cuda with -tags xla)")
+	f.IntVar(&c.Shards, "shards", c.Shards, "gradient shards computed concurrently per step (0: one per CPU core on the pure-Go backend, 1 on XLA)")
 	f.IntVar(&c.SaveEvery, "save-every", c.SaveEvery, "also write <out>-step<N>.safetensors every N steps (0: only at the end)")
 	return cmd
 }
@@ -349,6 +361,8 @@ func loadPretrainConfig(path string, c *pretrainConfig, cmd *cobra.Command) erro
 			c.Backend = keep.Backend
 		case "save-every":
 			c.SaveEvery = keep.SaveEvery
+		case "shards":
+			c.Shards = keep.Shards
 		}
 	})
 	return nil
@@ -393,12 +407,19 @@ func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error
 	if err != nil {
 		return fmt.Errorf("pretrain: %w", err)
 	}
-	tr, err := m.NewTrainer(c.LR, c.WeightDecay)
+	shards := c.Shards
+	if shards == 0 {
+		shards = 1
+		if mlx.IsGoBackend(backend) {
+			shards = runtime.GOMAXPROCS(0)
+		}
+	}
+	tr, err := m.NewTrainerWith(model.TrainerOptions{LearningRate: c.LR, WeightDecay: c.WeightDecay, Shards: shards})
 	if err != nil {
 		return fmt.Errorf("pretrain: %w", err)
 	}
 	log.Info().Int("params", m.NumParameters()).Int("prompts", len(maker.prompts)).Int("steps", c.Steps).
-		Int("batch", c.Batch).Int("seq_len", mcfg.SeqLen()).Msg("pretraining")
+		Int("batch", c.Batch).Int("shards", shards).Int("seq_len", mcfg.SeqLen()).Msg("pretraining")
 
 	// Examples are made one step ahead, beside the training step.
 	type prepared struct {

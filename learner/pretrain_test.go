@@ -28,7 +28,7 @@ func TestPretrainThenEval(t *testing.T) {
 	dir := t.TempDir()
 	ck := filepath.Join(dir, "tiny.safetensors")
 	cfgFile := filepath.Join(dir, "pretrain.yaml")
-	if err := os.WriteFile(cfgFile, []byte("d_model: 16\nheads: 2\nlayers: 1\nff: 32\nbatch: 4\nwarmup: 1\n"), 0o644); err != nil {
+	if err := os.WriteFile(cfgFile, []byte("d_model: 16\nheads: 2\nlayers: 1\nff: 32\nbatch: 4\nwarmup: 1\nshards: 2\ncell_bag: true\ntext_len: 36\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	root := "../"
@@ -38,7 +38,7 @@ func TestPretrainThenEval(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &sum); err != nil {
 		t.Fatalf("summary %q: %v", out, err)
 	}
-	if sum.Steps != 3 || sum.Config.DModel != 16 || sum.Params == 0 {
+	if sum.Steps != 3 || sum.Config.DModel != 16 || sum.Params == 0 || !sum.Config.CellBag || sum.Config.TextLen != 36 {
 		t.Fatalf("summary %+v", sum)
 	}
 	if _, err := os.Stat(configPath(ck)); err != nil {
@@ -46,7 +46,8 @@ func TestPretrainThenEval(t *testing.T) {
 	}
 	js := filepath.Join(dir, "eval.json")
 	grid := filepath.Join(dir, "grid.png")
-	runLearner(t, newEvalCmd(), "--checkpoint", ck, "--limit", "1", "--g", "2", "--json", js, "--grid", grid,
+	samples := filepath.Join(dir, "samples.jsonl")
+	runLearner(t, newEvalCmd(), "--checkpoint", ck, "--limit", "1", "--g", "2", "--json", js, "--grid", grid, "--samples", samples,
 		"--prompts", root+"data/prompts/eval.jsonl", "--codebook", root+"models/codebook.vq", "--log-level", "warn")
 	b, err := os.ReadFile(js)
 	if err != nil {
@@ -61,6 +62,21 @@ func TestPretrainThenEval(t *testing.T) {
 	}
 	if st, err := os.Stat(grid); err != nil || st.Size() == 0 {
 		t.Fatalf("grid: %v", err)
+	}
+	// One samples line per sample, each naming its prompt and sample index.
+	sb, err := os.ReadFile(samples)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.Split(bytes.TrimSpace(sb), []byte("\n"))
+	if len(lines) != res.N {
+		t.Fatalf("%d sample lines, want %d", len(lines), res.N)
+	}
+	for i, l := range lines {
+		var r sampleRecord
+		if err := json.Unmarshal(l, &r); err != nil || r.Prompt == "" || r.TaskType == "" || r.Sample != i%2 || r.Score < 0 || r.Score > 1 {
+			t.Fatalf("sample line %d %s: %+v %v", i, l, r, err)
+		}
 	}
 	// A checkpoint that does not exist is a clear error.
 	cmd := newEvalCmd()

@@ -64,6 +64,12 @@ func NewBackend(config string) (b backends.Backend, err error) {
 	return b, nil
 }
 
+// IsGoBackend reports whether b is the pure-Go backend, whose graphs run their ops one after
+// another (callers then get more from running independent work concurrently).
+func IsGoBackend(b backends.Backend) bool {
+	return b != nil && b.String() == "go" // Name() is "SimpleGo (go)"
+}
+
 func contains(list []string, s string) bool {
 	for _, x := range list {
 		if x == s {

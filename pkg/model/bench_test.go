@@ -44,8 +44,12 @@ func benchSample(b *testing.B, full bool) {
 func BenchmarkSampleKVCache(b *testing.B)     { benchSample(b, false) }
 func BenchmarkSampleFullForward(b *testing.B) { benchSample(b, true) }
 
-// BenchmarkPretrainStep is one supervised step of the default model on 32 sequences.
-func BenchmarkPretrainStep(b *testing.B) {
+// BenchmarkPretrainStep is one supervised step of the default model on 32 sequences;
+// BenchmarkPretrainStepSharded the same step split into two concurrent shards.
+func BenchmarkPretrainStep(b *testing.B)        { benchPretrainStep(b, 1) }
+func BenchmarkPretrainStepSharded(b *testing.B) { benchPretrainStep(b, 2) }
+
+func benchPretrainStep(b *testing.B, shards int) {
 	backend, err := mlx.NewBackend("")
 	if err != nil {
 		b.Fatal(err)
@@ -67,7 +71,7 @@ func BenchmarkPretrainStep(b *testing.B) {
 		tm, im := m.Config.Masks(seq, false)
 		batch.Tokens, batch.TextMask, batch.ImageMask = append(batch.Tokens, seq), append(batch.TextMask, tm), append(batch.ImageMask, im)
 	}
-	tr, err := m.NewTrainer(1e-3, 0)
+	tr, err := m.NewTrainerWith(TrainerOptions{LearningRate: 1e-3, Shards: shards})
 	if err != nil {
 		b.Fatal(err)
 	}

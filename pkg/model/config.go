@@ -74,6 +74,14 @@ type Config struct {
 	// stays causal.
 	PhraseBag        bool    `json:"phrase_bag,omitempty" yaml:"phrase_bag,omitempty"`
 	PhraseSeparators []int32 `json:"phrase_separators,omitempty" yaml:"phrase_separators,omitempty"`
+	// CellBag (needs CellTokens and PhraseSeparators) adds to the input of the position that
+	// predicts image code i the phrase bag of the plan phrase ending in CellTokens[i] (its mean
+	// embedding; the mean of them if the text names the cell twice), or the embedding of the
+	// plan's eos if no phrase names it. The position then holds "what the plan puts here"
+	// without an attention hop, and drawing a plan becomes a per-position reading of that vector,
+	// which the base policy learns in a few hundred steps instead of thousands. The image is
+	// still sampled token by token; what the position holds is a function of the text prefix.
+	CellBag bool `json:"cell_bag,omitempty" yaml:"cell_bag,omitempty"`
 	// CodeWords optionally names what each image code shows in text words (in the scene world
 	// the object's size, colour, texture and shape; nil for the background). The image head then
 	// adds h . sum(word vectors of its words) to each code's logit (the word vectors are the
@@ -88,29 +96,58 @@ func (c Config) separators() []int32 {
 	return append([]int32{s.BOS, s.Plan, s.EOS, s.ImgStart, s.Uncond}, c.PhraseSeparators...)
 }
 
-// phraseWeights fills w[s] (len SeqLen) with 1/n for the n positions s <= pos in pos's phrase of
-// seq, 0 elsewhere: the averaging weights of the phrase bag at pos.
-func (c Config) phraseWeights(seq []int32, pos int, w []float32) {
+// usesBags reports whether positions read mean embeddings of other positions (phrase or cell bags).
+func (c Config) usesBags() bool { return c.PhraseBag || c.CellBag }
+
+// bagWeights fills w (len SeqLen) with the weights of the bag the input at pos adds: the phrase
+// bag (PhraseBag) plus the cell bag (CellBag) over the tokens of seq, which must be known up to
+// pos. It is the host-side twin of Model.bagWeightsGraph, used one position at a time by the
+// KV-cache sampler.
+func (c Config) bagWeights(seq []int32, pos int, w []float32) {
+	clear(w)
+	if c.PhraseBag {
+		c.addPhraseWeights(seq, pos, 1, w)
+	}
+	if !c.CellBag || pos < c.TextLen || pos >= c.TextLen+len(c.CellTokens) {
+		return
+	}
+	cell := c.CellTokens[pos-c.TextLen]
+	var at []int
+	eos := -1
+	for s := 0; s < c.TextLen; s++ {
+		switch seq[s] {
+		case cell:
+			at = append(at, s)
+		case c.Special.EOS:
+			if eos < 0 {
+				eos = s
+			}
+		}
+	}
+	if len(at) == 0 {
+		if eos >= 0 {
+			w[eos]++
+		}
+		return
+	}
+	for _, s := range at {
+		c.addPhraseWeights(seq, s, float32(len(at)), w)
+	}
+}
+
+// addPhraseWeights adds 1/n/div to w[s] for the n positions s <= pos in pos's phrase of seq
+// (computed in the order the graph computes it, so both give the same floats).
+func (c Config) addPhraseWeights(seq []int32, pos int, div float32, w []float32) {
 	seps := c.separators()
-	seg := make([]int, pos+1)
-	k := 0
+	start := 0
 	for s := 0; s <= pos; s++ {
 		if slices.Contains(seps, seq[s]) {
-			k++
-		}
-		seg[s] = k
-	}
-	n := 0
-	for s := range w {
-		w[s] = 0
-		if s <= pos && seg[s] == seg[pos] {
-			n++
+			start = s
 		}
 	}
-	for s := 0; s <= pos; s++ {
-		if seg[s] == seg[pos] {
-			w[s] = 1 / float32(n)
-		}
+	n := pos - start + 1
+	for s := start; s <= pos; s++ {
+		w[s] += 1 / float32(n) / div
 	}
 }
 
@@ -123,7 +160,7 @@ func (c Config) Equal(o Config) bool {
 		c.ImageTokens == o.ImageTokens && c.DModel == o.DModel && c.Heads == o.Heads && c.Layers == o.Layers &&
 		c.FF == o.FF && c.Special == o.Special && slices.Equal(c.CellTokens, o.CellTokens) &&
 		c.SinusoidalPositions == o.SinusoidalPositions && c.TiedTextHead == o.TiedTextHead &&
-		c.PhraseBag == o.PhraseBag && slices.Equal(c.PhraseSeparators, o.PhraseSeparators) &&
+		c.PhraseBag == o.PhraseBag && slices.Equal(c.PhraseSeparators, o.PhraseSeparators) && c.CellBag == o.CellBag &&
 		slices.EqualFunc(c.CodeWords, o.CodeWords, slices.Equal[[]int32])
 }
 
@@ -193,6 +230,9 @@ func (c Config) Validate() error {
 				errs = append(errs, fmt.Errorf("code_words[%d] has id %d outside text vocab [0,%d)", i, id, c.TextVocab))
 			}
 		}
+	}
+	if c.CellBag && (len(c.CellTokens) == 0 || len(c.PhraseSeparators) == 0) {
+		errs = append(errs, fmt.Errorf("cell_bag needs cell_tokens and phrase_separators"))
 	}
 	for i, id := range c.PhraseSeparators {
 		if id < 0 || int(id) >= c.TextVocab {

@@ -131,8 +131,8 @@ func (m *Model) HiddenGraph(ctx *context.Context, tokens *Node) *Node {
 	ctx = ctx.In(Scope)
 	g := tokens.Graph()
 	x := layers.Embedding(ctx.In("tok_embed"), tokens, dtypes.Float32, c.Vocab(), c.DModel)
-	if c.PhraseBag {
-		x = Add(x, m.phraseBagGraph(tokens, x))
+	if c.usesBags() {
+		x = Add(x, m.bagGraph(tokens, x))
 	}
 	x = Add(x, InsertAxes(m.posTable(ctx, g), 0))
 	for l := 0; l < c.Layers; l++ {
@@ -143,13 +143,21 @@ func (m *Model) HiddenGraph(ctx *context.Context, tokens *Node) *Node {
 	return layerNorm(ctx.In("ln_f"), x)
 }
 
-// phraseBagGraph is the phrase bag (Config.PhraseBag) of every position: for tokens [N, T] and
-// their embeddings [N, T, D], the mean embedding over the positions s <= t of t's phrase.
-func (m *Model) phraseBagGraph(tokens, emb *Node) *Node {
+// bagGraph is what the phrase and cell bags (Config.PhraseBag, Config.CellBag) add to the
+// inputs: for tokens [N, T] and their embeddings [N, T, D], the weighted means W @ emb with the
+// weights of bagWeightsGraph.
+func (m *Model) bagGraph(tokens, emb *Node) *Node {
+	return mlx.BatchMatMul(StopGradient(m.bagWeightsGraph(tokens)), emb)
+}
+
+// bagWeightsGraph is Config.bagWeights for every position at once: [N, T, T], row t holding the
+// weights over positions s of what position t adds.
+func (m *Model) bagWeightsGraph(tokens *Node) *Node {
+	c := m.Config
 	g := tokens.Graph()
 	N, T := tokens.Shape().Dimensions[0], tokens.Shape().Dimensions[1]
 	var sep *Node
-	for _, id := range m.Config.separators() {
+	for _, id := range c.separators() {
 		e := Equal(tokens, Const(g, id))
 		if sep == nil {
 			sep = e
@@ -161,9 +169,58 @@ func (m *Model) phraseBagGraph(tokens, emb *Node) *Node {
 	upper := ConvertDType(Transpose(LowerTriangular(g, T), 0, 1), dtypes.Float32)             // [s,t] = 1 if s <= t
 	seg := DotGeneral(ConvertDType(sep, dtypes.Float32), []int{1}, nil, upper, []int{0}, nil) // [N,T]
 	same := Equal(BroadcastToDims(Reshape(seg, N, T, 1), N, T, T), BroadcastToDims(Reshape(seg, N, 1, T), N, T, T))
-	w := ConvertDType(LogicalAnd(same, BroadcastToDims(Reshape(LowerTriangular(g, T), 1, T, T), N, T, T)), dtypes.Float32)
-	w = Div(w, ReduceAndKeep(w, ReduceSum, -1))
-	return mlx.BatchMatMul(StopGradient(w), emb)
+	phrase := ConvertDType(LogicalAnd(same, BroadcastToDims(Reshape(LowerTriangular(g, T), 1, T, T), N, T, T)), dtypes.Float32)
+	phrase = Div(phrase, ReduceAndKeep(phrase, ReduceSum, -1)) // [N,T,T]: row t = t's phrase so far
+	var w *Node
+	if c.PhraseBag {
+		w = phrase
+	}
+	if c.CellBag {
+		cell := m.cellWeightsGraph(tokens, phrase) // [N,I,T]
+		I := len(c.CellTokens)
+		rows := []*Node{Zeros(g, shapes.Make(dtypes.Float32, N, c.TextLen, T)), cell}
+		if rest := T - c.TextLen - I; rest > 0 {
+			rows = append(rows, Zeros(g, shapes.Make(dtypes.Float32, N, rest, T)))
+		}
+		cw := Concatenate(rows, 1) // position L+i predicts code i
+		if w == nil {
+			w = cw
+		} else {
+			w = Add(w, cw)
+		}
+	}
+	return w
+}
+
+// cellWeightsGraph gives, for each image code i, the weights [N, I, T] of the phrase bags of the
+// text positions holding CellTokens[i] (averaged), or one on the text's eos if there is none.
+func (m *Model) cellWeightsGraph(tokens, phrase *Node) *Node {
+	c := m.Config
+	g := tokens.Graph()
+	N, T := tokens.Shape().Dimensions[0], tokens.Shape().Dimensions[1]
+	I := len(c.CellTokens)
+	inText := make([]bool, T)
+	for s := 0; s < c.TextLen; s++ {
+		inText[s] = true
+	}
+	text := BroadcastToDims(Reshape(Const(g, inText), 1, 1, T), N, I, T)
+	tok := BroadcastToDims(Reshape(tokens, N, 1, T), N, I, T)
+	cells := BroadcastToDims(Reshape(Const(g, c.CellTokens), 1, I, 1), N, I, T)
+	match := ConvertDType(LogicalAnd(Equal(tok, cells), text), dtypes.Float32) // [N,I,T]
+	count := ReduceAndKeep(match, ReduceSum, -1)                               // [N,I,1]
+	named := Div(DotGeneral(match, []int{2}, []int{0}, phrase, []int{1}, []int{0}), Max(count, ScalarOne(g, dtypes.Float32)))
+	// The first eos of the text part (the plan's end); a given text has at most one.
+	isEOS := ConvertDType(LogicalAnd(Equal(tok, Const(g, c.Special.EOS)), text), dtypes.Float32)
+	firstEOS := Mul(isEOS, ConvertDType(Equal(cumulativeSum(isEOS), ScalarOne(g, dtypes.Float32)), dtypes.Float32))
+	empty := ConvertDType(Equal(count, ScalarZero(g, dtypes.Float32)), dtypes.Float32)
+	return Add(named, Mul(firstEOS, empty))
+}
+
+// cumulativeSum sums x [..., T] along its last axis up to each position (inclusive).
+func cumulativeSum(x *Node) *Node {
+	T := x.Shape().Dimensions[x.Rank()-1]
+	upper := ConvertDType(Transpose(LowerTriangular(x.Graph(), T), 0, 1), x.DType()) // [s,t] = 1 if s <= t
+	return DotGeneral(x, []int{x.Rank() - 1}, nil, upper, []int{0}, nil)
 }
 
 // textLogits applies the text head to hidden states [..., D] -> [..., TextVocab]; specials that

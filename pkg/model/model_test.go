@@ -11,7 +11,7 @@ import (
 func tinyConfig() Config {
 	return Config{TextVocab: 24, ImageVocab: 12, TextLen: 12, ImageTokens: 5, DModel: 16, Heads: 2, Layers: 2, FF: 32,
 		Special: Specials{Pad: 0, BOS: 1, EOS: 2, Plan: 3, ImgStart: 4, Uncond: 5}, CellTokens: []int32{16, 17, 18, 19, 20}, SinusoidalPositions: true, TiedTextHead: true,
-		PhraseBag: true, PhraseSeparators: []int32{22},
+		PhraseBag: true, PhraseSeparators: []int32{22}, CellBag: true,
 		CodeWords: [][]int32{nil, {6, 7}, {8}, nil, {9, 10, 11}, {12}, {13}, {14}, {15}, {16}, {17}, {18, 19}}}
 }
 

@@ -116,8 +116,8 @@ func (m *Model) decodeStepGraph(ctx *context.Context, inputs []*Node) []*Node {
 	g := token.Graph()
 	pctx := ctx.In(Scope)
 	x := layers.Embedding(pctx.In("tok_embed"), token, dtypes.Float32, c.Vocab(), c.DModel) // [R, D]
-	if c.PhraseBag {
-		// inputs[2:4]: the token buffer [R, T] and the phrase weights of pos [R, T].
+	if c.usesBags() {
+		// inputs[2:4]: the token buffer [R, T] and the bag weights of pos [R, T].
 		all, w := caches[0], caches[1]
 		caches = caches[2:]
 		emb := layers.Embedding(pctx.In("tok_embed"), all, dtypes.Float32, c.Vocab(), c.DModel) // [R, T, D]
@@ -167,13 +167,13 @@ func (s *kvStepper) step(buf [][]int32, pos int) ([]float32, []float32, error) {
 	}
 	kd, vd := mlx.CacheShapes(s.rows, c.Heads, c.SeqLen(), c.HeadDim())
 	args := []any{tensors.FromFlatDataAndDimensions(col, len(buf)), int32(pos)}
-	if c.PhraseBag {
+	if c.usesBags() {
 		T := c.SeqLen()
 		all := make([]int32, 0, len(buf)*T)
 		w := make([]float32, len(buf)*T)
 		for r, row := range buf {
 			all = append(all, row...)
-			c.phraseWeights(row, pos, w[r*T:(r+1)*T])
+			c.bagWeights(row, pos, w[r*T:(r+1)*T])
 		}
 		args = append(args, tensors.FromFlatDataAndDimensions(all, len(buf), T), tensors.FromFlatDataAndDimensions(w, len(buf), T))
 	}
