@@ -59,6 +59,9 @@ type pretrainConfig struct {
 	// CellBag gives each image position the bag of the plan phrase naming its cell
 	// (model.Config.CellBag); it needs TieCells.
 	CellBag bool `yaml:"cell_bag"`
+	// PlanOrder is the object order of the training plans: "prompt" (as the prompt names them,
+	// plan.Ordered) or "raster" (by cell, plan.Canonical).
+	PlanOrder string `yaml:"plan_order"`
 	// CodeWords names each image code's object in words (model.Config.CodeWords); it needs
 	// patch == cell, so that one code shows one whole object.
 	CodeWords bool `yaml:"code_words"`
@@ -79,7 +82,7 @@ func defaultPretrainConfig() pretrainConfig {
 	return pretrainConfig{
 		DModel: d.DModel, Heads: d.Heads, Layers: d.Layers, FF: d.FF, TextLen: d.TextLen,
 		Steps: 1600, Batch: 32, LR: 1e-2, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
-		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, PhraseBag: d.PhraseBag, CodeWords: false, Seed: 1,
+		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, PhraseBag: d.PhraseBag, CodeWords: false, PlanOrder: "raster", Seed: 1,
 		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
 	}
 }
@@ -98,6 +101,8 @@ func (c pretrainConfig) validate() error {
 		return fmt.Errorf("pretrain: min_lr_frac %v outside [0,1]", c.MinLRFrac)
 	case !(c.NoPlanFrac >= 0 && c.UncondFrac >= 0 && c.NoPlanFrac+c.UncondFrac <= 1):
 		return fmt.Errorf("pretrain: no_plan_frac %v and uncond_frac %v must be >= 0 with sum <= 1", c.NoPlanFrac, c.UncondFrac)
+	case c.PlanOrder != "prompt" && c.PlanOrder != "raster":
+		return fmt.Errorf("pretrain: plan_order %q must be prompt or raster", c.PlanOrder)
 	case c.CellBag && !c.TieCells:
 		return fmt.Errorf("pretrain: cell_bag needs tie_cells")
 	case c.Shards < 0:
@@ -241,7 +246,11 @@ func (e *exampleMaker) example(step, i int) (seq []int32, textMask, imageMask []
 			}
 			textMask, imageMask = e.mcfg.Masks(seq, true)
 		default:
-			planIDs, err := encode(e.vocab, plan.Canonical(sc))
+			text := plan.Ordered(sc)
+			if e.cfg.PlanOrder == "raster" {
+				text = plan.Canonical(sc)
+			}
+			planIDs, err := encode(e.vocab, text)
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("plan for %q: %w", p.Prompt, err)
 			}

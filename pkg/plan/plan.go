@@ -63,8 +63,16 @@ func Canonical(sc scene.Scene) string {
 		}
 		return a.Col - b.Col
 	})
-	ph := make([]string, len(objs))
-	for i, o := range objs {
+	return Ordered(scene.Scene{Objects: objs})
+}
+
+// Ordered writes a plan with the phrases in the scene's own object order. A scene drawn for a
+// prompt's spec lists its objects in the order the prompt names them, so this is the plan that
+// copies the prompt left to right, which a small policy learns much sooner than choosing the
+// raster order (see docs/model.md); Parse, Quality and the image do not depend on the order.
+func Ordered(sc scene.Scene) string {
+	ph := make([]string, len(sc.Objects))
+	for i, o := range sc.Objects {
 		ph[i] = Phrase(o)
 	}
 	return strings.Join(ph, ", ")

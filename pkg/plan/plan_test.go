@@ -42,6 +42,25 @@ func TestCanonical(t *testing.T) {
 	}
 }
 
+// Ordered keeps the scene's object order; it describes the same scene as Canonical.
+func TestOrdered(t *testing.T) {
+	sc := scene.Scene{Objects: []scene.Object{
+		obj(scene.Small, scene.Blue, scene.Striped, scene.Square, 1, 2),
+		obj(scene.Large, scene.Red, scene.Solid, scene.Circle, 0, 0),
+	}}
+	want := "small blue striped square c2, large red solid circle a1"
+	if got := Ordered(sc); got != want {
+		t.Fatalf("got %q want %q", got, want)
+	}
+	back, err := Parse(want, scene.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Canonical(back) != Canonical(sc) {
+		t.Fatalf("ordered plan reads back as %q, want %q", Canonical(back), Canonical(sc))
+	}
+}
+
 func TestCells(t *testing.T) {
 	for r := range MaxGrid {
 		for c := range MaxGrid {
