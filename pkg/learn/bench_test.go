@@ -4,16 +4,15 @@ import (
 	"testing"
 
 	"github.com/bicot-rl/bicot/pkg/model"
-	"github.com/bicot-rl/bicot/pkg/tokenizer"
 )
 
-// benchConfig is model.DefaultConfig over the real tokenizer, with an image vocabulary close to
-// the shipped codebook's.
-func benchConfig() model.Config {
-	c := model.DefaultConfig()
-	c.TextVocab, c.ImageVocab = tokenizer.New().Size(), 241
-	c.Special = model.Specials{Pad: tokenizer.Pad, BOS: tokenizer.BOS, EOS: tokenizer.EOS, Plan: tokenizer.Plan,
-		ImgStart: tokenizer.ImgStart, Uncond: tokenizer.Uncond}
+// benchConfig is the policy the system ships with.
+func benchConfig(b *testing.B) model.Config {
+	// The shipped base policy's configuration (sizes, text length, learning aids).
+	c, err := model.LoadConfig("../../models/base.json")
+	if err != nil {
+		b.Fatal(err)
+	}
 	return c
 }
 
@@ -27,7 +26,7 @@ func BenchmarkStep(b *testing.B) {
 			name = "cfg3"
 		}
 		b.Run(name, func(b *testing.B) {
-			m := newPolicy(b, benchConfig(), 1)
+			m := newPolicy(b, benchConfig(b), 1)
 			o := DefaultOptions()
 			o.CFGWeight = cfgW
 			tr := mustTrainer(b, m, o)

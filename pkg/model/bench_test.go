@@ -6,11 +6,16 @@ import (
 	"github.com/bicot-rl/bicot/pkg/mlx"
 )
 
-// benchConfig is DefaultConfig with vocabulary sizes close to the shipped tokenizer and codebook.
+// benchConfig is DefaultConfig with vocabulary sizes close to the shipped tokenizer and codebook
+// and the shipped base's learning aids (cell tokens and the cell bag).
 func benchConfig() Config {
 	c := DefaultConfig()
 	c.TextVocab, c.ImageVocab = 128, 241
 	c.Special = Specials{Pad: 0, BOS: 1, EOS: 2, Plan: 3, ImgStart: 4, Uncond: 5}
+	for i := 0; i < c.ImageTokens; i++ {
+		c.CellTokens = append(c.CellTokens, int32(100+i))
+	}
+	c.CellBag, c.PhraseSeparators = true, []int32{6}
 	return c
 }
 

@@ -165,9 +165,10 @@ func (c Config) Equal(o Config) bool {
 }
 
 // DefaultConfig is sized for 2 CPU cores (design 6b: d_model 64 / 3 layers); vocabulary sizes and
-// special ids must be filled in from the tokenizer and the codebook.
+// special ids must be filled in from the tokenizer and the codebook. TextLen 36 holds the longest
+// prompt plus plan of the scene world's default grid (32 words) and the three specials.
 func DefaultConfig() Config {
-	return Config{TextLen: 48, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true}
+	return Config{TextLen: 36, ImageTokens: 16, DModel: 64, Heads: 4, Layers: 3, FF: 256, SinusoidalPositions: true}
 }
 
 // SeqLen is the full sequence length L + 1 + I.

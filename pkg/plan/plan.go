@@ -3,14 +3,16 @@
 //
 //	large red solid circle a1, small blue striped square c2
 //
-// One phrase per object, "size colour texture shape cell", objects in raster order of their
-// cells (the order the image tokens follow). A cell is named by its column letter (a, b, ...
-// from the left) and its row number (1, 2, ... from the top), so "c2" is row 1, column 2 counted
-// from zero. The text fixes the scene completely, which is what makes it a plan: the token-level
-// step only has to draw it. Relations and counts are implied by the cells and phrases.
+// One phrase per object, "size colour texture shape cell". A cell is named by its column letter
+// (a, b, ... from the left) and its row number (1, 2, ... from the top), so "c2" is row 1,
+// column 2 counted from zero. The text fixes the scene completely, which is what makes it a
+// plan: the token-level step only has to draw it. Relations and counts are implied by the cells
+// and phrases; the order of the phrases carries no meaning.
 //
-// Canonical writes a plan, Parse reads one back (also in any attribute order within a phrase),
-// and Quality scores a sampled plan against a prompt's spec.
+// Canonical writes the normal form (objects in raster order of their cells), Ordered keeps the
+// scene's object order (the order a prompt names them, what the base policy learns to write),
+// Parse reads a plan back (also in any attribute order within a phrase), and Quality scores a
+// sampled plan against a prompt's spec.
 package plan
 
 import (
