@@ -15,11 +15,16 @@ func obj(sz scene.Size, c scene.Colour, tx scene.Texture, sh scene.Shape, r, col
 	return scene.Object{Shape: sh, Colour: c, Size: sz, Texture: tx, Row: r, Col: col}
 }
 
-func TestCanonical(t *testing.T) {
-	sc := scene.Scene{Objects: []scene.Object{
+// twoObjects lists a square at c2 before a circle at a1 (the reverse of raster order).
+func twoObjects() scene.Scene {
+	return scene.Scene{Objects: []scene.Object{
 		obj(scene.Small, scene.Blue, scene.Striped, scene.Square, 1, 2),
 		obj(scene.Large, scene.Red, scene.Solid, scene.Circle, 0, 0),
 	}}
+}
+
+func TestCanonical(t *testing.T) {
+	sc := twoObjects()
 	want := "large red solid circle a1, small blue striped square c2"
 	if got := Canonical(sc); got != want {
 		t.Fatalf("got %q want %q", got, want)
@@ -44,10 +49,7 @@ func TestCanonical(t *testing.T) {
 
 // Ordered keeps the scene's object order; it describes the same scene as Canonical.
 func TestOrdered(t *testing.T) {
-	sc := scene.Scene{Objects: []scene.Object{
-		obj(scene.Small, scene.Blue, scene.Striped, scene.Square, 1, 2),
-		obj(scene.Large, scene.Red, scene.Solid, scene.Circle, 0, 0),
-	}}
+	sc := twoObjects()
 	want := "small blue striped square c2, large red solid circle a1"
 	if got := Ordered(sc); got != want {
 		t.Fatalf("got %q want %q", got, want)
