@@ -19,14 +19,12 @@ import (
 	"golang.org/x/image/font/basicfont"
 	"golang.org/x/image/math/fixed"
 
+	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
-	"github.com/bicot-rl/bicot/pkg/oracle"
-	"github.com/bicot-rl/bicot/pkg/plan"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/scene"
-	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -53,30 +51,17 @@ type sampleRecord struct {
 	Score       float64 `json:"score"`
 }
 
-// evalResult is the JSON the eval command writes: the oracle's mean score per task type and
-// overall, the mean plan quality (plan.Quality of the sampled plans), and the diversity (the mean
-// over prompts of distinct images among the G samples divided by G).
+// evalResult is the JSON the eval command writes: evaluate.Result (the oracle's mean score per
+// task type and overall, plan quality, image-follows-plan, diversity, checks) and the settings
+// that produced it.
 type evalResult struct {
-	TaskTypes   map[string]float64 `json:"task_types"`
-	Mean        float64            `json:"mean"`
-	MeanByTask  float64            `json:"mean_by_task"`
-	PlanQuality float64            `json:"plan_quality"`
-	Diversity   float64            `json:"diversity"`
-	// PlanParse is the fraction of samples whose plan parses into a scene on the canvas;
-	// ImageFollowsPlan the fraction of those whose image shows exactly that scene (the token-level
-	// CoT's fidelity, whatever the plan's quality).
-	PlanParse        float64            `json:"plan_parse"`
-	ImageFollowsPlan float64            `json:"image_follows_plan"`
-	Checks           map[string]float64 `json:"checks"`
-	N                int                `json:"n"`
-	Prompts          int                `json:"prompts"`
-	Checkpoint       string             `json:"checkpoint"`
-	NoPlan           bool               `json:"no_plan"`
-	G                int                `json:"g"`
-	CFG              float64            `json:"cfg"`
-	Temperature      float64            `json:"temperature"`
-	Seed             uint64             `json:"seed"`
-	Seconds          float64            `json:"seconds"`
+	evaluate.Result
+	Checkpoint  string  `json:"checkpoint"`
+	NoPlan      bool    `json:"no_plan"`
+	G           int     `json:"g"`
+	CFG         float64 `json:"cfg"`
+	Temperature float64 `json:"temperature"`
+	Seed        uint64  `json:"seed"`
 }
 
 func newEvalCmd() *cobra.Command {
@@ -137,22 +122,6 @@ func newEvalCmd() *cobra.Command {
 	return cmd
 }
 
-// limitPerType keeps the first n prompts of each task type (all when n <= 0).
-func limitPerType(ps []prompts.Prompt, n int) []prompts.Prompt {
-	if n <= 0 {
-		return ps
-	}
-	seen := map[string]int{}
-	var out []prompts.Prompt
-	for _, p := range ps {
-		if seen[p.TaskType] < n {
-			seen[p.TaskType]++
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 type gridRow struct {
 	prompt string
 	plans  []string
@@ -178,37 +147,10 @@ func runEval(progress io.Writer, o evalOptions) (evalResult, error) {
 	if err != nil {
 		return evalResult{}, fmt.Errorf("eval: %w", err)
 	}
-	if cb.K() != m.Config.ImageVocab || cb.TokensPerImage() != m.Config.ImageTokens {
-		return evalResult{}, fmt.Errorf("eval: codebook %s has K=%d and %d tokens per image, the checkpoint expects %d and %d",
-			o.Codebook, cb.K(), cb.TokensPerImage(), m.Config.ImageVocab, m.Config.ImageTokens)
-	}
-	vocab := tokenizer.New()
-	if vocab.Size() != m.Config.TextVocab {
-		return evalResult{}, fmt.Errorf("eval: tokenizer has %d ids, the checkpoint expects %d", vocab.Size(), m.Config.TextVocab)
-	}
-	all, err := prompts.ReadFile(o.Prompts)
+	ps, err := prompts.ReadFile(o.Prompts)
 	if err != nil {
 		return evalResult{}, fmt.Errorf("eval: %w", err)
 	}
-	ps := limitPerType(all, o.Limit)
-	if len(ps) == 0 {
-		return evalResult{}, fmt.Errorf("eval: no prompts in %s", o.Prompts)
-	}
-	encoded := make([][]int32, len(ps))
-	for i, p := range ps {
-		if encoded[i], err = encode(vocab, p.Prompt); err != nil {
-			return evalResult{}, fmt.Errorf("eval: prompt %d: %w", i, err)
-		}
-	}
-	parser, err := oracle.NewParser(cb.Config())
-	if err != nil {
-		return evalResult{}, fmt.Errorf("eval: %w", err)
-	}
-	report := oracle.NewReport()
-	var quality, diversity float64
-	var parsedPlans, following int
-	gridCount := map[string]int{}
-	var grid []gridRow
 	var records *json.Encoder
 	if o.Samples != "" {
 		f, err := os.Create(o.Samples)
@@ -218,105 +160,50 @@ func runEval(progress io.Writer, o evalOptions) (evalResult, error) {
 		defer f.Close()
 		records = json.NewEncoder(f)
 	}
-	bar := progressbar.NewOptions(len(ps), progressbar.OptionSetWriter(progress), progressbar.OptionShowCount(),
+	gridCount := map[string]int{}
+	var grid []gridRow
+	observe := func(s evaluate.Sample) error {
+		if records != nil {
+			rec := sampleRecord{Prompt: s.Prompt.Prompt, TaskType: s.Prompt.TaskType, Sample: s.Index, Plan: s.Plan,
+				PlanQuality: s.PlanQuality, Drawn: s.Drawn, FollowsPlan: s.FollowsPlan, Score: s.Score}
+			if err := records.Encode(rec); err != nil {
+				return fmt.Errorf("write %s: %w", o.Samples, err)
+			}
+		}
+		if o.Grid == "" {
+			return nil
+		}
+		if s.Index == 0 {
+			if gridCount[s.Prompt.TaskType] >= o.GridPerType {
+				return nil
+			}
+			gridCount[s.Prompt.TaskType]++
+			grid = append(grid, gridRow{prompt: s.Prompt.Prompt})
+		} else if len(grid) == 0 || grid[len(grid)-1].prompt != s.Prompt.Prompt || len(grid[len(grid)-1].plans) != s.Index {
+			return nil // this prompt has no row in the grid
+		}
+		row := &grid[len(grid)-1]
+		row.plans, row.images = append(row.plans, s.Plan), append(row.images, s.Image)
+		return nil
+	}
+	total := len(evaluate.LimitPerType(ps, o.Limit))
+	bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(progress), progressbar.OptionShowCount(),
 		progressbar.OptionSetItsString("prompts"), progressbar.OptionThrottle(time.Second), progressbar.OptionSetDescription("eval"))
-	start := time.Now()
-	for lo := 0; lo < len(ps); lo += o.Batch {
-		hi := min(lo+o.Batch, len(ps))
-		ids := make([]uint64, 0, hi-lo)
-		for i := lo; i < hi; i++ {
-			ids = append(ids, uint64(i))
-		}
-		samples, err := m.Sample(model.SampleRequest{Prompts: encoded[lo:hi], PromptIDs: ids, G: o.G, Seed: o.Seed,
-			Temperature: o.Temperature, CFGWeight: o.CFG, NoPlan: o.NoPlan})
-		if err != nil {
-			return evalResult{}, fmt.Errorf("eval: %w", err)
-		}
-		for i := lo; i < hi; i++ {
-			p := ps[i]
-			distinct := map[string]bool{}
-			row := gridRow{prompt: p.Prompt}
-			keep := gridCount[p.TaskType] < o.GridPerType && o.Grid != ""
-			for j := 0; j < o.G; j++ {
-				s := samples[(i-lo)*o.G+j]
-				img, err := cb.Decode(s.Codes)
-				if err != nil {
-					return evalResult{}, fmt.Errorf("eval: decode sample: %w", err)
-				}
-				res, err := parser.Score(p, img)
-				if err != nil {
-					return evalResult{}, fmt.Errorf("eval: score %q: %w", p.Prompt, err)
-				}
-				report.Add(res)
-				planText := vocab.Decode(toInts(s.Plan))
-				pq := plan.Quality(p, planText)
-				quality += pq
-				got, err := parser.Parse(img)
-				if err != nil {
-					return evalResult{}, fmt.Errorf("eval: parse sample: %w", err)
-				}
-				drawn := ""
-				if len(got.Unknown) == 0 {
-					drawn = plan.Canonical(got.Scene())
-				}
-				follows := false
-				if ps, err := plan.Parse(planText, cb.Config()); err == nil && !o.NoPlan {
-					parsedPlans++
-					if follows = drawn != "" && drawn == plan.Canonical(ps); follows {
-						following++
-					}
-				}
-				if records != nil {
-					rec := sampleRecord{Prompt: p.Prompt, TaskType: p.TaskType, Sample: j, Plan: planText, PlanQuality: pq,
-						Drawn: drawn, FollowsPlan: follows, Score: res.Score}
-					if err := records.Encode(rec); err != nil {
-						return evalResult{}, fmt.Errorf("eval: write %s: %w", o.Samples, err)
-					}
-				}
-				distinct[fmt.Sprint(s.Codes)] = true
-				if keep {
-					row.plans = append(row.plans, planText)
-					row.images = append(row.images, img)
-				}
-			}
-			diversity += float64(len(distinct)) / float64(o.G)
-			if keep {
-				gridCount[p.TaskType]++
-				grid = append(grid, row)
-			}
-		}
-		_ = bar.Add(hi - lo)
+	res, err := evaluate.Run(m, cb, ps, evaluate.Options{LimitPerType: o.Limit, G: o.G, Batch: o.Batch, Seed: o.Seed,
+		Temperature: o.Temperature, CFGWeight: o.CFG, NoPlan: o.NoPlan, Observe: observe,
+		Progress: func(done, _ int) { _ = bar.Set(done) }})
+	if err != nil {
+		return evalResult{}, err
 	}
 	_ = bar.Finish()
 	fmt.Fprintln(progress)
-	sc := report.Scores()
-	res := evalResult{
-		TaskTypes: map[string]float64{}, Mean: sc["overall"], MeanByTask: sc["overall_by_task"],
-		PlanQuality: quality / float64(report.N()), Diversity: diversity / float64(len(ps)),
-		PlanParse: float64(parsedPlans) / float64(report.N()),
-		Checks:    report.Checks(), N: report.N(), Prompts: len(ps), Checkpoint: o.Checkpoint, NoPlan: o.NoPlan,
-		G: o.G, CFG: o.CFG, Temperature: o.Temperature, Seed: o.Seed, Seconds: time.Since(start).Seconds(),
-	}
-	if parsedPlans > 0 {
-		res.ImageFollowsPlan = float64(following) / float64(parsedPlans)
-	}
-	for _, t := range report.TaskTypes() {
-		res.TaskTypes[t] = sc[t]
-	}
 	if o.Grid != "" {
 		if err := writeGrid(o.Grid, grid, cb.Config()); err != nil {
 			return evalResult{}, fmt.Errorf("eval: %w", err)
 		}
 	}
-	return res, nil
-}
-
-func toInts(ids []int32) []int {
-	out := make([]int, len(ids))
-	for i, id := range ids {
-		out[i] = int(id)
-	}
-	return out
+	return evalResult{Result: res, Checkpoint: o.Checkpoint, NoPlan: o.NoPlan, G: o.G, CFG: o.CFG,
+		Temperature: o.Temperature, Seed: o.Seed}, nil
 }
 
 func printEvalTable(w io.Writer, r evalResult) {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/coord"
+	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/learnrole"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -71,8 +72,8 @@ type Result struct {
 	Dir   string
 	Steps int64
 	// Eval and InitialEval are the oracle's scores of the final and the initial policy.
-	Eval        *EvalResult
-	InitialEval *EvalResult
+	Eval        *evaluate.Result
+	InitialEval *evaluate.Result
 	// Accounting is the learner's record.
 	Accounting learnrole.Accounting
 	Rollout    []rollout.Stats
@@ -438,19 +439,19 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			return res, fmt.Errorf("eval: %w", err)
 		}
 		fmt.Fprintf(o.Progress, "evaluating the initial and final policy (%d prompts per task type, G=%d)...\n", cfg.Eval.LimitPerType, cfg.Eval.G)
-		eo := EvalOptions{LimitPerType: cfg.Eval.LimitPerType, G: cfg.Eval.G, Seed: cfg.Seed, Temperature: cfg.Sampling.Temperature,
+		eo := evaluate.Options{LimitPerType: cfg.Eval.LimitPerType, G: cfg.Eval.G, Seed: cfg.Seed, Temperature: cfg.Sampling.Temperature,
 			CFGWeight: cfg.Sampling.CFGWeight, NoPlan: cfg.Sampling.MaxPlanTokens == 0}
 		// The trainer's frozen reference is the policy the run started from.
-		initial, err := Evaluate(c.Learner.Trainer().Reference(), c.cb, ps, eo)
+		initial, err := evaluate.Run(c.Learner.Trainer().Reference(), c.cb, ps, eo)
 		if err != nil {
 			return res, err
 		}
-		ev, err := Evaluate(c.Learner.Trainer().Policy(), c.cb, ps, eo)
+		ev, err := evaluate.Run(c.Learner.Trainer().Policy(), c.cb, ps, eo)
 		if err != nil {
 			return res, err
 		}
 		res.Eval, res.InitialEval = &ev, &initial
-		if b, err := json.MarshalIndent(map[string]EvalResult{"initial": initial, "final": ev}, "", "  "); err == nil {
+		if b, err := json.MarshalIndent(map[string]evaluate.Result{"initial": initial, "final": ev}, "", "  "); err == nil {
 			_ = os.WriteFile(filepath.Join(c.dir, "eval.json"), append(b, '\n'), 0o644)
 		}
 		PrintEval(o.Progress, &initial, ev)
