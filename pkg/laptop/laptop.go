@@ -137,14 +137,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("laptop: %w", err)
 	}
-	// An idle pull consumer reports each expired fetch as a failure ("nats: timeout"); on one
-	// machine that is noise, a real outage shows up as failing roles.
-	quiet := o.Log.Hook(zerolog.HookFunc(func(e *zerolog.Event, _ zerolog.Level, msg string) {
-		if msg == "fetch failed" {
-			e.Discard()
-		}
-	}))
-	c = &Cluster{o: o, cfg: cfg, dir: dir, log: quiet.With().Str("run", cfg.RunID).Logger(), learnErr: make(chan error, 1)}
+	c = &Cluster{o: o, cfg: cfg, dir: dir, log: o.Log.With().Str("run", cfg.RunID).Logger(), learnErr: make(chan error, 1)}
 	defer func() {
 		if err != nil {
 			c.Stop()
