@@ -1,18 +1,10 @@
 package main
 
 import (
-	"context"
-	"os"
-	"os/signal"
-	"syscall"
-	"time"
-
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/laptop"
 	"github.com/bicot-rl/bicot/pkg/learnrole"
-	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -36,34 +28,24 @@ func newRunCmd() *cobra.Command {
 	cmd.Flags().StringVar(&coordURL, "coordinator", "", "coordinator status API (http://host:port): checkpoints then hold the run state and data cursor")
 	cmd.Flags().StringSliceVar(&coordinators, "coordinators", nil, "run-state endpoints (--raft-http) of the coordinator cluster, any or all of them: the leader is found and followed across failovers; checkpoints then hold the run state and data cursor")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := cli.Load(cmd)
+		r, err := cli.Start(cmd, id)
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		backend, err := mlx.NewBackend(cfg.Backend)
-		if err != nil {
-			return err
-		}
+		defer r.Close()
+		cfg, log := r.Config, r.Log
 		cb, err := vq.Load(cfg.Codebook)
 		if err != nil {
 			return err
 		}
-		init, err := laptop.InitPolicy(backend, cfg.PolicyInit, cb, cfg.Seed, nil, log)
+		init, err := laptop.InitPolicy(r.Backend, cfg.PolicyInit, cb, cfg.Seed, nil, log)
 		if err != nil {
 			return err
 		}
-		st, closeStore, err := runconfig.OpenStore(ctx, cfg.Store, log)
+		st, err := r.OpenStore()
 		if err != nil {
 			return err
 		}
-		defer closeStore()
-		nc, js, err := bus.Connect(ctx, cli.NATS, bus.ConnectOptions{Name: id})
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
 		var runState func() ([]byte, error)
 		switch {
 		case len(coordinators) > 0:
@@ -76,14 +58,12 @@ func newRunCmd() *cobra.Command {
 		case coordURL != "":
 			runState = learnrole.RunStateFrom(coordURL)
 		}
-		l, err := learnrole.New(ctx, js, learnrole.Options{Config: cfg, ID: id, Backend: backend, Store: st, Init: init, Codebook: cb,
-			RunState:  runState,
-			Heartbeat: cfg.Wire.Heartbeat.D(), Log: log,
-			Consume: bus.ConsumeOptions{AckWait: cfg.Wire.AckWait.D(), MaxDeliver: cfg.Wire.MaxDeliver, PollWait: 30 * time.Second}})
+		l, err := learnrole.New(r.Ctx, r.JS, learnrole.Options{Config: cfg, ID: id, Backend: r.Backend, Store: st, Init: init,
+			Codebook: cb, RunState: runState, Heartbeat: cfg.Wire.Heartbeat.D(), Log: log, Consume: r.Consume(0)})
 		if err != nil {
 			return err
 		}
-		return l.Run(ctx)
+		return l.Run(r.Ctx)
 	}
 	return cmd
 }

@@ -2,18 +2,13 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/coord"
 	"github.com/bicot-rl/bicot/pkg/laptop"
-	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/scorer"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -35,40 +30,32 @@ func newRunCmd() *cobra.Command {
 	cmd.Flags().StringVar(&id, "id", "", "worker id (default reward-<pid>)")
 	cmd.Flags().BoolVar(&keep, "keep-running", false, "keep running after the run's last step")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := cli.Load(cmd)
-		if err != nil {
-			return err
-		}
 		if id == "" {
-			id = fmt.Sprintf("reward-%d", os.Getpid())
+			id = "reward-" + strconv.Itoa(os.Getpid())
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		backend, err := mlx.NewBackend(cfg.Backend)
+		r, err := cli.Start(cmd, id)
 		if err != nil {
 			return err
 		}
+		defer r.Close()
+		cfg := r.Config
 		cb, err := vq.Load(cfg.Codebook)
 		if err != nil {
 			return err
 		}
-		ens, err := laptop.Ensemble(ctx, backend, cfg, nil, log)
+		ens, err := laptop.Ensemble(r.Ctx, r.Backend, cfg, nil, r.Log)
 		if err != nil {
 			return err
 		}
-		nc, js, err := bus.Connect(ctx, cli.NATS, bus.ConnectOptions{Name: id})
+		w, err := scorer.New(r.JS, scorer.Options{Run: cfg.RunID, ID: id, Ensemble: ens, Codebook: cb, Heartbeat: cfg.Wire.Heartbeat.D(),
+			Log: r.Log, Consume: r.Consume(cfg.Wire.RewardFetchers)})
 		if err != nil {
 			return err
 		}
-		defer nc.Close()
-		w, err := scorer.New(js, scorer.Options{Run: cfg.RunID, ID: id, Ensemble: ens, Codebook: cb, Heartbeat: cfg.Wire.Heartbeat.D(), Log: log,
-			Consume: bus.ConsumeOptions{Fetchers: cfg.Wire.RewardFetchers, AckWait: cfg.Wire.AckWait.D(), MaxDeliver: cfg.Wire.MaxDeliver, PollWait: 30 * time.Second}})
-		if err != nil {
-			return err
-		}
+		ctx := r.Ctx
 		if !keep {
 			var cancel context.CancelFunc
-			ctx, cancel = coord.RunEnded(ctx, js, cfg.RunID, cfg.Steps, log)
+			ctx, cancel = coord.RunEnded(ctx, r.JS, cfg.RunID, cfg.Steps, r.Log)
 			defer cancel()
 		}
 		return w.Run(ctx)

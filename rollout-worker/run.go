@@ -3,16 +3,11 @@ package main
 import (
 	"context"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/coord"
-	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/rollout"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -34,44 +29,34 @@ func newRunCmd() *cobra.Command {
 	cmd.Flags().StringVar(&id, "id", "", "worker id (default rollout-<pid>)")
 	cmd.Flags().BoolVar(&keep, "keep-running", false, "keep running after the run's last step")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := cli.Load(cmd)
-		if err != nil {
-			return err
-		}
 		if id == "" {
 			id = "rollout-" + strconv.Itoa(os.Getpid())
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		backend, err := mlx.NewBackend(cfg.Backend)
+		r, err := cli.Start(cmd, id)
 		if err != nil {
 			return err
 		}
+		defer r.Close()
+		cfg := r.Config
 		var cb *vq.Codebook
 		if cfg.Sampling.AttachPNG {
 			if cb, err = vq.Load(cfg.Codebook); err != nil {
 				return err
 			}
 		}
-		st, closeStore, err := runconfig.OpenStore(ctx, cfg.Store, log)
+		st, err := r.OpenStore()
 		if err != nil {
 			return err
 		}
-		defer closeStore()
-		nc, js, err := bus.Connect(ctx, cli.NATS, bus.ConnectOptions{Name: id})
+		w, err := rollout.New(r.JS, rollout.Options{Run: cfg.RunID, ID: id, Backend: r.Backend, Store: st, Codebook: cb,
+			AttachPNG: cfg.Sampling.AttachPNG, Heartbeat: cfg.Wire.Heartbeat.D(), Log: r.Log, Consume: r.Consume(cfg.Wire.RolloutFetchers)})
 		if err != nil {
 			return err
 		}
-		defer nc.Close()
-		w, err := rollout.New(js, rollout.Options{Run: cfg.RunID, ID: id, Backend: backend, Store: st, Codebook: cb,
-			AttachPNG: cfg.Sampling.AttachPNG, Heartbeat: cfg.Wire.Heartbeat.D(), Log: log,
-			Consume: bus.ConsumeOptions{Fetchers: cfg.Wire.RolloutFetchers, AckWait: cfg.Wire.AckWait.D(), MaxDeliver: cfg.Wire.MaxDeliver, PollWait: 30 * time.Second}})
-		if err != nil {
-			return err
-		}
+		ctx := r.Ctx
 		if !keep {
 			var cancel context.CancelFunc
-			ctx, cancel = coord.RunEnded(ctx, js, cfg.RunID, cfg.Steps, log)
+			ctx, cancel = coord.RunEnded(ctx, r.JS, cfg.RunID, cfg.Steps, r.Log)
 			defer cancel()
 		}
 		return w.Run(ctx)

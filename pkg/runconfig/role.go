@@ -1,0 +1,81 @@
+package runconfig
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/store"
+)
+
+// Role is what every role's `run` command sets up before its own work: the checked config, the
+// logger, a context that SIGINT or SIGTERM cancels, the compute backend and a JetStream
+// connection named after the process. Close releases them (and a store opened with OpenStore).
+type Role struct {
+	Config  Config
+	Log     zerolog.Logger
+	Ctx     context.Context
+	Backend backends.Backend
+	JS      jetstream.JetStream
+	closers []func()
+}
+
+// PollWait bounds one pull of a role's consumers; an idle pull simply starts the next one.
+const PollWait = 30 * time.Second
+
+// Start loads the config as Load does and sets up the role of the process named id.
+func (c *CLI) Start(cmd *cobra.Command, id string) (*Role, error) {
+	cfg, log, err := c.Load(cmd)
+	if err != nil {
+		return nil, err
+	}
+	r := &Role{Config: cfg, Log: log}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	r.Ctx, r.closers = ctx, append(r.closers, stop)
+	if r.Backend, err = mlx.NewBackend(cfg.Backend); err != nil {
+		r.Close()
+		return nil, err
+	}
+	nc, js, err := bus.Connect(ctx, c.NATS, bus.ConnectOptions{Name: id})
+	if err != nil {
+		r.Close()
+		return nil, err
+	}
+	r.JS, r.closers = js, append(r.closers, nc.Close)
+	return r, nil
+}
+
+// OpenStore opens the run's object store (the config's store); Close releases it.
+func (r *Role) OpenStore() (store.Store, error) {
+	st, closeStore, err := OpenStore(r.Ctx, r.Config.Store, r.Log)
+	if err != nil {
+		return nil, err
+	}
+	r.closers = append(r.closers, closeStore)
+	return st, nil
+}
+
+// Consume is the run's consumer settings (ack wait, redeliveries) with fetchers pull loops
+// (0: the bus default).
+func (r *Role) Consume(fetchers int) bus.ConsumeOptions {
+	w := r.Config.Wire
+	return bus.ConsumeOptions{Fetchers: fetchers, AckWait: w.AckWait.D(), MaxDeliver: w.MaxDeliver, PollWait: PollWait}
+}
+
+// Close releases what Start and OpenStore set up, newest first.
+func (r *Role) Close() {
+	for _, f := range slices.Backward(r.closers) {
+		f()
+	}
+	r.closers = nil
+}

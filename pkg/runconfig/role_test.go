@@ -1,0 +1,72 @@
+package runconfig
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+)
+
+func startRole(t *testing.T, args ...string) (*Role, error) {
+	t.Helper()
+	cmd := &cobra.Command{Use: "run"}
+	cli := NewCLI(cmd)
+	if err := cmd.ParseFlags(args); err != nil {
+		t.Fatal(err)
+	}
+	return cli.Start(cmd, "test-role")
+}
+
+// Start sets up a role over a real NATS server; Close releases the connection and the store, so
+// nothing is left running.
+func TestRoleStartAndClose(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	before := goleak.IgnoreCurrent()
+	r, err := startRole(t, "--run-id", "r1", "--nats", srv.URL(), "--store", t.TempDir(), "--log-level", "warn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Config.RunID != "r1" || r.JS == nil || r.Backend == nil || r.Ctx.Err() != nil {
+		t.Fatalf("role %+v", r)
+	}
+	if _, err := r.OpenStore(); err != nil {
+		t.Fatal(err)
+	}
+	c := r.Consume(3)
+	if c.Fetchers != 3 || c.AckWait != r.Config.Wire.AckWait.D() || c.MaxDeliver != r.Config.Wire.MaxDeliver || c.PollWait != PollWait {
+		t.Fatalf("consume options %+v", c)
+	}
+	r.Close()
+	if r.Ctx.Err() == nil {
+		t.Fatal("the role's context is still live after Close")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for goleak.Find(before) != nil && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := goleak.Find(before); err != nil {
+		t.Fatalf("Close left goroutines behind: %v", err)
+	}
+}
+
+// A NATS server that is not there fails Start with the connection error, and nothing of the
+// half-built role stays behind.
+func TestRoleStartFailsWithoutNATS(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	_, err := startRole(t, "--run-id", "r1", "--nats", "nats://127.0.0.1:1", "--log-level", "warn")
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "connect") {
+		t.Fatalf("error %v, want a connection error", err)
+	}
+	if _, err := startRole(t, "--nats", "nats://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "run_id") {
+		t.Fatalf("missing run id: %v", err)
+	}
+}
