@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
+	"github.com/bicot-rl/bicot/pkg/learn"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
@@ -193,18 +194,6 @@ func codeWords(vocab *tokenizer.Vocab, cb *vq.Codebook) ([][]int32, error) {
 	return out, nil
 }
 
-func encode(vocab *tokenizer.Vocab, text string) ([]int32, error) {
-	ids, err := vocab.Encode(text)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]int32, len(ids))
-	for i, id := range ids {
-		out[i] = int32(id)
-	}
-	return out, nil
-}
-
 // exampleMaker turns training prompts into teacher-forced examples: a scene drawn for the prompt
 // (promptgen.TrainingScene, so no held-out combination is ever shown), its canonical plan, and
 // its rendered image's codes.
@@ -251,7 +240,7 @@ func (e *exampleMaker) example(step, i int) (seq []int32, textMask, imageMask []
 			if e.cfg.PlanOrder == "raster" {
 				text = plan.Canonical(sc)
 			}
-			planIDs, err := encode(e.vocab, text)
+			planIDs, err := learn.EncodePrompt(e.vocab, text) // plan text is encoded like prompt text
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("plan for %q: %w", p.Prompt, err)
 			}
@@ -400,7 +389,7 @@ func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error
 		if p.Spec == nil {
 			continue
 		}
-		ids, err := encode(vocab, p.Prompt)
+		ids, err := learn.EncodePrompt(vocab, p.Prompt)
 		if err != nil {
 			return fmt.Errorf("pretrain: %w", err)
 		}
