@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/bus/bustest"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
@@ -66,16 +67,7 @@ func TestPromptOrderIsAShuffledPermutationPerEpoch(t *testing.T) {
 func TestRedispatchAndStepDone(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, js, err := bus.Connect(ctx, srv.URL(), bus.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	js := bustest.JetStream(t)
 	node, err := runstate.Open(runstate.NodeConfig{ID: "c0", RaftAddr: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "raft"), Bootstrap: true}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/bus/bustest"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
 	"github.com/bicot-rl/bicot/pkg/laptop"
 	"github.com/bicot-rl/bicot/pkg/learn"
@@ -49,16 +50,7 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := root(t)
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, js, err := bus.Connect(ctx, srv.URL(), bus.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	js := bustest.JetStream(t)
 	backend, err := mlx.NewBackend("")
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/bus/bustest"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
 	"github.com/bicot-rl/bicot/pkg/laptop"
 	"github.com/bicot-rl/bicot/pkg/mlx"
@@ -35,16 +36,7 @@ func TestMain(m *testing.M) {
 func TestSamplesAreDeterministicPerKey(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, js, err := bus.Connect(ctx, srv.URL(), bus.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	js := bustest.JetStream(t)
 	backend, err := mlx.NewBackend("")
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/bus/bustest"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -37,16 +38,7 @@ func (nanScore) Infer(_ context.Context, qs []reward.Query) ([]reward.Raw, error
 func TestInvalidRewardIsNeverZero(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Shutdown()
-	nc, js, err := bus.Connect(ctx, srv.URL(), bus.ConnectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	js := bustest.JetStream(t)
 	topo, err := bus.EnsureStreams(ctx, js, "nan")
 	if err != nil {
 		t.Fatal(err)
