@@ -25,15 +25,15 @@ func PrintEval(w io.Writer, initial *evaluate.Result, final evaluate.Result) {
 	}
 	fmt.Fprintf(w, "oracle eval: %d samples of %d prompts\n", final.N, final.Prompts)
 	if initial != nil {
-		fmt.Fprintf(w, "%-14s %8s %8s\n", "task type", "initial", "final")
+		fmt.Fprintf(w, "%-18s %8s %8s\n", "task type", "initial", "final")
 	} else {
-		fmt.Fprintf(w, "%-14s %8s\n", "task type", "final")
+		fmt.Fprintf(w, "%-18s %8s\n", "task type", "final")
 	}
 	row := func(name string, a, b float64) {
 		if initial != nil {
-			fmt.Fprintf(w, "%-14s %8.3f %8.3f\n", name, a, b)
+			fmt.Fprintf(w, "%-18s %8.3f %8.3f\n", name, a, b)
 		} else {
-			fmt.Fprintf(w, "%-14s %8.3f\n", name, b)
+			fmt.Fprintf(w, "%-18s %8.3f\n", name, b)
 		}
 	}
 	get := func(r *evaluate.Result, f func(evaluate.Result) float64) float64 {
