@@ -117,11 +117,9 @@ func (m *Model) decodeStepGraph(ctx *context.Context, inputs []*Node) []*Node {
 	pctx := ctx.In(Scope)
 	x := layers.Embedding(pctx.In("tok_embed"), token, dtypes.Float32, c.Vocab(), c.DModel) // [R, D]
 	if c.usesBags() {
-		// inputs[2:4]: the token buffer [R, T] and the bag weights of pos [R, T].
-		all, w := caches[0], caches[1]
-		caches = caches[2:]
-		emb := layers.Embedding(pctx.In("tok_embed"), all, dtypes.Float32, c.Vocab(), c.DModel) // [R, T, D]
-		x = Add(x, ReduceSum(Mul(emb, InsertAxes(w, -1)), 1))
+		// inputs[2]: what the bags add at pos [R, D], averaged on the host (kvStepper.bags).
+		x = Add(x, caches[0])
+		caches = caches[1:]
 	}
 	posRow := Gather(m.posTable(pctx, g), Reshape(ConvertDType(pos, dtypes.Int32), 1)) // [D]
 	x = Add(x, InsertAxes(posRow, 0))
@@ -157,6 +155,8 @@ type kvStepper struct {
 	exec   *context.Exec
 	rows   int
 	caches [][]float32 // K, V per layer, flat in mlx.CacheShapes layout
+	// table is the embedding table [Vocab*D] and weights a scratch row, for the bags.
+	table, weights []float32
 }
 
 func (s *kvStepper) step(buf [][]int32, pos int) ([]float32, []float32, error) {
@@ -168,14 +168,11 @@ func (s *kvStepper) step(buf [][]int32, pos int) ([]float32, []float32, error) {
 	kd, vd := mlx.CacheShapes(s.rows, c.Heads, c.SeqLen(), c.HeadDim())
 	args := []any{tensors.FromFlatDataAndDimensions(col, len(buf)), int32(pos)}
 	if c.usesBags() {
-		T := c.SeqLen()
-		all := make([]int32, 0, len(buf)*T)
-		w := make([]float32, len(buf)*T)
-		for r, row := range buf {
-			all = append(all, row...)
-			c.bagWeights(row, pos, w[r*T:(r+1)*T])
+		bags, err := s.bags(buf, pos)
+		if err != nil {
+			return nil, nil, fmt.Errorf("decode step %d: %w", pos, err)
 		}
-		args = append(args, tensors.FromFlatDataAndDimensions(all, len(buf), T), tensors.FromFlatDataAndDimensions(w, len(buf), T))
+		args = append(args, tensors.FromFlatDataAndDimensions(bags, len(buf), c.DModel))
 	}
 	for i, cache := range s.caches {
 		dims := kd
@@ -193,6 +190,42 @@ func (s *kvStepper) step(buf [][]int32, pos int) ([]float32, []float32, error) {
 			tensors.MustCopyFlatData[float32](out[3+2*l]), s.rows, c.Heads, c.SeqLen(), c.HeadDim(), pos)
 	}
 	return tensors.MustCopyFlatData[float32](out[0]), tensors.MustCopyFlatData[float32](out[1]), nil
+}
+
+// bags averages, on the host, the token embeddings each row's bag weights name at pos: what
+// bagGraph adds to the input in the full pass. A bag has a handful of nonzero weights, so this
+// costs a few D-vectors per row instead of gathering every position's embedding in the graph.
+// The embedding table is read once per stepper (the weights do not change while sampling).
+func (s *kvStepper) bags(buf [][]int32, pos int) ([]float32, error) {
+	c := s.m.Config
+	if s.table == nil {
+		v := s.m.Ctx.In(Scope).In("tok_embed").GetVariable("embeddings")
+		if v == nil {
+			return nil, fmt.Errorf("bags: no embedding table")
+		}
+		t, err := v.Value()
+		if err != nil {
+			return nil, fmt.Errorf("bags: %w", err)
+		}
+		s.table = tensors.MustCopyFlatData[float32](t)
+		s.weights = make([]float32, c.SeqLen())
+	}
+	D := c.DModel
+	out := make([]float32, len(buf)*D)
+	for r, row := range buf {
+		c.bagWeights(row, pos, s.weights)
+		dst := out[r*D : (r+1)*D]
+		for p, w := range s.weights {
+			if w == 0 {
+				continue
+			}
+			e := s.table[int(row[p])*D : (int(row[p])+1)*D]
+			for d := range dst {
+				dst[d] += w * e[d]
+			}
+		}
+	}
+	return out, nil
 }
 
 type fullStepper struct {
