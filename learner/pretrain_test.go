@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/spf13/cobra"
@@ -85,5 +86,18 @@ func TestPretrainThenEval(t *testing.T) {
 	cmd.SetErr(&bytes.Buffer{})
 	if err := cmd.Execute(); err == nil {
 		t.Fatal("missing checkpoint accepted")
+	}
+}
+
+// configs/pretrain.yaml documents every setting at its default: loading it gives exactly the
+// defaults, so the file and the code cannot drift apart.
+func TestPretrainYAMLIsTheDefaults(t *testing.T) {
+	cmd := newPretrainCmd()
+	c := defaultPretrainConfig()
+	if err := loadPretrainConfig("../configs/pretrain.yaml", &c, cmd); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, defaultPretrainConfig()) {
+		t.Fatalf("configs/pretrain.yaml:\n%+v\ndefaults:\n%+v", c, defaultPretrainConfig())
 	}
 }
