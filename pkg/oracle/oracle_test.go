@@ -581,3 +581,21 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The mean of the task-type means is summed in a fixed order: the same report gives the same
+// float every time, whatever Go's map iteration order (the evaluation promises equal numbers
+// for equal inputs).
+func TestReportScoresAreBitStable(t *testing.T) {
+	r := NewReport()
+	for i, tt := range []string{"color", "shape", "texture", "spatial", "non", "complex", "numeracy", "object", "knowledge"} {
+		for k := 0; k < 3; k++ {
+			r.Add(Result{TaskType: tt, Score: float64(i*7+k) / 30.0})
+		}
+	}
+	want := r.Scores()["overall_by_task"]
+	for range 200 {
+		if got := r.Scores()["overall_by_task"]; got != want {
+			t.Fatalf("overall_by_task %v, then %v", want, got)
+		}
+	}
+}

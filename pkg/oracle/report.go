@@ -96,8 +96,8 @@ func (r *Report) Scores() map[string]float64 {
 		return out
 	}
 	macro := 0.0
-	for t, n := range r.n {
-		out[t] = r.sum[t] / float64(n)
+	for _, t := range r.TaskTypes() { // a fixed order, so the sum is the same float every time
+		out[t] = r.sum[t] / float64(r.n[t])
 		macro += out[t]
 	}
 	out["overall"] = r.scores / float64(r.total)
