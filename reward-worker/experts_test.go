@@ -96,3 +96,40 @@ func TestExpertsEvalCommand(t *testing.T) {
 		t.Fatalf("report %+v", rep)
 	}
 }
+
+// `alignment` ranks the shipped base's samples with the shipped experts: a table row per task
+// type with the groups used, the JSON with every expert and the ensemble total.
+func TestAlignmentCommand(t *testing.T) {
+	needModels(t)
+	out := filepath.Join(t.TempDir(), "alignment.json")
+	cmd := newAlignmentCmd()
+	var stdout bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetArgs([]string{"--models", modelsDir, "--policy", "../models/base.safetensors", "--codebook", "../models/codebook.vq",
+		"--prompts", "../data/prompts/eval.jsonl", "--limit", "2", "--g", "4", "--json", out, "--log-level", "error"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout.String(), "within-group Spearman") || !strings.Contains(stdout.String(), "\nall ") {
+		t.Fatalf("table:\n%s", stdout.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a struct {
+		Overall map[string]float64 `json:"overall"`
+		Samples int                `json:"samples"`
+	}
+	if err := json.Unmarshal(b, &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Samples != 4*2*9 || len(a.Overall) != 1+len(experts.Names) {
+		t.Fatalf("alignment %+v", a)
+	}
+	for name, v := range a.Overall {
+		if !(v >= -1 && v <= 1) {
+			t.Fatalf("%s: %v", name, v)
+		}
+	}
+}

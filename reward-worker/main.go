@@ -16,7 +16,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newTrainExpertsCmd(), newServeExpertCmd(), newExpertsEvalCmd(), newRunCmd())
+	root.AddCommand(newTrainExpertsCmd(), newServeExpertCmd(), newExpertsEvalCmd(), newAlignmentCmd(), newRunCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "reward-worker:", err)
 		os.Exit(1)

@@ -1,6 +1,7 @@
 package evaluate
 
 import (
+	"context"
 	"math"
 	"reflect"
 	"strings"
@@ -8,7 +9,10 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/oracle"
 	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/scene"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -114,5 +118,71 @@ func TestLimitPerType(t *testing.T) {
 	}
 	if got := LimitPerType(ps, 0); len(got) != 5 {
 		t.Fatalf("limit 0 kept %d", len(got))
+	}
+}
+
+// oracleBackend scores an image with the oracle itself, flipped when invert is set: a reward
+// whose within-group ranking is known exactly.
+type oracleBackend struct {
+	cfg    scene.Config
+	invert bool
+}
+
+func (b oracleBackend) Output() reward.Output { return reward.OutputScore }
+
+func (b oracleBackend) Infer(_ context.Context, qs []reward.Query) ([]reward.Raw, error) {
+	out := make([]reward.Raw, len(qs))
+	for i, q := range qs {
+		r, err := oracle.Score(b.cfg, q.Prompt, q.Image)
+		if err != nil {
+			return nil, err
+		}
+		v := r.Score
+		if b.invert {
+			v = 1 - v
+		}
+		out[i].Score = &v
+	}
+	return out, nil
+}
+
+type scoreRule struct{}
+
+func (scoreRule) Output() reward.Output                                  { return reward.OutputScore }
+func (scoreRule) Shortcut(prompts.Prompt) (float64, bool)                { return 0, false }
+func (scoreRule) Questions(prompts.Prompt) []string                      { return nil }
+func (scoreRule) Reward(_ prompts.Prompt, r reward.Raw) (float64, error) { return *r.Score, nil }
+
+// An expert that is the oracle ranks every group exactly as the oracle does (+1), its mirror
+// image exactly the other way (-1); the ensemble of both is constant, which counts as 0.
+func TestRewardAlignmentOfKnownRewards(t *testing.T) {
+	m, cb, ps := shipped(t)
+	ens, err := reward.NewEnsemble(
+		reward.Expert{Name: "same", Backend: oracleBackend{cfg: cb.Config()}, Rule: scoreRule{}, Weight: 1},
+		reward.Expert{Name: "mirror", Backend: oracleBackend{cfg: cb.Config(), invert: true}, Rule: scoreRule{}, Weight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := RewardAlignment(context.Background(), m, cb, ps, ens, Options{LimitPerType: 2, G: 4, Seed: 2, CFGWeight: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Prompts != 2*len(prompts.TaskTypes) || a.Samples != 4*a.Prompts || len(a.Groups) == 0 {
+		t.Fatalf("alignment %+v", a)
+	}
+	if got := a.Names(); len(got) != 3 || got[0] != Total || got[1] != "mirror" || got[2] != "same" {
+		t.Fatalf("names %v", got)
+	}
+	const eps = 1e-9
+	if math.Abs(a.Overall["same"]-1) > eps || math.Abs(a.Overall["mirror"]+1) > eps || math.Abs(a.Overall[Total]) > eps {
+		t.Fatalf("overall %v, want same 1, mirror -1, total 0", a.Overall)
+	}
+	for task, byName := range a.Spearman {
+		if math.Abs(byName["same"]-1) > eps || a.Groups[task] < 1 {
+			t.Fatalf("%s: %v over %d groups", task, byName, a.Groups[task])
+		}
+	}
+	if _, err := RewardAlignment(context.Background(), m, cb, ps, ens, Options{G: 1}); err == nil {
+		t.Fatal("g 1 accepted")
 	}
 }
