@@ -2,7 +2,9 @@
 // (exact scene parsing against the prompt's spec, never a reward). It gives the numbers of
 // `learner eval` and of laptop mode's initial/final table: the oracle's mean per task type, the
 // quality of the sampled plans, how often an image shows exactly its own plan, and diversity.
-// Seeds are fixed, so the same policy and options give the same numbers.
+// RewardAlignment compares a reward ensemble's ranking of those samples with the oracle's
+// (`reward-worker alignment`). Seeds are fixed, so the same policy and options give the same
+// numbers.
 package evaluate
 
 import (
