@@ -1,10 +1,6 @@
 package main
 
 import (
-	"context"
-	"os"
-	"strconv"
-
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/coord"
@@ -16,8 +12,6 @@ import (
 
 // newRunCmd is `reward-worker run`: one reward worker of a run.
 func newRunCmd() *cobra.Command {
-	var id string
-	var keep bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Score a run's samples from NATS with the expert ensemble",
@@ -26,14 +20,9 @@ func newRunCmd() *cobra.Command {
 			"Exits 0 when the run's last step is learned (unless --keep-running).",
 		Args: cobra.NoArgs,
 	}
-	cli := runconfig.NewCLI(cmd)
-	cmd.Flags().StringVar(&id, "id", "", "worker id (default reward-<pid>)")
-	cmd.Flags().BoolVar(&keep, "keep-running", false, "keep running after the run's last step")
+	cli := runconfig.NewWorkerCLI(cmd, "reward")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if id == "" {
-			id = "reward-" + strconv.Itoa(os.Getpid())
-		}
-		r, err := cli.Start(cmd, id)
+		r, err := cli.Start(cmd)
 		if err != nil {
 			return err
 		}
@@ -47,17 +36,13 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		w, err := scorer.New(r.JS, scorer.Options{Run: cfg.RunID, ID: id, Ensemble: ens, Codebook: cb, Heartbeat: cfg.Wire.Heartbeat.D(),
+		w, err := scorer.New(r.JS, scorer.Options{Run: cfg.RunID, ID: cli.ID, Ensemble: ens, Codebook: cb, Heartbeat: cfg.Wire.Heartbeat.D(),
 			Log: r.Log, Consume: r.Consume(cfg.Wire.RewardFetchers)})
 		if err != nil {
 			return err
 		}
-		ctx := r.Ctx
-		if !keep {
-			var cancel context.CancelFunc
-			ctx, cancel = coord.RunEnded(ctx, r.JS, cfg.RunID, cfg.Steps, r.Log)
-			defer cancel()
-		}
+		ctx, cancel := coord.WorkerContext(r, cli.KeepRunning)
+		defer cancel()
 		return w.Run(ctx)
 	}
 	return cmd

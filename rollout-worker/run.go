@@ -1,10 +1,6 @@
 package main
 
 import (
-	"context"
-	"os"
-	"strconv"
-
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/coord"
@@ -15,8 +11,6 @@ import (
 
 // newRunCmd is `rollout-worker run`: one rollout worker of a run.
 func newRunCmd() *cobra.Command {
-	var id string
-	var keep bool
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Sample prompt batches of a run from NATS with the announced policy",
@@ -25,14 +19,9 @@ func newRunCmd() *cobra.Command {
 			"Exits 0 when the run's last step is learned (unless --keep-running).",
 		Args: cobra.NoArgs,
 	}
-	cli := runconfig.NewCLI(cmd)
-	cmd.Flags().StringVar(&id, "id", "", "worker id (default rollout-<pid>)")
-	cmd.Flags().BoolVar(&keep, "keep-running", false, "keep running after the run's last step")
+	cli := runconfig.NewWorkerCLI(cmd, "rollout")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		if id == "" {
-			id = "rollout-" + strconv.Itoa(os.Getpid())
-		}
-		r, err := cli.Start(cmd, id)
+		r, err := cli.Start(cmd)
 		if err != nil {
 			return err
 		}
@@ -48,17 +37,13 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		w, err := rollout.New(r.JS, rollout.Options{Run: cfg.RunID, ID: id, Backend: r.Backend, Store: st, Codebook: cb,
+		w, err := rollout.New(r.JS, rollout.Options{Run: cfg.RunID, ID: cli.ID, Backend: r.Backend, Store: st, Codebook: cb,
 			AttachPNG: cfg.Sampling.AttachPNG, Heartbeat: cfg.Wire.Heartbeat.D(), Log: r.Log, Consume: r.Consume(cfg.Wire.RolloutFetchers)})
 		if err != nil {
 			return err
 		}
-		ctx := r.Ctx
-		if !keep {
-			var cancel context.CancelFunc
-			ctx, cancel = coord.RunEnded(ctx, r.JS, cfg.RunID, cfg.Steps, r.Log)
-			defer cancel()
-		}
+		ctx, cancel := coord.WorkerContext(r, cli.KeepRunning)
+		defer cancel()
 		return w.Run(ctx)
 	}
 	return cmd

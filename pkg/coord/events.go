@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/runconfig"
 )
 
 // Event kinds the learner reports besides the workers' started/heartbeat/task_done/stopped.
@@ -123,6 +124,15 @@ func (r *Reporter) Heartbeat(ctx context.Context, interval time.Duration) {
 			r.Emit(ctx, bus.EventHeartbeat, step, v, 0, "", "")
 		}
 	}
+}
+
+// WorkerContext is what a worker process runs under: the role's context, also ended by RunEnded
+// unless the worker is to keep running after the run.
+func WorkerContext(r *runconfig.Role, keepRunning bool) (context.Context, context.CancelFunc) {
+	if keepRunning {
+		return context.WithCancel(r.Ctx)
+	}
+	return RunEnded(r.Ctx, r.JS, r.Config.RunID, r.Config.Steps, r.Log)
 }
 
 // RunEnded returns a context that is cancelled when the run's policy announcements show that

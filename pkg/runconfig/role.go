@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -53,6 +54,30 @@ func (c *CLI) Start(cmd *cobra.Command, id string) (*Role, error) {
 	}
 	r.JS, r.closers = js, append(r.closers, nc.Close)
 	return r, nil
+}
+
+// WorkerCLI is a worker's run command line: the shared flags plus --id and --keep-running.
+type WorkerCLI struct {
+	*CLI
+	ID          string
+	KeepRunning bool
+	kind        string
+}
+
+// NewWorkerCLI registers the worker flags on cmd; kind names the default id, <kind>-<pid>.
+func NewWorkerCLI(cmd *cobra.Command, kind string) *WorkerCLI {
+	w := &WorkerCLI{CLI: NewCLI(cmd), kind: kind}
+	cmd.Flags().StringVar(&w.ID, "id", "", "worker id (default "+kind+"-<pid>)")
+	cmd.Flags().BoolVar(&w.KeepRunning, "keep-running", false, "keep running after the run's last step")
+	return w
+}
+
+// Start is CLI.Start for the worker's id.
+func (w *WorkerCLI) Start(cmd *cobra.Command) (*Role, error) {
+	if w.ID == "" {
+		w.ID = w.kind + "-" + strconv.Itoa(os.Getpid())
+	}
+	return w.CLI.Start(cmd, w.ID)
 }
 
 // OpenStore opens the run's object store (the config's store); Close releases it.

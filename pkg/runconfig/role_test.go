@@ -1,6 +1,8 @@
 package runconfig
 
 import (
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +70,35 @@ func TestRoleStartFailsWithoutNATS(t *testing.T) {
 	}
 	if _, err := startRole(t, "--nats", "nats://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "run_id") {
 		t.Fatalf("missing run id: %v", err)
+	}
+}
+
+// A worker is named <kind>-<pid> unless --id names it.
+func TestWorkerCLIIDs(t *testing.T) {
+	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "reward-" + strconv.Itoa(os.Getpid())},
+		{[]string{"--id", "r7", "--keep-running"}, "r7"},
+	} {
+		cmd := &cobra.Command{Use: "run"}
+		cli := NewWorkerCLI(cmd, "reward")
+		if err := cmd.ParseFlags(append([]string{"--run-id", "r1", "--nats", srv.URL(), "--log-level", "warn"}, tc.args...)); err != nil {
+			t.Fatal(err)
+		}
+		r, err := cli.Start(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Close()
+		if cli.ID != tc.want || cli.KeepRunning != (len(tc.args) > 0) {
+			t.Fatalf("%v: id %q keep %v, want %q", tc.args, cli.ID, cli.KeepRunning, tc.want)
+		}
 	}
 }
