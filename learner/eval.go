@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -214,18 +213,7 @@ func printEvalTable(w io.Writer, r evalResult) {
 	fmt.Fprintf(w, "%s (%s, G=%d, cfg=%g, T=%g, seed=%d): %d samples of %d prompts\n",
 		r.Checkpoint, mode, r.G, r.CFG, r.Temperature, r.Seed, r.N, r.Prompts)
 	fmt.Fprintf(w, "%-12s %6s\n", "task type", "score")
-	types := make([]string, 0, len(r.TaskTypes))
-	for _, t := range prompts.TaskTypes {
-		if _, ok := r.TaskTypes[t]; ok {
-			types = append(types, t)
-		}
-	}
-	for t := range r.TaskTypes {
-		if !slices.Contains(types, t) {
-			types = append(types, t)
-		}
-	}
-	for _, t := range types {
+	for _, t := range prompts.InReportOrder(r.TaskTypes) {
 		fmt.Fprintf(w, "%-12s %6.3f\n", t, r.TaskTypes[t])
 	}
 	fmt.Fprintf(w, "%-12s %6.3f\n", "mean", r.Mean)

@@ -109,11 +109,9 @@ func printAlignment(w io.Writer, a evaluate.Alignment) {
 		fmt.Fprintln(w)
 	}
 	total := 0
-	for _, t := range prompts.TaskTypes {
-		if g := a.Groups[t]; g > 0 {
-			row(t, g, a.Spearman[t])
-			total += g
-		}
+	for _, t := range prompts.InReportOrder(a.Groups) {
+		row(t, a.Groups[t], a.Spearman[t])
+		total += a.Groups[t]
 	}
 	row("all", total, a.Overall)
 }

@@ -3,7 +3,6 @@ package laptop
 import (
 	"fmt"
 	"io"
-	"slices"
 
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -12,17 +11,7 @@ import (
 // PrintEval writes the evaluation table: one row per task type with the initial and final
 // policy's oracle score (initial may be nil).
 func PrintEval(w io.Writer, initial *evaluate.Result, final evaluate.Result) {
-	types := make([]string, 0, len(final.TaskTypes))
-	for _, t := range prompts.TaskTypes {
-		if _, ok := final.TaskTypes[t]; ok {
-			types = append(types, t)
-		}
-	}
-	for t := range final.TaskTypes {
-		if !slices.Contains(types, t) {
-			types = append(types, t)
-		}
-	}
+	types := prompts.InReportOrder(final.TaskTypes)
 	fmt.Fprintf(w, "oracle eval: %d samples of %d prompts\n", final.N, final.Prompts)
 	if initial != nil {
 		fmt.Fprintf(w, "%-18s %8s %8s\n", "task type", "initial", "final")

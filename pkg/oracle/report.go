@@ -1,8 +1,6 @@
 package oracle
 
 import (
-	"sort"
-
 	"github.com/bicot-rl/bicot/pkg/prompts"
 )
 
@@ -68,24 +66,7 @@ func (r *Report) Add(res Result) {
 func (r *Report) N() int { return r.total }
 
 // TaskTypes lists the task types seen, in prompts.TaskTypes order, others after them sorted.
-func (r *Report) TaskTypes() []string {
-	var out []string
-	known := map[string]bool{}
-	for _, t := range prompts.TaskTypes {
-		known[t] = true
-		if r.n[t] > 0 {
-			out = append(out, t)
-		}
-	}
-	var other []string
-	for t := range r.n {
-		if !known[t] {
-			other = append(other, t)
-		}
-	}
-	sort.Strings(other)
-	return append(out, other...)
-}
+func (r *Report) TaskTypes() []string { return prompts.InReportOrder(r.n) }
 
 // Scores returns the mean score per task type, "overall" (the mean over all results) and
 // "overall_by_task" (the mean of the task-type means, GenEval's overall, which does not depend on

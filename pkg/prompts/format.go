@@ -7,6 +7,7 @@ package prompts
 
 import (
 	"encoding/json"
+	"slices"
 
 	"github.com/bicot-rl/bicot/pkg/scene"
 )
@@ -27,6 +28,24 @@ const (
 
 // TaskTypes lists every task type in report order.
 var TaskTypes = []string{Color, Shape, Texture, Spatial, NonSpatial, Complex, Numeracy, Object, Knowledge}
+
+// InReportOrder returns the keys of byType (task types) in TaskTypes order, any others after
+// them sorted, so every table lists task types the same way.
+func InReportOrder[V any](byType map[string]V) []string {
+	var out, other []string
+	for _, t := range TaskTypes {
+		if _, ok := byType[t]; ok {
+			out = append(out, t)
+		}
+	}
+	for t := range byType {
+		if !slices.Contains(TaskTypes, t) {
+			other = append(other, t)
+		}
+	}
+	slices.Sort(other)
+	return append(out, other...)
+}
 
 // SpatialInfo is the reference's spatial_info object.
 type SpatialInfo struct {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -220,5 +221,13 @@ func TestCheckFileErrors(t *testing.T) {
 	}
 	if _, err := Check(filepath.Join(dir, "missing.jsonl")); err == nil {
 		t.Fatal("missing file accepted")
+	}
+}
+
+func TestInReportOrder(t *testing.T) {
+	got := InReportOrder(map[string]int{"zeta": 1, Knowledge: 2, Color: 3, "alpha": 4, Spatial: 5})
+	want := []string{Color, Spatial, Knowledge, "alpha", "zeta"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("got %v want %v", got, want)
 	}
 }
