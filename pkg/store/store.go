@@ -35,3 +35,19 @@ type Store interface {
 	// Delete removes an object; deleting a missing key is not an error.
 	Delete(ctx context.Context, key string) error
 }
+
+// ContextReader reads r until ctx ends, so a copy from a slow or endless source stops with the
+// context's error.
+func ContextReader(ctx context.Context, r io.Reader) io.Reader { return ctxReader{ctx, r} }
+
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

@@ -83,19 +83,6 @@ func (s *Store) path(key string) (string, error) {
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }
 
-// ctxReader stops a copy when its context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
-}
-
 // Put writes the object atomically. size, when not -1, must match the bytes read.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
 	p, err := s.path(key)
@@ -128,7 +115,7 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) er
 			os.Remove(tmp)
 		}
 	}()
-	n, err := io.Copy(f, ctxReader{ctx, r})
+	n, err := io.Copy(f, store.ContextReader(ctx, r))
 	if err != nil {
 		return fmt.Errorf("put %s: write: %w", key, err)
 	}

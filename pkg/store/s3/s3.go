@@ -224,7 +224,7 @@ func (s *Store) source(ctx context.Context, r io.Reader, size int64, sum string)
 			sec := io.NewSectionReader(ras, start, size)
 			if sum == "" {
 				h := sha256.New()
-				n, err := io.Copy(h, ctxReader{ctx, sec})
+				n, err := io.Copy(h, store.ContextReader(ctx, sec))
 				if err != nil {
 					return nil, 0, "", nil, fmt.Errorf("hash: %w", err)
 				}
@@ -245,7 +245,7 @@ func (s *Store) source(ctx context.Context, r io.Reader, size int64, sum string)
 		os.Remove(f.Name())
 	}
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), ctxReader{ctx, r})
+	n, err := io.Copy(io.MultiWriter(f, h), store.ContextReader(ctx, r))
 	if err != nil {
 		cleanup()
 		return nil, 0, "", nil, fmt.Errorf("read body: %w", err)
@@ -261,18 +261,6 @@ func (s *Store) source(ctx context.Context, r io.Reader, size int64, sum string)
 		return nil, 0, "", nil, fmt.Errorf("content sha256 %s, caller said %s: %w", got, sum, ErrChecksum)
 	}
 	return f, n, sum, cleanup, nil
-}
-
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // Get opens key for reading; the reader verifies length and SHA-256 when it reaches the end.
