@@ -43,6 +43,15 @@ func (m *Model) Score(seqs [][]int32, opts ScoreOptions) (text, image [][]float3
 // TokensTensor packs sequences into the [N, SeqLen] int32 tensor the graphs take, checking
 // lengths and ids.
 func (m *Model) tokensTensor(seqs [][]int32) (*tensors.Tensor, error) {
+	flat, err := m.tokensFlat(seqs)
+	if err != nil {
+		return nil, err
+	}
+	return tensors.FromFlatDataAndDimensions(flat, len(seqs), m.Config.SeqLen()), nil
+}
+
+// tokensFlat checks seqs (length SeqLen, ids inside the vocabulary) and concatenates them.
+func (m *Model) tokensFlat(seqs [][]int32) ([]int32, error) {
 	c := m.Config
 	T := c.SeqLen()
 	flat := make([]int32, 0, len(seqs)*T)
@@ -57,7 +66,7 @@ func (m *Model) tokensTensor(seqs [][]int32) (*tensors.Tensor, error) {
 		}
 		flat = append(flat, s...)
 	}
-	return tensors.FromFlatDataAndDimensions(flat, len(seqs), T), nil
+	return flat, nil
 }
 
 // TokensTensor is the exported packer for callers that feed LogProbsGraph-based executables.

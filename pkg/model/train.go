@@ -156,7 +156,7 @@ func (t *Trainer) Step(b Batch) (StepStats, error) {
 	if N == 0 || len(b.TextMask) != N || len(b.ImageMask) != N {
 		return StepStats{}, fmt.Errorf("train step: %d sequences, %d text masks, %d image masks", N, len(b.TextMask), len(b.ImageMask))
 	}
-	tok, err := t.m.tokensTensor(b.Tokens)
+	tok, err := t.m.tokensFlat(b.Tokens)
 	if err != nil {
 		return StepStats{}, fmt.Errorf("train step: %w", err)
 	}
@@ -170,12 +170,13 @@ func (t *Trainer) Step(b Batch) (StepStats, error) {
 	}
 	var s StepStats
 	if t.shards > 1 {
-		s, err = t.shardedStep(b.Tokens, tm, im)
+		s, err = t.shardedStep(N, tok, tm, im)
 		if err != nil {
 			return StepStats{}, fmt.Errorf("train step: %w", err)
 		}
 	} else {
-		out, err := t.exec.Exec(tok, tensors.FromFlatDataAndDimensions(tm, N, c.TextLen), tensors.FromFlatDataAndDimensions(im, N, c.ImageTokens))
+		out, err := t.exec.Exec(tensors.FromFlatDataAndDimensions(tok, N, c.SeqLen()), tensors.FromFlatDataAndDimensions(tm, N, c.TextLen),
+			tensors.FromFlatDataAndDimensions(im, N, c.ImageTokens))
 		if err != nil {
 			return StepStats{}, fmt.Errorf("train step: %w", err)
 		}
@@ -194,9 +195,8 @@ func (t *Trainer) Step(b Batch) (StepStats, error) {
 
 // shardedStep computes the shards' gradients concurrently (contiguous slices of the batch, so the
 // sum is the same whatever the scheduling) and applies their sum.
-func (t *Trainer) shardedStep(tokens [][]int32, textMask, imageMask []float32) (StepStats, error) {
+func (t *Trainer) shardedStep(N int, tokens []int32, textMask, imageMask []float32) (StepStats, error) {
 	c := t.m.Config
-	N := len(tokens)
 	shards := min(t.shards, N)
 	var textCount, imageCount float32
 	for _, v := range textMask {
@@ -211,10 +211,7 @@ func (t *Trainer) shardedStep(tokens [][]int32, textMask, imageMask []float32) (
 	var wg sync.WaitGroup
 	for k := 0; k < shards; k++ {
 		lo, hi := k*N/shards, (k+1)*N/shards
-		tok, err := t.m.tokensTensor(tokens[lo:hi])
-		if err != nil {
-			return StepStats{}, err
-		}
+		tok := tensors.FromFlatDataAndDimensions(tokens[lo*c.SeqLen():hi*c.SeqLen()], hi-lo, c.SeqLen())
 		tm := tensors.FromFlatDataAndDimensions(textMask[lo*c.TextLen:hi*c.TextLen], hi-lo, c.TextLen)
 		im := tensors.FromFlatDataAndDimensions(imageMask[lo*c.ImageTokens:hi*c.ImageTokens], hi-lo, c.ImageTokens)
 		wg.Add(1)
