@@ -165,9 +165,7 @@ func (m *Model) bagWeightsGraph(tokens *Node) *Node {
 			sep = LogicalOr(sep, e)
 		}
 	}
-	// seg[n,t] = number of separators at positions <= t: the phrase index.
-	upper := ConvertDType(Transpose(LowerTriangular(g, T), 0, 1), dtypes.Float32)             // [s,t] = 1 if s <= t
-	seg := DotGeneral(ConvertDType(sep, dtypes.Float32), []int{1}, nil, upper, []int{0}, nil) // [N,T]
+	seg := cumulativeSum(ConvertDType(sep, dtypes.Float32)) // [N,T]: separators at positions <= t, the phrase index
 	same := Equal(BroadcastToDims(Reshape(seg, N, T, 1), N, T, T), BroadcastToDims(Reshape(seg, N, 1, T), N, T, T))
 	phrase := ConvertDType(LogicalAnd(same, BroadcastToDims(Reshape(LowerTriangular(g, T), 1, T, T), N, T, T)), dtypes.Float32)
 	phrase = Div(phrase, ReduceAndKeep(phrase, ReduceSum, -1)) // [N,T,T]: row t = t's phrase so far
