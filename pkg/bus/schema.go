@@ -47,6 +47,21 @@ type SamplingParams struct {
 	MaxPlanTokens int `json:"max_plan_tokens"`
 	// TopK restricts sampling to the k most likely tokens; 0 = off.
 	TopK int `json:"top_k,omitempty"`
+	// ImageLogp says which distribution the image tokens' logp_old is recorded under:
+	// ImageLogpGuided ("" too) for the guided one they are drawn from, ImageLogpConditional for
+	// the conditional logits alone, which is what a learner training the conditional logits needs.
+	ImageLogp string `json:"image_logp,omitempty"`
+}
+
+// The distributions image-token log-probs can be recorded and trained under.
+const (
+	ImageLogpGuided      = "guided"
+	ImageLogpConditional = "conditional"
+)
+
+// ValidImageLogp reports whether s names an image log-prob distribution ("" means guided).
+func ValidImageLogp(s string) bool {
+	return s == "" || s == ImageLogpGuided || s == ImageLogpConditional
 }
 
 // Validate checks the ranges.
@@ -60,6 +75,8 @@ func (s SamplingParams) Validate() error {
 		return fmt.Errorf("max_plan_tokens %d: want >= 0", s.MaxPlanTokens)
 	case s.TopK < 0:
 		return fmt.Errorf("top_k %d: want >= 0", s.TopK)
+	case !ValidImageLogp(s.ImageLogp):
+		return fmt.Errorf("image_logp %q: want %q or %q", s.ImageLogp, ImageLogpGuided, ImageLogpConditional)
 	}
 	return nil
 }

@@ -48,6 +48,7 @@ type rollout struct {
 	version   int64
 	g         int
 	cfg       float64 // guidance weight
+	condLogp  bool    // record the conditional image log-probs (Options.ImageLogp conditional)
 	temp      float64
 	maxPlan   int
 	noPlan    bool
@@ -70,7 +71,7 @@ func (r rollout) groups(t testing.TB, m *model.Model) []Group {
 		ids = append(ids, uint64(pi))
 	}
 	samples, err := m.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: r.g, Seed: r.seed, Step: uint64(r.step),
-		CFGWeight: r.cfg, Temperature: r.temp, MaxPlanTokens: r.maxPlan, NoPlan: r.noPlan})
+		CFGWeight: r.cfg, Temperature: r.temp, MaxPlanTokens: r.maxPlan, NoPlan: r.noPlan, ConditionalLogp: r.condLogp})
 	if err != nil {
 		t.Fatal(err)
 	}

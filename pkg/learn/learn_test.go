@@ -62,15 +62,21 @@ func TestSampleWireRoundTrip(t *testing.T) {
 // first update sees ratio 1 and KL 0 (also with guidance, and with guidance weight 1 = off at
 // temperature 0.7), so the loss is the hand-computed -(sum_b A_b*n_b)/sum_b n_b.
 func TestOnPolicyRatioIsOne(t *testing.T) {
-	for _, tc := range []struct{ cfg, temp float64 }{{0, 0}, {3, 0}, {1, 0.7}} {
+	for _, tc := range []struct {
+		cfg, temp float64
+		cond      bool
+	}{{0, 0, false}, {3, 0, false}, {1, 0.7, false}, {3, 0, true}, {3, 0.7, true}} {
 		cfgW := tc.cfg
 		m := newPolicy(t, tinyConfig(), 2)
 		favourEOS(t, m, 5.5)
 		o := DefaultOptions()
 		o.BatchSize = 16
 		o.CFGWeight, o.Temperature = cfgW, tc.temp
+		if tc.cond {
+			o.ImageLogp = bus.ImageLogpConditional
+		}
 		tr := mustTrainer(t, m, o)
-		r := rollout{g: 8, cfg: cfgW, temp: tc.temp, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}
+		r := rollout{g: 8, cfg: cfgW, condLogp: tc.cond, temp: tc.temp, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}
 		groups := r.groups(t, m)
 		st, err := tr.Step(groups)
 		if err != nil {
@@ -115,7 +121,7 @@ func TestOnPolicyRatioIsOne(t *testing.T) {
 			t.Errorf("cfg %g: per-expert %v reward mean %g adv |A| %g", cfgW, st.PerExpert, st.RewardMean, st.AdvAbsMean)
 		}
 		// The update moved the policy away from the reference.
-		st2, err := tr.Step(rollout{version: 1, step: 1, g: 8, cfg: cfgW, temp: tc.temp, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}.groups(t, m))
+		st2, err := tr.Step(rollout{version: 1, step: 1, g: 8, cfg: cfgW, condLogp: tc.cond, temp: tc.temp, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}.groups(t, m))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 )
 
@@ -44,6 +45,11 @@ type Options struct {
 	// logp_old came from. CFGWeight 0 or 1 means no guidance; Temperature 0 means 1.
 	CFGWeight   float64 `yaml:"cfg_weight" json:"cfg_weight"`
 	Temperature float64 `yaml:"temperature" json:"temperature"`
+	// ImageLogp is the distribution image tokens are trained under: "guided" (u + w(c-u), what
+	// they were drawn from; "" too) or "conditional" (the prompt-conditioned logits alone, as
+	// T2I-R1's code trains). It must match the rollouts' bus.SamplingParams.ImageLogp, which
+	// decides what logp_old holds. With guidance off both are the same distribution.
+	ImageLogp string `yaml:"image_logp" json:"image_logp"`
 	// InitialVersion is the policy version of the weights the trainer starts from (the version
 	// rollouts of those weights carry). Each Step adds one.
 	InitialVersion int64 `yaml:"initial_version" json:"initial_version"`
@@ -105,6 +111,9 @@ func (o Options) Validate() error {
 	}
 	if math.IsNaN(o.Temperature) || math.IsInf(o.Temperature, 0) || o.Temperature < 0 {
 		errs = append(errs, fmt.Errorf("temperature %v: want a finite value >= 0 (0 = 1)", o.Temperature))
+	}
+	if !bus.ValidImageLogp(o.ImageLogp) {
+		errs = append(errs, fmt.Errorf("image_logp %q: want %q or %q", o.ImageLogp, bus.ImageLogpGuided, bus.ImageLogpConditional))
 	}
 	if o.InitialVersion < 0 {
 		errs = append(errs, fmt.Errorf("initial_version %d: want >= 0", o.InitialVersion))

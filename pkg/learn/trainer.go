@@ -6,6 +6,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
@@ -91,11 +92,13 @@ func (t *Trainer) Policy() *model.Model { return t.policy }
 // Reference is the frozen reference policy.
 func (t *Trainer) Reference() *model.Model { return t.ref }
 
-// scoreOptions is the distribution the rollouts sampled from. Guidance weight 1 is no guidance
-// (u + 1*(c-u) = c; the wire format's convention), scored without the unconditional branch.
+// scoreOptions is the distribution the rollouts recorded logp_old under: the guided one they
+// sampled from, or the conditional logits alone (ImageLogp conditional). Guidance weight 1 is no
+// guidance (u + 1*(c-u) = c; the wire format's convention), scored without the unconditional
+// branch.
 func (t *Trainer) scoreOptions() model.ScoreOptions {
 	w := t.opts.CFGWeight
-	if w == 1 {
+	if w == 1 || t.opts.ImageLogp == bus.ImageLogpConditional {
 		w = 0
 	}
 	return model.ScoreOptions{CFGWeight: w, Temperature: t.opts.Temperature}

@@ -172,7 +172,7 @@ func TrainerOptions(c runconfig.Config) (learn.Options, error) {
 	if need := c.PromptsPerStep * c.GroupSize; o.BatchSize < need {
 		o.BatchSize = need
 	}
-	o.CFGWeight, o.Temperature = c.Sampling.CFGWeight, c.Sampling.Temperature
+	o.CFGWeight, o.Temperature, o.ImageLogp = c.Sampling.CFGWeight, c.Sampling.Temperature, c.Sampling.ImageLogp
 	o.MaxStaleness = int64(c.Staleness)
 	if o.MaxStaleness > 0 {
 		o.Loss.Clip = true

@@ -45,7 +45,11 @@ func checkAgreement(t *testing.T, m *Model, req SampleRequest) {
 	for i, s := range samples {
 		seqs[i] = s.Tokens
 	}
-	text, image, err := m.Score(seqs, ScoreOptions{CFGWeight: req.CFGWeight, Temperature: req.Temperature})
+	so := ScoreOptions{CFGWeight: req.CFGWeight, Temperature: req.Temperature}
+	if req.ConditionalLogp {
+		so.CFGWeight = 0 // drawn with guidance, recorded (and so scored) without
+	}
+	text, image, err := m.Score(seqs, so)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,6 +105,8 @@ func TestSampleLogProbsMatchScoring(t *testing.T) {
 		{"cfg", SampleRequest{G: 3, Seed: 2, CFGWeight: 3}},
 		{"cfg+temperature", SampleRequest{G: 2, Seed: 3, CFGWeight: 5, Temperature: 0.7}},
 		{"noplan+cfg", SampleRequest{G: 2, Seed: 4, CFGWeight: 2, NoPlan: true}},
+		{"cfg, conditional logp", SampleRequest{G: 3, Seed: 2, CFGWeight: 3, ConditionalLogp: true}},
+		{"cfg+temperature, conditional logp", SampleRequest{G: 2, Seed: 3, CFGWeight: 5, Temperature: 0.7, ConditionalLogp: true}},
 		{"maxplan", SampleRequest{G: 2, Seed: 5, MaxPlanTokens: 2}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -175,5 +181,38 @@ func TestSampleDeterministicAcrossBatches(t *testing.T) {
 	}
 	if slices.Equal(other[0].Tokens, all[6].Tokens) {
 		t.Fatal("step did not change the sample")
+	}
+}
+
+// Recording the conditional log-probs must not change what is drawn: the same tokens as with the
+// guided record, only different logp_old.
+func TestConditionalLogpDrawsTheSameTokens(t *testing.T) {
+	m := tinyModel(t, 1)
+	req := SampleRequest{Prompts: tinyPrompts, G: 3, Seed: 5, CFGWeight: 3}
+	guided, err := m.Sample(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.ConditionalLogp = true
+	cond, err := m.Sample(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	differ := 0
+	for i := range guided {
+		if !slices.Equal(guided[i].Tokens, cond[i].Tokens) {
+			t.Fatalf("sample %d: tokens differ", i)
+		}
+		if !slices.Equal(guided[i].TextLogp, cond[i].TextLogp) {
+			t.Fatalf("sample %d: text log-probs differ", i)
+		}
+		for p := range guided[i].ImageLogp {
+			if guided[i].ImageLogp[p] != cond[i].ImageLogp[p] {
+				differ++
+			}
+		}
+	}
+	if differ == 0 {
+		t.Fatal("conditional image log-probs equal the guided ones everywhere")
 	}
 }

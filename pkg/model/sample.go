@@ -29,6 +29,11 @@ type SampleRequest struct {
 	Temperature float64
 	// CFGWeight w guides the image tokens: u + w*(c-u); 0 turns guidance off.
 	CFGWeight float64
+	// ConditionalLogp records, for image tokens drawn with guidance, the log-prob under the
+	// conditional distribution (temperature applied, no guidance) instead of the guided one the
+	// token was drawn from. A learner that trains the conditional log-probs (as T2I-R1's code
+	// does) needs exactly these as logp_old for its on-policy ratio to be 1.
+	ConditionalLogp bool
 	// NoPlan gives an empty plan (the eos right after [plan]) instead of sampling one.
 	NoPlan bool
 	// MaxPlanTokens caps the plan words (0: as many as fit the text part). A plan that reaches the
@@ -48,7 +53,7 @@ type Sample struct {
 	Codes  []int   // image codes
 	// TextLogp and TextMask are per text position [TextLen]; ImageLogp per image token. The
 	// log-probs are under the distribution the token was drawn from (temperature, and guidance for
-	// image tokens), 0 where nothing was sampled.
+	// image tokens unless SampleRequest.ConditionalLogp), 0 where nothing was sampled.
 	TextLogp  []float32
 	TextMask  []float32
 	ImageLogp []float32
@@ -104,6 +109,19 @@ func drawGumbelMax(logits []float64, invT float64, noise []float64) (int, float6
 		sum += math.Exp(l*invT - mx)
 	}
 	return arg, logits[arg]*invT - mx - math.Log(sum)
+}
+
+// logSoftmaxAt returns log softmax(logits*invT)[k].
+func logSoftmaxAt(logits []float64, invT float64, k int) float64 {
+	mx := math.Inf(-1)
+	for _, l := range logits {
+		mx = max(mx, l*invT)
+	}
+	sum := 0.0
+	for _, l := range logits {
+		sum += math.Exp(l*invT - mx)
+	}
+	return logits[k]*invT - mx - math.Log(sum)
 }
 
 // decodeStepGraph processes one position per row with the KV cache: inputs are token [R] (the
@@ -338,6 +356,7 @@ func (m *Model) Sample(req SampleRequest) ([]Sample, error) {
 	tv, iv := c.TextVocab, c.ImageVocab
 	textNoise, imageNoise := make([]float64, tv), make([]float64, iv)
 	logits := make([]float64, max(tv, iv))
+	condLogits := make([]float64, iv)
 	for pos := 0; pos < T-1; pos++ {
 		next := pos + 1
 		// Every step runs, even where all rows are given tokens: later positions attend to them.
@@ -375,6 +394,7 @@ func (m *Model) Sample(req SampleRequest) ([]Sample, error) {
 			default:
 				for k := 0; k < iv; k++ {
 					cl := float64(il[n*iv+k])
+					condLogits[k] = cl
 					if guided {
 						u := float64(il[(N+n)*iv+k])
 						cl = u + req.CFGWeight*(cl-u)
@@ -383,6 +403,9 @@ func (m *Model) Sample(req SampleRequest) ([]Sample, error) {
 				}
 				gumbel(imageNoise, seeds[n], next)
 				code, lp := drawGumbelMax(logits[:iv], invT, imageNoise)
+				if guided && req.ConditionalLogp {
+					lp = logSoftmaxAt(condLogits, invT, code)
+				}
 				tok := c.ImageToken(code)
 				buf[n][next] = tok
 				if guided {

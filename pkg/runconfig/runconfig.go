@@ -32,11 +32,15 @@ type Sampling struct {
 	MaxPlanTokens int `yaml:"max_plan_tokens" json:"max_plan_tokens"`
 	// AttachPNG makes rollout workers attach the decoded image to each sample.
 	AttachPNG bool `yaml:"attach_png" json:"attach_png"`
+	// ImageLogp is the distribution image tokens are trained under (and their logp_old recorded
+	// under): "conditional" (default, as T2I-R1's code trains) or "guided" (the CFG mixture they
+	// are drawn from). docs/learner.md has the measurements behind the default.
+	ImageLogp string `yaml:"image_logp" json:"image_logp"`
 }
 
 // Params converts to the wire's sampling parameters.
 func (s Sampling) Params() bus.SamplingParams {
-	return bus.SamplingParams{Temperature: s.Temperature, CFGWeight: s.CFGWeight, MaxPlanTokens: s.MaxPlanTokens}
+	return bus.SamplingParams{Temperature: s.Temperature, CFGWeight: s.CFGWeight, MaxPlanTokens: s.MaxPlanTokens, ImageLogp: s.ImageLogp}
 }
 
 // Wire tunes the JetStream consumers of the run's pools.
@@ -176,7 +180,7 @@ func Default() Config {
 		GroupSize:         8,
 		PromptsPerTask:    2,
 		Steps:             100,
-		Sampling:          Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24},
+		Sampling:          Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: bus.ImageLogpConditional},
 		CheckpointEvery:   10,
 		Retention:         Retention{KeepLast: 5, KeepBest: 1, Metric: "reward_mean"},
 		MaxResampleRounds: 8,
@@ -275,6 +279,9 @@ func (c Config) Validate() error {
 	}
 	if s.MaxPlanTokens < 0 {
 		bad("sampling.max_plan_tokens %d: want >= 0", s.MaxPlanTokens)
+	}
+	if !bus.ValidImageLogp(s.ImageLogp) {
+		bad("sampling.image_logp %q: want %q or %q", s.ImageLogp, bus.ImageLogpConditional, bus.ImageLogpGuided)
 	}
 	if c.Staleness < 0 {
 		bad("staleness %d: want >= 0", c.Staleness)
