@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/scene"
 )
 
 // Config chooses, expert by expert, the built-in model or a remote server, and sets weights and
@@ -24,7 +25,13 @@ import (
 //	  hps: {url: "http://10.0.0.6:8303", hps_offset: 0.27, hps_scale: 0.03, weight: 1}
 //	remote: {max_batch: 32, call_timeout: 30s, retries: 3, backoff: 200ms}
 //
-// Experts left out use the built-in model with weight 1.
+// Experts left out use the built-in model with weight 1. Weight 0 keeps an expert as a monitor:
+// it runs and its reward is logged, but adds nothing to the total. The diagnostic expert
+// "oracle" (the exact scene parser, see Oracle) joins only when named:
+//
+//	experts:
+//	  oracle: {weight: 1}     # the oracle as the reward: the machinery's ceiling
+//	  detector: {weight: 0}   # ... the reference experts as monitors
 type Config struct {
 	Models  string                  `yaml:"models"`
 	Timeout time.Duration           `yaml:"timeout"`
@@ -117,7 +124,11 @@ func NewEnsembleFromConfig(backend backends.Backend, c Config) (*reward.Ensemble
 		timeout = DefaultTimeout
 	}
 	var xs []reward.Expert
-	for _, name := range Names {
+	names := Names
+	if _, ok := c.Experts[Oracle]; ok {
+		names = append(append([]string{}, Names...), Oracle)
+	}
+	for _, name := range names {
 		ec := c.Experts[name]
 		rule, err := Rule(name)
 		if err != nil {
@@ -139,6 +150,8 @@ func NewEnsembleFromConfig(backend backends.Backend, c Config) (*reward.Ensemble
 				URL: ec.URL, Output: rule.Output(), MaxBatch: c.Remote.MaxBatch, Timeout: c.Remote.CallTimeout,
 				Retries: c.Remote.Retries, Backoff: c.Remote.Backoff,
 			})
+		} else if name == Oracle {
+			b, err = NewOracleBackend(scene.DefaultConfig())
 		} else {
 			if backend == nil {
 				return nil, fmt.Errorf("expert %s: built-in model needs a compute backend", name)

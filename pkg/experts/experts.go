@@ -50,8 +50,10 @@ func Rule(name string) (reward.Rule, error) {
 		return reward.DefaultHPSRule(), nil
 	case ORM:
 		return reward.ORMRule{}, nil
+	case Oracle:
+		return ScoreRule{}, nil
 	}
-	return nil, fmt.Errorf("unknown expert %q (want one of %v)", name, Names)
+	return nil, fmt.Errorf("unknown expert %q (want one of %v or %s)", name, Names, Oracle)
 }
 
 // Ensemble builds the reference ensemble over backends keyed by expert name (detector, vqa, hps,

@@ -25,12 +25,31 @@ type AdvantageOptions struct {
 	// FilterZeroStd drops groups whose rewards all tie (DAPO's dynamic sampling filter): they have
 	// zero advantage everywhere, so they only dilute the batch and add KL.
 	FilterZeroStd bool
+	// MinSpread: a group whose rewards span less than this (max - min) counts as tied. Learned
+	// experts never tie exactly, so without it a group whose samples differ only by the experts'
+	// noise gets unit-size advantages from the std division. 0: only exact ties.
+	MinSpread float64
+	// Scale divides the centred rewards: ScaleStd (the reference; "" too) by std + StdEps, or
+	// ScaleNone (Dr. GRPO) by nothing, so a group's advantages are as large as its rewards differ.
+	Scale string
 }
+
+// Advantage scales.
+const (
+	ScaleStd  = "std"
+	ScaleNone = "none"
+)
 
 // Validate checks the options.
 func (o AdvantageOptions) Validate() error {
 	if math.IsNaN(o.StdEps) || math.IsInf(o.StdEps, 0) || o.StdEps < 0 {
 		return fmt.Errorf("advantage std eps %v: want a finite value >= 0", o.StdEps)
+	}
+	if math.IsNaN(o.MinSpread) || math.IsInf(o.MinSpread, 0) || o.MinSpread < 0 {
+		return fmt.Errorf("advantage min spread %v: want a finite value >= 0", o.MinSpread)
+	}
+	if o.Scale != "" && o.Scale != ScaleStd && o.Scale != ScaleNone {
+		return fmt.Errorf("advantage scale %q: want %q or %q", o.Scale, ScaleStd, ScaleNone)
 	}
 	return nil
 }
@@ -38,7 +57,8 @@ func (o AdvantageOptions) Validate() error {
 // GroupStats summarise a batch of groups.
 type GroupStats struct {
 	Groups int // groups in the batch
-	// ZeroStd counts groups whose rewards all tie (zero advantage everywhere).
+	// ZeroStd counts groups whose rewards all tie, or span less than MinSpread (zero advantage
+	// everywhere).
 	ZeroStd int
 	// ZeroStdRatio = ZeroStd / Groups, the metric zero_std_ratio.
 	ZeroStdRatio float64
@@ -69,7 +89,7 @@ func (a Advantages) Flat() []float32 {
 }
 
 // ComputeAdvantages turns the rewards of each group (the G samples of one prompt) into
-// A_i = (r_i - mean) / (std + eps), std unbiased (n-1). A group whose rewards all tie gets exactly
+// A_i = (r_i - mean) / (std + eps), std unbiased (n-1) (or A_i = r_i - mean with ScaleNone). A group whose rewards all tie gets exactly
 // zero advantages (and is counted in ZeroStd); a group of one sample counts as tied. A NaN or
 // infinite reward is an error naming the group and sample, never silently zeroed.
 func ComputeAdvantages(groups [][]float64, o AdvantageOptions) (Advantages, error) {
@@ -97,7 +117,7 @@ func ComputeAdvantages(groups [][]float64, o AdvantageOptions) (Advantages, erro
 	res := Advantages{Stats: GroupStats{Groups: len(groups)}}
 	res.Stats.RewardMean, res.Stats.RewardStd = meanStd(all)
 	for gi, g := range groups {
-		if tied(g) {
+		if tied(g, o.MinSpread) {
 			res.Stats.ZeroStd++
 			if o.FilterZeroStd {
 				res.Stats.Dropped++
@@ -109,8 +129,12 @@ func ComputeAdvantages(groups [][]float64, o AdvantageOptions) (Advantages, erro
 		}
 		mean, std := meanStd(g)
 		adv := make([]float64, len(g))
+		div := std + o.StdEps
+		if o.Scale == ScaleNone {
+			div = 1
+		}
 		for i, r := range g {
-			adv[i] = (r - mean) / (std + o.StdEps)
+			adv[i] = (r - mean) / div
 		}
 		res.PerGroup = append(res.PerGroup, adv)
 		res.Kept = append(res.Kept, gi)
@@ -119,13 +143,15 @@ func ComputeAdvantages(groups [][]float64, o AdvantageOptions) (Advantages, erro
 	return res, nil
 }
 
-func tied(g []float64) bool {
+func tied(g []float64, minSpread float64) bool {
+	lo, hi := g[0], g[0]
 	for _, r := range g[1:] {
-		if r != g[0] {
-			return false
-		}
+		lo, hi = min(lo, r), max(hi, r)
 	}
-	return true
+	if minSpread > 0 {
+		return hi-lo < minSpread
+	}
+	return hi == lo
 }
 
 // meanStd returns the mean and the unbiased standard deviation (0 for one value).

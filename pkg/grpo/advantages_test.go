@@ -104,3 +104,40 @@ func TestAdvantagesRejectBadRewards(t *testing.T) {
 		t.Error("negative eps accepted")
 	}
 }
+
+func TestAdvantagesMinSpreadAndScale(t *testing.T) {
+	groups := [][]float64{{0.50, 0.51, 0.50, 0.52}, {0, 1, 0, 1}}
+	a, err := ComputeAdvantages(groups, AdvantageOptions{MinSpread: 0.05})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats.ZeroStd != 1 || a.PerGroup[0][3] != 0 || a.PerGroup[1][1] <= 0.8 {
+		t.Fatalf("min spread: zero std %d, advantages %v", a.Stats.ZeroStd, a.PerGroup)
+	}
+	// Without the spread threshold the noise group gets unit-size advantages.
+	a, err = ComputeAdvantages(groups, AdvantageOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Stats.ZeroStd != 0 || math.Abs(a.PerGroup[0][3]) < 0.8 {
+		t.Fatalf("no threshold: zero std %d, advantages %v", a.Stats.ZeroStd, a.PerGroup)
+	}
+	a, err = ComputeAdvantages(groups, AdvantageOptions{Scale: ScaleNone, FilterZeroStd: true, MinSpread: 0.05})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []float64{-0.5, 0.5, -0.5, 0.5}
+	if len(a.Kept) != 1 || a.Kept[0] != 1 {
+		t.Fatalf("kept %v, want [1]", a.Kept)
+	}
+	for i, x := range a.PerGroup[0] {
+		if math.Abs(x-want[i]) > 1e-12 {
+			t.Fatalf("scale none: advantages %v, want %v", a.PerGroup[0], want)
+		}
+	}
+	for _, bad := range []AdvantageOptions{{MinSpread: -1}, {MinSpread: math.NaN()}, {Scale: "max"}} {
+		if _, err := ComputeAdvantages(groups, bad); err == nil {
+			t.Errorf("options %+v accepted", bad)
+		}
+	}
+}

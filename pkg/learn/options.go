@@ -34,6 +34,11 @@ type Options struct {
 	FilterZeroStd bool `yaml:"filter_zero_std" json:"filter_zero_std"`
 	// StdEps is added to the group's reward std (0 means grpo.DefaultStdEps, the reference 1e-4).
 	StdEps float64 `yaml:"std_eps" json:"std_eps"`
+	// MinSpread: groups whose rewards span less than this count as tied (zero advantage,
+	// filtered with FilterZeroStd); 0 = exact ties only. See grpo.AdvantageOptions.
+	MinSpread float64 `yaml:"min_spread" json:"min_spread"`
+	// AdvScale is "std" (reference; divide by std + StdEps) or "none" (Dr. GRPO).
+	AdvScale string `yaml:"adv_scale" json:"adv_scale"`
 	// MaxStaleness k: a sample drawn with policy version v is accepted while
 	// Version()-v <= k. 0 is strictly on-policy. k > 0 requires Loss.Clip.
 	MaxStaleness int64 `yaml:"max_staleness" json:"max_staleness"`
@@ -81,7 +86,14 @@ func (o Options) withDefaults() Options {
 	if o.StdEps == 0 {
 		o.StdEps = grpo.DefaultStdEps
 	}
+	if o.AdvScale == "" {
+		o.AdvScale = grpo.ScaleStd
+	}
 	return o
+}
+
+func (o Options) advantageOptions() grpo.AdvantageOptions {
+	return grpo.AdvantageOptions{StdEps: o.StdEps, FilterZeroStd: o.FilterZeroStd, MinSpread: o.MinSpread, Scale: o.AdvScale}
 }
 
 // Validate reports every problem of the options.
@@ -94,7 +106,7 @@ func (o Options) Validate() error {
 	if err := o.Optimizer.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := (grpo.AdvantageOptions{StdEps: o.StdEps}).Validate(); err != nil {
+	if err := o.advantageOptions().Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if o.MaxStaleness < 0 {

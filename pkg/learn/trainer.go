@@ -233,7 +233,7 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 	for i, g := range groups {
 		rewards[i] = g.Rewards()
 	}
-	adv, err := grpo.ComputeAdvantages(rewards, grpo.AdvantageOptions{StdEps: t.opts.StdEps, FilterZeroStd: t.opts.FilterZeroStd})
+	adv, err := grpo.ComputeAdvantages(rewards, t.opts.advantageOptions())
 	if err != nil {
 		return StepStats{}, fmt.Errorf("learner step: %w", err)
 	}
