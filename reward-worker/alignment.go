@@ -11,6 +11,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/learn"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -19,9 +20,10 @@ import (
 
 func newAlignmentCmd() *cobra.Command {
 	var (
-		policy, models, codebook, promptFile, jsonOut, backend string
-		o                                                      = evaluate.Options{LimitPerType: 12, G: 8, Seed: 1, CFGWeight: 3}
-		lf                                                     logFlags
+		policy, models, codebook, promptFile, jsonOut, backend, expertConfig string
+		o                                                                    = evaluate.Options{LimitPerType: 12, G: 8, Seed: 1, CFGWeight: 3}
+		tieSpread                                                            = learn.DefaultMinSpread
+		lf                                                                   logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "alignment",
@@ -30,7 +32,8 @@ func newAlignmentCmd() *cobra.Command {
 			"experts and with the oracle, and prints, per task type, the mean rank correlation between each\n" +
 			"expert's reward (and the ensemble's) and the oracle score within a prompt's group - the\n" +
 			"ranking GRPO's advantages follow. Low or negative values show where RL would be steered away\n" +
-			"from better images.",
+			"from better images. Groups the oracle ties count too (see --tie-spread): a reward that varies\n" +
+			"there turns noise into advantages.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := lf.logger("alignment")
@@ -53,14 +56,21 @@ func newAlignmentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ens, _, err := experts.LocalEnsemble(b, models)
+			ec := experts.DefaultConfig()
+			ec.Models = models
+			if expertConfig != "" {
+				if ec, err = experts.LoadConfig(expertConfig); err != nil {
+					return err
+				}
+			}
+			ens, err := experts.NewEnsembleFromConfig(b, ec)
 			if err != nil {
 				return err
 			}
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			start := time.Now()
-			a, err := evaluate.RewardAlignment(ctx, m, cb, ps, ens, o)
+			a, err := evaluate.RewardAlignment(ctx, m, cb, ps, ens, o, tieSpread)
 			if err != nil {
 				return err
 			}
@@ -87,7 +97,9 @@ func newAlignmentCmd() *cobra.Command {
 	f.IntVar(&o.G, "g", o.G, "samples per prompt (a group)")
 	f.Uint64Var(&o.Seed, "seed", o.Seed, "sampling seed")
 	f.Float64Var(&o.CFGWeight, "cfg", o.CFGWeight, "classifier-free guidance weight")
-	f.StringVar(&jsonOut, "json", "", "also write the result as JSON to this file")
+	f.StringVar(&jsonOut, "json", "", "also write the result as JSON to this file (with every sample's rewards)")
+	f.StringVar(&expertConfig, "expert-config", "", "expert ensemble YAML (weights, rules, remote servers); default: the built-in experts in --models")
+	f.Float64Var(&tieSpread, "tie-spread", tieSpread, "groups the oracle ties count as agreement when the reward spans less than this, else as 0 (0: leave them out)")
 	f.StringVar(&backend, "backend", "", "gomlx backend (default $BICOT_BACKEND or go:parallelism=-1)")
 	lf.add(cmd)
 	return cmd
@@ -95,7 +107,11 @@ func newAlignmentCmd() *cobra.Command {
 
 func printAlignment(w io.Writer, a evaluate.Alignment) {
 	names := a.Names()
-	fmt.Fprintf(w, "within-group Spearman of reward vs oracle (%d samples of %d prompts)\n", a.Samples, a.Prompts)
+	tied := 0
+	for _, n := range a.TiedGroups {
+		tied += n
+	}
+	fmt.Fprintf(w, "within-group Spearman of reward vs oracle (%d samples of %d prompts; %d groups tied by the oracle)\n", a.Samples, a.Prompts, tied)
 	fmt.Fprintf(w, "%-10s %6s", "task type", "groups")
 	for _, n := range names {
 		fmt.Fprintf(w, " %8s", n)

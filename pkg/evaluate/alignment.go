@@ -30,11 +30,30 @@ type Alignment struct {
 	Groups  map[string]int `json:"groups"`
 	Prompts int            `json:"prompts"`
 	Samples int            `json:"samples"`
+	// TiedGroups counts, per task type, the groups whose oracle scores all tie. With TieSpread
+	// > 0 they are part of Spearman and Overall: a reward agrees (1) when its values span less
+	// than TieSpread, the spread below which the learner's min_spread gives the group no
+	// advantage, and disagrees (0) when it would push the policy on noise.
+	TiedGroups map[string]int `json:"tied_groups"`
+	// Records holds every sample's rewards and oracle score, in group order, for offline study
+	// (ensemble weights, thresholds).
+	Records []AlignmentRecord `json:"records,omitempty"`
+}
+
+// AlignmentRecord is one sample of an alignment measurement.
+type AlignmentRecord struct {
+	TaskType  string             `json:"task_type"`
+	Group     int                `json:"group"`
+	Oracle    float64            `json:"oracle"`
+	Total     float64            `json:"total"`
+	PerExpert map[string]float64 `json:"per_expert"`
 }
 
 // RewardAlignment samples G images per prompt with m (as Run does, with the same options),
 // scores them with the oracle and with ens, and compares the two rankings within each group.
-func RewardAlignment(ctx context.Context, m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, ens *reward.Ensemble, o Options) (Alignment, error) {
+//
+// tieSpread > 0 counts the groups the oracle ties too (see Alignment.TiedGroups).
+func RewardAlignment(ctx context.Context, m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, ens *reward.Ensemble, o Options, tieSpread float64) (Alignment, error) {
 	if o.G < 2 {
 		return Alignment{}, fmt.Errorf("alignment: g %d, want >= 2 (rankings within a group)", o.G)
 	}
@@ -68,14 +87,22 @@ func RewardAlignment(ctx context.Context, m *model.Model, cb *vq.Codebook, ps []
 	sums := map[string]map[string]float64{}
 	all := map[string]float64{}
 	a := Alignment{Spearman: map[string]map[string]float64{}, Overall: map[string]float64{}, Groups: map[string]int{},
-		Prompts: res.Prompts, Samples: res.N}
+		TiedGroups: map[string]int{}, Prompts: res.Prompts, Samples: res.N}
+	for i := range items {
+		a.Records = append(a.Records, AlignmentRecord{TaskType: tasks[i], Group: i / o.G, Oracle: oracle[i],
+			Total: scores[i].Total, PerExpert: scores[i].PerExpert})
+	}
 	total := 0
 	for lo := 0; lo+o.G <= len(items); lo += o.G {
 		or := oracle[lo : lo+o.G]
-		if constant(or) {
-			continue
-		}
 		t := tasks[lo]
+		tiedOracle := constant(or)
+		if tiedOracle {
+			a.TiedGroups[t]++
+			if tieSpread <= 0 {
+				continue
+			}
+		}
 		if sums[t] == nil {
 			sums[t] = map[string]float64{}
 		}
@@ -88,7 +115,18 @@ func RewardAlignment(ctx context.Context, m *model.Model, cb *vq.Codebook, ps []
 					r[j] = scores[lo+j].PerExpert[name]
 				}
 			}
-			rho := experts.Spearman(r, or)
+			var rho float64
+			if tiedOracle {
+				lo, hi := r[0], r[0]
+				for _, x := range r {
+					lo, hi = min(lo, x), max(hi, x)
+				}
+				if hi-lo < tieSpread {
+					rho = 1
+				}
+			} else {
+				rho = experts.Spearman(r, or)
+			}
 			sums[t][name] += rho
 			all[name] += rho
 		}

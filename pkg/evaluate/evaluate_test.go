@@ -163,7 +163,7 @@ func TestRewardAlignmentOfKnownRewards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := RewardAlignment(context.Background(), m, cb, ps, ens, Options{LimitPerType: 2, G: 4, Seed: 2, CFGWeight: 3})
+	a, err := RewardAlignment(context.Background(), m, cb, ps, ens, Options{LimitPerType: 2, G: 4, Seed: 2, CFGWeight: 3}, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -182,7 +182,7 @@ func TestRewardAlignmentOfKnownRewards(t *testing.T) {
 			t.Fatalf("%s: %v over %d groups", task, byName, a.Groups[task])
 		}
 	}
-	if _, err := RewardAlignment(context.Background(), m, cb, ps, ens, Options{G: 1}); err == nil {
+	if _, err := RewardAlignment(context.Background(), m, cb, ps, ens, Options{G: 1}, 0); err == nil {
 		t.Fatal("g 1 accepted")
 	}
 }

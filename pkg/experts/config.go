@@ -25,9 +25,12 @@ import (
 //	  hps: {url: "http://10.0.0.6:8303", hps_offset: 0.27, hps_scale: 0.03, weight: 1}
 //	remote: {max_batch: 32, call_timeout: 30s, retries: 3, backoff: 200ms}
 //
-// Experts left out use the built-in model with weight 1. Weight 0 keeps an expert as a monitor:
-// it runs and its reward is logged, but adds nothing to the total. The diagnostic expert
-// "oracle" (the exact scene parser, see Oracle) joins only when named:
+// Experts left out use the built-in model with their default weight (DefaultWeights: chosen from
+// the measured agreement with the oracle on the base policy's own samples, docs/experts.md) and
+// the default rules (the detector's relation and extra-object checks, decided VQA answers).
+// Weight 0 keeps an expert as a monitor: it runs and its reward is logged, but adds nothing to
+// the total. T2I-R1's own ensemble (equal weights, reference rules) is configs/experts/reference.yaml.
+// The diagnostic expert "oracle" (the exact scene parser, see Oracle) joins only when named:
 //
 //	experts:
 //	  oracle: {weight: 1}     # the oracle as the reward: the machinery's ceiling
@@ -43,8 +46,14 @@ type Config struct {
 type ExpertConfig struct {
 	// URL of an expert server; empty for the built-in model.
 	URL string `yaml:"url"`
-	// Weight in the ensemble sum (default 1, the reference).
+	// Weight in the ensemble sum (default DefaultWeights; the reference uses 1 for each).
 	Weight *float64 `yaml:"weight"`
+	// ReferenceRule (detector only) uses the reference rule: relations checked on spatial
+	// prompts only, extra objects free (reward.ReferenceDetectorRule).
+	ReferenceRule bool `yaml:"reference_rule"`
+	// SoftAnswers (vqa only) averages P(yes)/(P(yes)+P(no)) as the reference does, instead of
+	// decided answers (reward.VQARule.Hard).
+	SoftAnswers bool `yaml:"soft_answers"`
 	// HPSOffset and HPSScale set the preference score squash (hps only; default 0 and 1, right
 	// for the built-in model).
 	HPSOffset *float64 `yaml:"hps_offset"`
@@ -60,7 +69,16 @@ type RemoteOptions struct {
 	Backoff     time.Duration `yaml:"backoff"`
 }
 
-// DefaultConfig is the four built-in experts from models/experts, equal weights.
+// DefaultWeights are the ensemble weights of experts a configuration leaves unweighted. The
+// detector (with relation and extra-object checks) and the VQA model (decided answers) rank the
+// base policy's samples the way the oracle does (within-group Spearman 0.82 together); the
+// built-in preference and outcome models rank them much worse (0.33, 0.32) and every weight
+// given to them lowered the ensemble's agreement, so they run as monitors. Remote servers of
+// the real models (HPS v2.1, a LLaVA ORM) should be weighted from their own measurement
+// (`reward-worker alignment --expert-config`).
+var DefaultWeights = map[string]float64{Detector: 1, VQA: 1, HPS: 0, ORM: 0, Oracle: 0}
+
+// DefaultConfig is the four built-in experts from models/experts with DefaultWeights.
 func DefaultConfig() Config {
 	return Config{Models: "models/experts", Timeout: DefaultTimeout}
 }
@@ -93,6 +111,12 @@ func (c Config) Validate() error {
 		}
 		if e.Weight != nil && (math.IsNaN(*e.Weight) || math.IsInf(*e.Weight, 0) || *e.Weight < 0) {
 			errs = append(errs, fmt.Errorf("expert %s: weight %v must be finite and >= 0", name, *e.Weight))
+		}
+		if e.ReferenceRule && name != Detector {
+			errs = append(errs, fmt.Errorf("expert %s: reference_rule applies to the detector only", name))
+		}
+		if e.SoftAnswers && name != VQA {
+			errs = append(errs, fmt.Errorf("expert %s: soft_answers applies to vqa only", name))
 		}
 		if (e.HPSOffset != nil || e.HPSScale != nil) && name != HPS {
 			errs = append(errs, fmt.Errorf("expert %s: hps_offset/hps_scale apply to hps only", name))
@@ -134,6 +158,12 @@ func NewEnsembleFromConfig(backend backends.Backend, c Config) (*reward.Ensemble
 		if err != nil {
 			return nil, err
 		}
+		switch {
+		case name == Detector && !ec.ReferenceRule:
+			rule = reward.DefaultDetectorRule()
+		case name == VQA:
+			rule = reward.VQARule{Hard: !ec.SoftAnswers}
+		}
 		if name == HPS {
 			r := reward.DefaultHPSRule()
 			if ec.HPSOffset != nil {
@@ -161,7 +191,7 @@ func NewEnsembleFromConfig(backend backends.Backend, c Config) (*reward.Ensemble
 		if err != nil {
 			return nil, fmt.Errorf("expert %s: %w", name, err)
 		}
-		w := 1.0
+		w := DefaultWeights[name]
 		if ec.Weight != nil {
 			w = *ec.Weight
 		}

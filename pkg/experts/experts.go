@@ -43,7 +43,7 @@ func (s *Set) Backends() map[string]reward.Backend {
 func Rule(name string) (reward.Rule, error) {
 	switch name {
 	case Detector:
-		return reward.DefaultDetectorRule(), nil
+		return reward.ReferenceDetectorRule(), nil
 	case VQA:
 		return reward.VQARule{}, nil
 	case HPS:
@@ -81,7 +81,8 @@ func Ensemble(bs map[string]reward.Backend, timeout time.Duration) (*reward.Ense
 	return reward.NewEnsemble(xs...)
 }
 
-// LocalEnsemble loads the built-in experts from dir and returns the default ensemble over them.
+// LocalEnsemble loads the built-in experts from dir and returns the reference ensemble over them
+// (T2I-R1's rules and equal weights; runs use NewEnsembleFromConfig and its defaults).
 func LocalEnsemble(backend backends.Backend, dir string) (*reward.Ensemble, *Set, error) {
 	s, err := Load(backend, dir)
 	if err != nil {
@@ -94,7 +95,7 @@ func LocalEnsemble(backend backends.Backend, dir string) (*reward.Ensemble, *Set
 	return e, s, nil
 }
 
-// RemoteEnsemble returns the default ensemble over expert servers: urls maps each expert name to
+// RemoteEnsemble returns the reference ensemble over expert servers: urls maps each expert name to
 // its server's base URL; cfg supplies timeouts, retries and batching (its URL and Output are set
 // per expert).
 func RemoteEnsemble(urls map[string]string, cfg reward.RemoteConfig) (*reward.Ensemble, error) {

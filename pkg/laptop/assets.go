@@ -79,13 +79,19 @@ func Ensemble(ctx context.Context, backend backends.Backend, c runconfig.Config,
 		return e, nil
 	}
 	if len(c.ExpertURLs) > 0 {
-		e, err := experts.RemoteEnsemble(c.ExpertURLs, reward.RemoteConfig{})
+		ec := experts.DefaultConfig()
+		ec.Models = c.Experts
+		ec.Experts = map[string]experts.ExpertConfig{}
+		for name, u := range c.ExpertURLs {
+			ec.Experts[name] = experts.ExpertConfig{URL: u}
+		}
+		e, err := experts.NewEnsembleFromConfig(backend, ec)
 		if err != nil {
 			return nil, fmt.Errorf("remote experts: %w", err)
 		}
 		return e, nil
 	}
-	e, _, err := experts.LocalEnsemble(backend, c.Experts)
+	e, err := localDefault(backend, c.Experts)
 	if err == nil {
 		return e, nil
 	}
@@ -93,7 +99,7 @@ func Ensemble(ctx context.Context, backend backends.Backend, c runconfig.Config,
 		return nil, fmt.Errorf("experts %s: %w", c.Experts, err)
 	}
 	dir := filepath.Join(fb.Dir, "experts")
-	if e, _, err := experts.LocalEnsemble(backend, dir); err == nil {
+	if e, err := localDefault(backend, dir); err == nil {
 		return e, nil
 	}
 	steps := fb.ExpertSteps
@@ -109,11 +115,18 @@ func Ensemble(ctx context.Context, backend backends.Backend, c runconfig.Config,
 		Command: "laptop fallback", Log: log}); err != nil {
 		return nil, fmt.Errorf("fallback experts: %w", err)
 	}
-	e, _, err = experts.LocalEnsemble(backend, dir)
+	e, err = localDefault(backend, dir)
 	if err != nil {
 		return nil, fmt.Errorf("fallback experts: %w", err)
 	}
 	return e, nil
+}
+
+// localDefault is the default ensemble (experts.DefaultConfig) over the built-in models in dir.
+func localDefault(backend backends.Backend, dir string) (*reward.Ensemble, error) {
+	ec := experts.DefaultConfig()
+	ec.Models = dir
+	return experts.NewEnsembleFromConfig(backend, ec)
 }
 
 func missingExperts(dir string) bool {

@@ -23,6 +23,16 @@ import (
 //     detected with another count, 0 when it is absent; the entries are averaged.
 //   - every other task type: the fraction of nouns detected.
 //
+// Two extensions, both on in DefaultDetectorRule and off in ReferenceDetectorRule, because the
+// reference rule can be gamed by exactly the images RL finds first (docs/experts.md):
+//
+//   - AllRelations: the spatial branch applies to every prompt that carries spatial_info (the
+//     reference data gives it to non-spatial, complex and knowledge prompts too), not only to
+//     task_type "spatial", so a relation is checked wherever the prompt states one.
+//   - ExtraFactor: the reward is multiplied by ExtraFactor for every object detected (after
+//     label-agnostic NMS) beyond the number the prompt asks for (the nouns, or the sum of
+//     numeracy_info counts), so drawing more objects than asked never pays.
+//
 // A noun is detected when a box with its label has a score above BoxThreshold. Labels and nouns
 // are compared after lower-casing and removing a plural ending ("circles" finds "circle").
 type DetectorRule struct {
@@ -34,12 +44,59 @@ type DetectorRule struct {
 	// scale softly: next to = min(1, Near/d), far from = min(1, d/Far), d the larger centre offset.
 	NearDistance float64
 	FarDistance  float64
+	// AllRelations applies the relation check to every prompt with spatial_info.
+	AllRelations bool
+	// ExtraFactor in (0, 1] multiplies the reward once per extra object; 0 (or 1) is off.
+	ExtraFactor float64
 }
 
-// DefaultDetectorRule returns the reference thresholds; the distances fit a 4x4 grid (adjacent
-// cells are 0.25 apart, "far" cells at least 0.5).
-func DefaultDetectorRule() DetectorRule {
+// ReferenceDetectorRule returns the reference rule and thresholds; the distances fit a 4x4 grid
+// (adjacent cells are 0.25 apart, "far" cells at least 0.5).
+func ReferenceDetectorRule() DetectorRule {
 	return DetectorRule{BoxThreshold: 0.3, NMSIoU: 0.5, IoUThreshold: 0.1, NearDistance: 0.3, FarDistance: 0.45}
+}
+
+// DefaultExtraFactor is DefaultDetectorRule's price of an extra object: one extra keeps a fifth
+// of the reward, about where the oracle puts an otherwise right image with an extra (0.1).
+const DefaultExtraFactor = 0.2
+
+// DefaultDetectorRule is the reference rule with relations checked wherever the prompt states
+// one and a price on extra objects.
+func DefaultDetectorRule() DetectorRule {
+	r := ReferenceDetectorRule()
+	r.AllRelations, r.ExtraFactor = true, DefaultExtraFactor
+	return r
+}
+
+// expected is the number of objects the prompt asks for.
+func expected(p prompts.Prompt) int {
+	if len(p.NumeracyInfo) > 0 {
+		n := 0
+		counted := map[string]bool{}
+		for _, ni := range p.NumeracyInfo {
+			n += ni.Num
+			counted[NormNoun(ni.ObjName)] = true
+		}
+		for _, noun := range p.Nouns {
+			if !counted[NormNoun(noun)] {
+				n++
+			}
+		}
+		return n
+	}
+	return len(p.Nouns)
+}
+
+// extraPenalty is ExtraFactor^(objects detected - objects asked for), 1 when none are extra.
+func (r DetectorRule) extraPenalty(p prompts.Prompt, kept []Box) float64 {
+	if r.ExtraFactor <= 0 || r.ExtraFactor >= 1 {
+		return 1
+	}
+	extra := len(NMS(kept, r.NMSIoU)) - expected(p)
+	if extra <= 0 {
+		return 1
+	}
+	return math.Pow(r.ExtraFactor, float64(extra))
 }
 
 // Output implements Rule.
@@ -67,13 +124,21 @@ func (r DetectorRule) Reward(p prompts.Prompt, raw Raw) (float64, error) {
 			kept = append(kept, b)
 		}
 	}
-	switch p.TaskType {
-	case prompts.Spatial:
+	v, err := r.base(p, kept)
+	if err != nil {
+		return 0, err
+	}
+	return v * r.extraPenalty(p, kept), nil
+}
+
+func (r DetectorRule) base(p prompts.Prompt, kept []Box) (float64, error) {
+	switch {
+	case p.TaskType == prompts.Spatial || (r.AllRelations && p.SpatialInfo != nil && p.TaskType != prompts.Numeracy):
 		if p.SpatialInfo == nil {
 			return 0, fmt.Errorf("spatial prompt %q has no spatial_info", p.Prompt)
 		}
 		return r.spatial(*p.SpatialInfo, kept)
-	case prompts.Numeracy:
+	case p.TaskType == prompts.Numeracy:
 		if len(p.NumeracyInfo) == 0 {
 			return 0, fmt.Errorf("numeracy prompt %q has no numeracy_info", p.Prompt)
 		}
@@ -189,7 +254,14 @@ func (r DetectorRule) numeracy(info []prompts.NumeracyInfo, kept []Box) float64 
 // VQARule is the reference's VQA reward (GIT in T2I-R1): 0 for spatial and numeracy prompts; for
 // others, ask "{phrase}?" for each attr_noun (or each noun when the prompt has no attr_nouns) and
 // average P(yes)/(P(yes)+P(no)); 1 when there is nothing to ask.
-type VQARule struct{}
+//
+// Hard averages decisions instead of probabilities: a question counts 1 when P(yes) > P(no), else
+// 0. GRPO ranks the samples within a group, and a soft probability that wobbles between equally
+// right images turns the model's noise into advantages; decided answers tie where the images are
+// equally right (docs/experts.md has the measurement).
+type VQARule struct {
+	Hard bool
+}
 
 // Output implements Rule.
 func (VQARule) Output() Output { return OutputAnswers }
@@ -232,7 +304,12 @@ func (r VQARule) Reward(p prompts.Prompt, raw Raw) (float64, error) {
 	}
 	s := 0.0
 	for _, a := range raw.Answers {
-		s += a.Yes / (a.Yes + a.No)
+		switch {
+		case !r.Hard:
+			s += a.Yes / (a.Yes + a.No)
+		case a.Yes > a.No:
+			s++
+		}
 	}
 	return s / float64(len(raw.Answers)), nil
 }

@@ -15,7 +15,7 @@ func cell(label string, score float64, row, col int) Box {
 func near(a, b float64) bool { return math.Abs(a-b) < 1e-9 }
 
 func TestDetectorRule(t *testing.T) {
-	r := DefaultDetectorRule()
+	r := ReferenceDetectorRule()
 	spatial := func(o1, loc, o2 string) prompts.Prompt {
 		return prompts.Prompt{TaskType: prompts.Spatial, Nouns: []string{o1, o2}, SpatialInfo: &prompts.SpatialInfo{Obj1: o1, Obj2: o2, Locality: loc}}
 	}
@@ -69,6 +69,55 @@ func TestDetectorRule(t *testing.T) {
 			}
 			if !near(got, tc.want) {
 				t.Fatalf("reward %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDetectorRuleExtensions(t *testing.T) {
+	r := DefaultDetectorRule()
+	rel := func(task, o1, loc, o2 string) prompts.Prompt {
+		return prompts.Prompt{TaskType: task, Nouns: []string{o1, o2}, SpatialInfo: &prompts.SpatialInfo{Obj1: o1, Obj2: o2, Locality: loc}}
+	}
+	left, right := []Box{cell("circle", 0.9, 0, 0), cell("square", 0.9, 0, 2)}, []Box{cell("circle", 0.9, 0, 2), cell("square", 0.9, 0, 0)}
+	extra := append(append([]Box{}, left...), cell("cross", 0.8, 3, 3))
+	tests := []struct {
+		name   string
+		p      prompts.Prompt
+		boxes  []Box
+		want   float64
+		refWas float64 // what the reference rule gives
+	}{
+		{"complex relation checked", rel(prompts.Complex, "circle", "left of", "square"), left, 0.9, 1},
+		{"complex relation violated", rel(prompts.Complex, "circle", "left of", "square"), right, 0.4, 1},
+		{"non-spatial far from violated", rel(prompts.NonSpatial, "circle", "far from", "square"), []Box{cell("circle", 0.9, 0, 0), cell("square", 0.9, 0, 1)}, 0.4 + 0.5*0.25/0.45, 1},
+		{"extra object costs", rel(prompts.Spatial, "circle", "left of", "square"), extra, 0.9 * DefaultExtraFactor, 0.9},
+		{"two extras cost twice", prompts.Prompt{TaskType: prompts.Color, Nouns: []string{"circle"}},
+			[]Box{cell("circle", 0.9, 0, 0), cell("square", 0.9, 1, 1), cell("cross", 0.9, 2, 2)}, DefaultExtraFactor * DefaultExtraFactor, 1},
+		{"same cell twice is one object", prompts.Prompt{TaskType: prompts.Color, Nouns: []string{"circle"}},
+			[]Box{cell("circle", 0.9, 0, 0), cell("square", 0.5, 0, 0)}, 1, 1},
+		{"numeracy counts are what is asked", prompts.Prompt{TaskType: prompts.Numeracy, Nouns: []string{"circle", "square"},
+			NumeracyInfo: []prompts.NumeracyInfo{{ObjName: "circle", Num: 2}}},
+			[]Box{cell("circle", 0.9, 0, 0), cell("circle", 0.9, 1, 1), cell("square", 0.9, 2, 2)}, 1, 1},
+		{"numeracy over-count costs", prompts.Prompt{TaskType: prompts.Numeracy, Nouns: []string{"circle"},
+			NumeracyInfo: []prompts.NumeracyInfo{{ObjName: "circle", Num: 1}}},
+			[]Box{cell("circle", 0.9, 0, 0), cell("circle", 0.9, 1, 1)}, 0.2 * DefaultExtraFactor, 0.2},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := r.Reward(tc.p, Raw{Boxes: tc.boxes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !near(got, tc.want) {
+				t.Fatalf("reward %v, want %v", got, tc.want)
+			}
+			ref, err := ReferenceDetectorRule().Reward(tc.p, Raw{Boxes: tc.boxes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !near(ref, tc.refWas) {
+				t.Fatalf("reference reward %v, want %v", ref, tc.refWas)
 			}
 		})
 	}
@@ -137,6 +186,30 @@ func TestVQARule(t *testing.T) {
 				t.Fatalf("reward %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestVQARuleHard(t *testing.T) {
+	p := prompts.Prompt{TaskType: prompts.Color, Nouns: []string{"circle", "square", "cross"}, AttrNouns: []string{"red circle", "blue square", "green cross"}}
+	answers := []Answer{{Yes: 0.9, No: 0.1}, {Yes: 0.45, No: 0.55}, {Yes: 0.6, No: 0.4}}
+	hard, err := VQARule{Hard: true}.Reward(p, Raw{Answers: answers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	soft, err := VQARule{}.Reward(p, Raw{Answers: answers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !near(hard, 2.0/3) || !near(soft, (0.9+0.45+0.6)/3) {
+		t.Fatalf("hard %v soft %v, want 2/3 and 0.65", hard, soft)
+	}
+	// Two equally right images whose probabilities wobble get the same hard reward.
+	other := []Answer{{Yes: 0.7, No: 0.3}, {Yes: 0.2, No: 0.8}, {Yes: 0.99, No: 0.01}}
+	if h2, _ := (VQARule{Hard: true}).Reward(p, Raw{Answers: other}); h2 != hard {
+		t.Fatalf("hard rewards %v and %v differ for the same decisions", hard, h2)
+	}
+	if v, ok := (VQARule{Hard: true}).Shortcut(prompts.Prompt{TaskType: prompts.Spatial}); !ok || v != 0 {
+		t.Fatalf("hard rule changed the spatial shortcut: %v %v", v, ok)
 	}
 }
 
