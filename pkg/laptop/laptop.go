@@ -143,7 +143,11 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			c.Stop()
 		}
 	}()
-	if y, err := cfg.YAML(); err == nil {
+	eff, err := learnrole.EffectiveConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("laptop: %w", err)
+	}
+	if y, err := eff.YAML(); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "config.yaml"), y, 0o644)
 	}
 	ps, err := prompts.ReadFile(cfg.Prompts)

@@ -76,6 +76,10 @@ func DefaultOptions() Options {
 	}
 }
 
+// WithDefaults returns the options with every zero value that has a default filled in: what a
+// Trainer built from them uses.
+func (o Options) WithDefaults() Options { return o.withDefaults() }
+
 // withDefaults fills the zero values that have a default.
 func (o Options) withDefaults() Options {
 	if o.Loss.Norm == "" {

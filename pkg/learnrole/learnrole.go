@@ -183,6 +183,27 @@ func TrainerOptions(c runconfig.Config) (learn.Options, error) {
 	return o, nil
 }
 
+// EffectiveConfig is c with its grpo section replaced by every trainer option in force
+// (defaults filled in), which is what a run records as its config.yaml: a run's learning rate,
+// KL weight and advantage settings are then readable without knowing the code's defaults.
+func EffectiveConfig(c runconfig.Config) (runconfig.Config, error) {
+	o, err := TrainerOptions(c)
+	if err != nil {
+		return c, err
+	}
+	o = o.WithDefaults()
+	b, err := yaml.Marshal(o)
+	if err != nil {
+		return c, fmt.Errorf("grpo options: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(b, &m); err != nil {
+		return c, fmt.Errorf("grpo options: %w", err)
+	}
+	c.GRPO = m
+	return c, nil
+}
+
 // New prepares the learner: it resumes from the run's newest checkpoint or builds a trainer over
 // the initial policy.
 func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,5 +205,42 @@ func TestTrainerOptions(t *testing.T) {
 	c.Staleness = 2
 	if o, err := learnrole.TrainerOptions(c); err != nil || !o.Loss.Clip || o.MaxStaleness != 2 {
 		t.Errorf("staleness 2: clip %v max %d err %v", o.Loss.Clip, o.MaxStaleness, err)
+	}
+}
+
+// A run's recorded config names every trainer setting in force, and reading it back gives the
+// same trainer options.
+func TestEffectiveConfigRecordsEveryTrainerSetting(t *testing.T) {
+	c := runconfig.Default()
+	if err := runconfig.Parse([]byte("grpo: {optimizer: {lr: 0.0003}}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	eff, err := learnrole.EffectiveConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := eff.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"lr: 0.0003", "beta: 0.01", "min_spread:", "adv_scale: std", "image_logp: conditional", "norm: token", "level: both"} {
+		if !strings.Contains(string(y), want) {
+			t.Errorf("recorded config lacks %q:\n%s", want, y)
+		}
+	}
+	var back runconfig.Config
+	if err := runconfig.Parse(y, &back); err != nil {
+		t.Fatal(err)
+	}
+	a, err := learnrole.TrainerOptions(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := learnrole.TrainerOptions(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a.WithDefaults(), b.WithDefaults()) {
+		t.Fatalf("options differ after the round trip:\n%+v\n%+v", a.WithDefaults(), b.WithDefaults())
 	}
 }
