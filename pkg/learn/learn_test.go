@@ -142,3 +142,38 @@ func TestOnPolicyRatioIsOne(t *testing.T) {
 		}
 	}
 }
+
+// More updates per batch move the policy further on the same samples; they need clipping, and
+// the stats still describe the first (on-policy) update.
+func TestUpdateEpochs(t *testing.T) {
+	o := DefaultOptions()
+	o.BatchSize = 16
+	o.UpdateEpochs = 3
+	if err := o.Validate(); err == nil {
+		t.Fatal("update_epochs 3 without clipping accepted")
+	}
+	o.Loss.Clip = true
+	kl := map[int]float64{}
+	for _, epochs := range []int{1, 3} {
+		m := newPolicy(t, tinyConfig(), 2)
+		o.UpdateEpochs = epochs
+		tr := mustTrainer(t, m, o)
+		r := rollout{g: 8, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}
+		st, err := tr.Step(r.groups(t, m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if math.Abs(st.RatioMean-1) > 1e-5 || tr.Version() != 1 {
+			t.Fatalf("epochs %d: first-update ratio %g, version %d", epochs, st.RatioMean, tr.Version())
+		}
+		r.version, r.step = 1, 1
+		st2, err := tr.Step(r.groups(t, m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kl[epochs] = st2.KL
+	}
+	if !(kl[3] > kl[1]) {
+		t.Fatalf("KL after one step: %g with 3 updates per batch, %g with 1; want more movement", kl[3], kl[1])
+	}
+}

@@ -41,6 +41,10 @@ type Options struct {
 	// MinSpread: groups whose rewards span less than this count as tied (zero advantage,
 	// filtered with FilterZeroStd); 0 = exact ties only. See grpo.AdvantageOptions.
 	MinSpread float64 `yaml:"min_spread" json:"min_spread"`
+	// UpdateEpochs is the number of optimiser updates each batch gets (PPO's epochs; the
+	// reference does 1). Sampling dominates a step, so more updates per batch learn more per
+	// sample; after the first the ratio leaves 1, so values > 1 need Loss.Clip.
+	UpdateEpochs int `yaml:"update_epochs" json:"update_epochs"`
 	// AdvScale is "std" (reference; divide by std + StdEps) or "none" (Dr. GRPO).
 	AdvScale string `yaml:"adv_scale" json:"adv_scale"`
 	// MaxStaleness k: a sample drawn with policy version v is accepted while
@@ -94,6 +98,9 @@ func (o Options) withDefaults() Options {
 	if o.StdEps == 0 {
 		o.StdEps = grpo.DefaultStdEps
 	}
+	if o.UpdateEpochs == 0 {
+		o.UpdateEpochs = 1
+	}
 	if o.AdvScale == "" {
 		o.AdvScale = grpo.ScaleStd
 	}
@@ -122,6 +129,12 @@ func (o Options) Validate() error {
 	}
 	if o.MaxStaleness > 0 && !o.Loss.Clip {
 		errs = append(errs, fmt.Errorf("max_staleness %d > 0 needs loss.clip: stale samples have ratios away from 1 and an unclipped update can run away", o.MaxStaleness))
+	}
+	if o.UpdateEpochs < 0 {
+		errs = append(errs, fmt.Errorf("update_epochs %d: want >= 1 (0 = 1)", o.UpdateEpochs))
+	}
+	if o.UpdateEpochs > 1 && !o.Loss.Clip {
+		errs = append(errs, fmt.Errorf("update_epochs %d > 1 needs loss.clip: later updates of a batch are off-policy", o.UpdateEpochs))
 	}
 	if o.BatchSize < 1 {
 		errs = append(errs, fmt.Errorf("batch_size %d: want >= 1", o.BatchSize))

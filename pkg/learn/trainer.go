@@ -154,6 +154,8 @@ type StepStats struct {
 	RatioMin     float64 `json:"ratio_min"`
 	RatioMax     float64 `json:"ratio_max"`
 	ClipFraction float64 `json:"clip_fraction"`
+	// LaterClipFraction is the mean clip fraction of the updates after the first (update_epochs).
+	LaterClipFraction float64 `json:"later_clip_fraction,omitempty"`
 	// ZeroStdRatio is the fraction of groups whose rewards all tie.
 	ZeroStdRatio   float64 `json:"zero_std_ratio"`
 	Groups         int     `json:"groups"`
@@ -324,12 +326,23 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 		return tensors.FromFlatDataAndDimensions(out, B, width)
 	}
 	updStart := time.Now()
-	out, err := t.train.Exec(tok,
+	args := []any{tok,
 		flat(func(r row) []float32 { return r.textOld }, L), refFlat(refText, L), flat(func(r row) []float32 { return r.textMask }, L),
 		flat(func(r row) []float32 { return r.imageOld }, I), refFlat(refImage, I), flat(func(r row) []float32 { return r.imageMask }, I),
-		tensors.FromFlatDataAndDimensions(advFlat, B))
-	if err != nil {
-		return StepStats{}, fmt.Errorf("learner step: update: %w", err)
+		tensors.FromFlatDataAndDimensions(advFlat, B)}
+	// The stats describe the first update (on-policy: ratio 1); later epochs only add clip
+	// fractions, which show how far they went.
+	var out []*tensors.Tensor
+	for e := 0; e < t.opts.UpdateEpochs; e++ {
+		o, err := t.train.Exec(args...)
+		if err != nil {
+			return StepStats{}, fmt.Errorf("learner step: update %d: %w", e+1, err)
+		}
+		if e == 0 {
+			out = o
+		} else {
+			st.LaterClipFraction += float64(tensors.ToScalar[float32](o[5])) / float64(t.opts.UpdateEpochs-1)
+		}
 	}
 	st.UpdateSeconds = time.Since(updStart).Seconds()
 	v := make([]float64, len(out))
