@@ -32,6 +32,7 @@ type experimentOptions struct {
 	EvalLimit, EvalG  int
 	EvalSeed          uint64
 	Informative       bool
+	NoInitialEval     bool
 	MinSpread         float64
 	MaxDraws          int
 	LogLevel          string
@@ -58,6 +59,7 @@ func newExperimentCmd() *cobra.Command {
 	f.IntVar(&o.EvalLimit, "eval-limit", o.EvalLimit, "evaluation prompts per task type (0: the whole eval set)")
 	f.IntVar(&o.EvalG, "eval-g", o.EvalG, "samples per evaluation prompt")
 	f.Uint64Var(&o.EvalSeed, "eval-seed", o.EvalSeed, "evaluation sampling seed")
+	f.BoolVar(&o.NoInitialEval, "no-initial-eval", o.NoInitialEval, "skip the evaluation before training")
 	f.BoolVar(&o.Informative, "informative", o.Informative, "dynamic sampling: draw more prompts until P groups have a reward spread >= --min-spread")
 	f.Float64Var(&o.MinSpread, "min-spread", o.MinSpread, "reward spread a group needs to count as informative")
 	f.IntVar(&o.MaxDraws, "max-draws", o.MaxDraws, "prompts sampled per step at most with --informative")
@@ -150,8 +152,9 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 			MaxPlanTokens: c.Sampling.MaxPlanTokens, ImageLogp: c.Sampling.ImageLogp},
 		Informative: o.Informative, MinSpread: o.MinSpread, MaxDraws: o.MaxDraws,
 		Steps: c.Steps, Budget: o.Budget, Eval: eval,
-		EvalOpts:  evaluate.Options{G: o.EvalG, Seed: o.EvalSeed, CFGWeight: c.Sampling.CFGWeight, Temperature: c.Sampling.Temperature},
-		EvalEvery: o.EvalEvery,
+		EvalOpts: evaluate.Options{G: o.EvalG, Seed: o.EvalSeed, CFGWeight: c.Sampling.CFGWeight, Temperature: c.Sampling.Temperature,
+			NoPlan: c.Sampling.MaxPlanTokens == 0},
+		EvalEvery: o.EvalEvery, SkipInitialEval: o.NoInitialEval,
 		OnStep: func(s experiment.Step) error {
 			st := s.Stats
 			log.Info().Int("step", s.Step).Float64("train_s", s.TrainSeconds).Int("drawn", s.Drawn).Float64("reward", st.RewardMean).
@@ -174,9 +177,11 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 	if err != nil {
 		return err
 	}
-	if n := len(res.Curve); n > 0 {
+	if n := len(res.Curve); n > 1 {
 		first, last := res.Curve[0].Eval, res.Curve[n-1].Eval
 		laptop.PrintEval(stdout, &first, last)
+	} else if n == 1 {
+		laptop.PrintEval(stdout, nil, res.Curve[0].Eval)
 	}
 	if o.Save != "" {
 		if err := policy.SaveFile(o.Save, model.SaveOptions{}); err != nil {

@@ -63,6 +63,9 @@ type Options struct {
 	EvalOpts evaluate.Options
 	// EvalEvery of training time between evaluations.
 	EvalEvery time.Duration
+	// SkipInitialEval leaves out the evaluation before training (a ladder evaluates the base
+	// policy once, not once per rung).
+	SkipInitialEval bool
 	// OnStep and OnEval, when set, see each step's stats and each evaluation as they happen.
 	OnStep func(Step) error
 	OnEval func(Point) error
@@ -139,8 +142,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		return nil
 	}
-	if err := eval(0, 0); err != nil {
-		return res, err
+	if !o.SkipInitialEval {
+		if err := eval(0, 0); err != nil {
+			return res, err
+		}
 	}
 	d := newDrawer(o.Train, o.Seed)
 	vocab := tokenizer.New()

@@ -118,6 +118,7 @@ func TestOverfitOnePromptWithTheOracle(t *testing.T) {
 			}
 			o := learn.DefaultOptions()
 			o.Optimizer.LR = 1e-3
+			o.Loss.Clip, o.UpdateEpochs = true, 4
 			o.CFGWeight, o.ImageLogp = cfg, bus.ImageLogpConditional
 			o.Loss.Level = tc.level
 			o.BatchSize = 8
