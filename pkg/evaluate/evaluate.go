@@ -72,6 +72,9 @@ type Result struct {
 	Checks           map[string]float64 `json:"checks"`
 	N                int                `json:"n"`
 	Prompts          int                `json:"prompts"`
+	// PromptScores is each prompt's mean oracle score, in prompt order (for paired comparisons
+	// of two policies on the same prompts and seeds, see Compare).
+	PromptScores []float64 `json:"prompt_scores,omitempty"`
 	Seconds          float64            `json:"seconds"`
 }
 
@@ -116,6 +119,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 	report := oracle.NewReport()
 	var quality, diversity float64
 	var parsedPlans, following int
+	var promptScores []float64
 	for lo := 0; lo < len(ps); lo += o.Batch {
 		hi := min(lo+o.Batch, len(ps))
 		ids := make([]uint64, 0, hi-lo)
@@ -130,6 +134,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 		for i := lo; i < hi; i++ {
 			p := ps[i]
 			distinct := map[string]bool{}
+			promptSum := 0.0
 			for j := 0; j < o.G; j++ {
 				s := samples[(i-lo)*o.G+j]
 				img, err := cb.Decode(s.Codes)
@@ -145,6 +150,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 					return Result{}, fmt.Errorf("eval: score %q: %w", p.Prompt, err)
 				}
 				report.Add(res)
+				promptSum += res.Score
 				ev := Sample{Prompt: p, PromptIndex: i, Index: j, Plan: vocab.Decode(toInts(s.Plan)), Score: res.Score, Image: img}
 				ev.PlanQuality = plan.Quality(p, ev.Plan)
 				quality += ev.PlanQuality
@@ -165,6 +171,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 				}
 			}
 			diversity += float64(len(distinct)) / float64(o.G)
+			promptScores = append(promptScores, promptSum/float64(o.G))
 		}
 		if o.Progress != nil {
 			o.Progress(hi, len(ps))
@@ -175,7 +182,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 		TaskTypes: map[string]float64{}, Mean: sc["overall"], MeanByTask: sc["overall_by_task"],
 		PlanQuality: quality / float64(report.N()), Diversity: diversity / float64(len(ps)),
 		PlanParse: float64(parsedPlans) / float64(report.N()), Checks: report.Checks(), N: report.N(),
-		Prompts: len(ps), Seconds: time.Since(start).Seconds(),
+		Prompts: len(ps), Seconds: time.Since(start).Seconds(), PromptScores: promptScores,
 	}
 	if parsedPlans > 0 {
 		r.ImageFollowsPlan = float64(following) / float64(parsedPlans)
@@ -184,6 +191,31 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 		r.TaskTypes[t] = sc[t]
 	}
 	return r, nil
+}
+
+// Compare returns the change of the mean oracle score from a to b, evaluated on the same prompts
+// with the same seeds, and the half-width of its 95% confidence interval from the prompt-paired
+// differences (1.96 standard errors). The mean is over samples; with equal G per prompt that is
+// the mean of the prompt means, so the interval is for the same number.
+func Compare(a, b Result) (delta, half float64, err error) {
+	n := len(a.PromptScores)
+	if n == 0 || n != len(b.PromptScores) {
+		return 0, 0, fmt.Errorf("compare: %d and %d prompt scores, want the same non-zero number", n, len(b.PromptScores))
+	}
+	d := make([]float64, n)
+	for i := range d {
+		d[i] = b.PromptScores[i] - a.PromptScores[i]
+		delta += d[i]
+	}
+	delta /= float64(n)
+	if n < 2 {
+		return delta, math.Inf(1), nil
+	}
+	var ss float64
+	for _, x := range d {
+		ss += (x - delta) * (x - delta)
+	}
+	return delta, 1.96 * math.Sqrt(ss/float64(n-1)/float64(n)), nil
 }
 
 // LimitPerType keeps the first n prompts of each task type (all when n <= 0).

@@ -51,6 +51,14 @@ func TestRunObservesEverySampleAndRepeats(t *testing.T) {
 	if r.Prompts != len(prompts.TaskTypes) || r.N != 2*r.Prompts || len(seen) != r.N || len(r.TaskTypes) != r.Prompts {
 		t.Fatalf("%d prompts, %d samples, %d observed, %d task types", r.Prompts, r.N, len(seen), len(r.TaskTypes))
 	}
+	if len(r.PromptScores) != r.Prompts {
+		t.Fatalf("%d prompt scores for %d prompts", len(r.PromptScores), r.Prompts)
+	}
+	for i, ps := range r.PromptScores {
+		if want := (seen[2*i].Score + seen[2*i+1].Score) / 2; math.Abs(ps-want) > 1e-12 {
+			t.Fatalf("prompt %d score %v, want the mean of its samples %v", i, ps, want)
+		}
+	}
 	follows := 0
 	for i, s := range seen {
 		if s.PromptIndex != i/2 || s.Index != i%2 || s.Image == nil || s.Prompt.Prompt == "" {
@@ -184,5 +192,29 @@ func TestRewardAlignmentOfKnownRewards(t *testing.T) {
 	}
 	if _, err := RewardAlignment(context.Background(), m, cb, ps, ens, Options{G: 1}, 0); err == nil {
 		t.Fatal("g 1 accepted")
+	}
+}
+
+func TestCompare(t *testing.T) {
+	a := Result{PromptScores: []float64{0.1, 0.5, 0.9, 0.3}}
+	b := Result{PromptScores: []float64{0.2, 0.6, 1.0, 0.4}}
+	d, h, err := Compare(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(d-0.1) > 1e-12 || h > 1e-9 {
+		t.Fatalf("constant shift: delta %v half-width %v, want 0.1 and 0", d, h)
+	}
+	b.PromptScores = []float64{0.3, 0.5, 0.9, 0.3}
+	d, h, err = Compare(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// differences 0.2, 0, 0, 0: mean 0.05, sd 0.1, se 0.05
+	if math.Abs(d-0.05) > 1e-12 || math.Abs(h-1.96*0.05) > 1e-9 {
+		t.Fatalf("delta %v half-width %v, want 0.05 and %v", d, h, 1.96*0.05)
+	}
+	if _, _, err := Compare(a, Result{PromptScores: []float64{1}}); err == nil {
+		t.Fatal("different prompt counts compared")
 	}
 }

@@ -41,4 +41,9 @@ func PrintEval(w io.Writer, initial *evaluate.Result, final evaluate.Result) {
 	for _, k := range []string{"exact_rate", "count_ok_rate", "extra_per_image"} {
 		row(k, get(initial, func(r evaluate.Result) float64 { return r.Checks[k] }), final.Checks[k])
 	}
+	if initial != nil {
+		if d, h, err := evaluate.Compare(*initial, final); err == nil {
+			fmt.Fprintf(w, "mean change %+.3f ± %.3f (95%% interval, paired over %d prompts, %d samples per policy)\n", d, h, final.Prompts, final.N)
+		}
+	}
 }

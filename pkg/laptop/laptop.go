@@ -223,9 +223,12 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if c.Learner, err = learnrole.New(ctx, ljs, learnrole.Options{Config: cfg, Backend: c.backend, Store: st, Init: init,
 		Codebook: c.cb, RunState: c.runState, Consume: c.consume(1), Log: c.log,
 		OnStep: func(r learnrole.StepRecord) {
-			fmt.Fprintf(o.Progress, "step %d/%d  reward %.3f  loss %+.4f  kl %.4f  ratio %.4f  zero-std %.2f  %5.1fs (%s elapsed)\n",
-				r.Step+1, cfg.Steps, r.Stats.RewardMean, r.Stats.Loss, r.Stats.KL, r.Stats.RatioMean, r.Stats.ZeroStdRatio,
-				r.StepSeconds, time.Since(started).Round(time.Second))
+			elapsed := time.Since(started)
+			done := r.Step + 1
+			eta := time.Duration(float64(elapsed) / float64(done) * float64(int64(cfg.Steps)-done))
+			fmt.Fprintf(o.Progress, "step %d/%d  reward %.3f  loss %+.4f  kl %.4f  ratio %.4f  zero-std %.2f  %5.1fs  %s elapsed, ETA %s\n",
+				done, cfg.Steps, r.Stats.RewardMean, r.Stats.Loss, r.Stats.KL, r.Stats.RatioMean, r.Stats.ZeroStdRatio,
+				r.StepSeconds, elapsed.Round(time.Second), eta.Round(time.Second))
 		}}); err != nil {
 		return nil, err
 	}
@@ -438,13 +441,22 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		fmt.Fprintf(o.Progress, "evaluating the initial and final policy (%d prompts per task type, G=%d)...\n", cfg.Eval.LimitPerType, cfg.Eval.G)
 		eo := evaluate.Options{LimitPerType: cfg.Eval.LimitPerType, G: cfg.Eval.G, Seed: cfg.Seed, Temperature: cfg.Sampling.Temperature,
 			CFGWeight: cfg.Sampling.CFGWeight, NoPlan: cfg.Sampling.MaxPlanTokens == 0}
-		// The trainer's frozen reference is the policy the run started from.
-		initial, err := evaluate.Run(c.Learner.Trainer().Reference(), c.cb, ps, eo)
-		if err != nil {
-			return res, err
-		}
-		ev, err := evaluate.Run(c.Learner.Trainer().Policy(), c.cb, ps, eo)
-		if err != nil {
+		// The trainer's frozen reference is the policy the run started from. The two
+		// evaluations share nothing but the read-only codebook, so they run side by side.
+		var initial, ev evaluate.Result
+		var ierr, ferr error
+		var ewg sync.WaitGroup
+		ewg.Add(2)
+		go func() {
+			defer ewg.Done()
+			initial, ierr = evaluate.Run(c.Learner.Trainer().Reference(), c.cb, ps, eo)
+		}()
+		go func() {
+			defer ewg.Done()
+			ev, ferr = evaluate.Run(c.Learner.Trainer().Policy(), c.cb, ps, eo)
+		}()
+		ewg.Wait()
+		if err := errors.Join(ierr, ferr); err != nil {
 			return res, err
 		}
 		res.Eval, res.InitialEval = &ev, &initial
