@@ -219,6 +219,7 @@ func printEvalTable(w io.Writer, r evalResult) {
 	fmt.Fprintf(w, "%-12s %6.3f\n", "mean", r.Mean)
 	fmt.Fprintf(w, "%-12s %6.3f\n", "plan quality", r.PlanQuality)
 	fmt.Fprintf(w, "%-12s %6.3f\n", "diversity", r.Diversity)
+	fmt.Fprintf(w, "%-12s %6.3f\n", "distinct", r.DistinctScenes)
 	if !r.NoPlan {
 		fmt.Fprintf(w, "%-18s %6.3f\n", "plan_parse", r.PlanParse)
 		fmt.Fprintf(w, "%-18s %6.3f\n", "image_follows_plan", r.ImageFollowsPlan)

@@ -62,8 +62,14 @@ type Result struct {
 	Mean        float64            `json:"mean"`
 	MeanByTask  float64            `json:"mean_by_task"`
 	PlanQuality float64            `json:"plan_quality"`
-	// Diversity is the mean over prompts of the distinct images among the G samples, over G.
+	// Diversity is the mean over prompts of the mean pairwise distance between the prompt's G
+	// images: the fraction of their cells that differ (one image token is one cell, decoded
+	// exactly, so this is the fraction of the canvas drawn differently). 0 when every sample is
+	// the same picture; two random scenes differ in most cells.
 	Diversity float64 `json:"diversity"`
+	// DistinctScenes is the mean over prompts of the distinct scenes the oracle reads among the
+	// G images, over G (1: every sample a different arrangement or look).
+	DistinctScenes float64 `json:"distinct_scenes"`
 	// PlanParse is the fraction of samples whose plan parses into a scene on the canvas;
 	// ImageFollowsPlan the fraction of those whose image shows exactly that scene (the token-level
 	// CoT's fidelity, whatever the plan's quality).
@@ -117,7 +123,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 	}
 	start := time.Now()
 	report := oracle.NewReport()
-	var quality, diversity float64
+	var quality, diversity, scenes float64
 	var parsedPlans, following int
 	var promptScores []float64
 	for lo := 0; lo < len(ps); lo += o.Batch {
@@ -134,6 +140,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 		for i := lo; i < hi; i++ {
 			p := ps[i]
 			distinct := map[string]bool{}
+			var codes [][]int
 			promptSum := 0.0
 			for j := 0; j < o.G; j++ {
 				s := samples[(i-lo)*o.G+j]
@@ -163,14 +170,20 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 						following++
 					}
 				}
-				distinct[fmt.Sprint(s.Codes)] = true
+				key := ev.Drawn
+				if key == "" {
+					key = "unreadable " + fmt.Sprint(s.Codes)
+				}
+				distinct[key] = true
+				codes = append(codes, s.Codes)
 				if o.Observe != nil {
 					if err := o.Observe(ev); err != nil {
 						return Result{}, fmt.Errorf("eval: %w", err)
 					}
 				}
 			}
-			diversity += float64(len(distinct)) / float64(o.G)
+			scenes += float64(len(distinct)) / float64(o.G)
+			diversity += pairwiseDistance(codes)
 			promptScores = append(promptScores, promptSum/float64(o.G))
 		}
 		if o.Progress != nil {
@@ -180,7 +193,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 	sc := report.Scores()
 	r := Result{
 		TaskTypes: map[string]float64{}, Mean: sc["overall"], MeanByTask: sc["overall_by_task"],
-		PlanQuality: quality / float64(report.N()), Diversity: diversity / float64(len(ps)),
+		PlanQuality: quality / float64(report.N()), Diversity: diversity / float64(len(ps)), DistinctScenes: scenes / float64(len(ps)),
 		PlanParse: float64(parsedPlans) / float64(report.N()), Checks: report.Checks(), N: report.N(),
 		Prompts: len(ps), Seconds: time.Since(start).Seconds(), PromptScores: promptScores,
 	}
@@ -191,6 +204,29 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 		r.TaskTypes[t] = sc[t]
 	}
 	return r, nil
+}
+
+// pairwiseDistance is the mean over pairs of the fraction of positions where two code
+// sequences differ (0 for fewer than two).
+func pairwiseDistance(codes [][]int) float64 {
+	var sum float64
+	pairs := 0
+	for i := range codes {
+		for j := i + 1; j < len(codes); j++ {
+			diff := 0
+			for k := range codes[i] {
+				if codes[i][k] != codes[j][k] {
+					diff++
+				}
+			}
+			sum += float64(diff) / float64(len(codes[i]))
+			pairs++
+		}
+	}
+	if pairs == 0 {
+		return 0
+	}
+	return sum / float64(pairs)
 }
 
 // Compare returns the change of the mean oracle score from a to b, evaluated on the same prompts

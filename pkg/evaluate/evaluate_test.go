@@ -218,3 +218,18 @@ func TestCompare(t *testing.T) {
 		t.Fatal("different prompt counts compared")
 	}
 }
+
+func TestPairwiseDistance(t *testing.T) {
+	same := [][]int{{1, 2, 3, 4}, {1, 2, 3, 4}, {1, 2, 3, 4}}
+	if d := pairwiseDistance(same); d != 0 {
+		t.Fatalf("identical images: %v, want 0", d)
+	}
+	// pairs: (0,1) differ in 1 of 4, (0,2) in 4, (1,2) in 4 -> (0.25 + 1 + 1) / 3
+	mixed := [][]int{{1, 2, 3, 4}, {1, 2, 3, 5}, {9, 9, 9, 9}}
+	if d := pairwiseDistance(mixed); math.Abs(d-2.25/3) > 1e-12 {
+		t.Fatalf("distance %v, want %v", d, 2.25/3)
+	}
+	if d := pairwiseDistance(mixed[:1]); d != 0 {
+		t.Fatalf("one image: %v", d)
+	}
+}

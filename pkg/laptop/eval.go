@@ -38,6 +38,7 @@ func PrintEval(w io.Writer, initial *evaluate.Result, final evaluate.Result) {
 	row("plan quality", get(initial, func(r evaluate.Result) float64 { return r.PlanQuality }), final.PlanQuality)
 	row("image follows plan", get(initial, func(r evaluate.Result) float64 { return r.ImageFollowsPlan }), final.ImageFollowsPlan)
 	row("diversity", get(initial, func(r evaluate.Result) float64 { return r.Diversity }), final.Diversity)
+	row("distinct scenes", get(initial, func(r evaluate.Result) float64 { return r.DistinctScenes }), final.DistinctScenes)
 	for _, k := range []string{"exact_rate", "count_ok_rate", "extra_per_image"} {
 		row(k, get(initial, func(r evaluate.Result) float64 { return r.Checks[k] }), final.Checks[k])
 	}
