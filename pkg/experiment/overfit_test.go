@@ -71,10 +71,14 @@ func oracleReward(t *testing.T) *reward.Ensemble {
 	return ens
 }
 
-// overfitPrompt is an eval prompt the shipped base gets wrong: a held-out colour-shape
-// combination beside a relation (a "complex" prompt) that needs both a right plan and an image
-// that draws it.
-const overfitPrompt = "a large blue diamond next to a large triangle"
+// Eval prompts the shipped base gets wrong. planPrompt fails in its plans (they make the
+// held-out large triangle small and rarely place it next to the diamond; the images follow
+// them); imagePrompt fails in its images (the plans are right 7 times in 8, the images never
+// show them).
+const (
+	planPrompt  = "a large blue diamond next to a large triangle"
+	imagePrompt = "a green cross and a purple circle"
+)
 
 // The machinery can learn: with the oracle as the reward, GRPO drives one prompt the base
 // policy gets wrong to a mean oracle score >= 0.9 within a bounded number of steps, training
@@ -84,23 +88,25 @@ func TestOverfitOnePromptWithTheOracle(t *testing.T) {
 		t.Skip("trains three policies")
 	}
 	a := loadShipped(t)
-	var p prompts.Prompt
-	for _, q := range a.eval {
-		if q.Prompt == overfitPrompt {
-			p = q
+	find := func(text string) prompts.Prompt {
+		for _, q := range a.eval {
+			if q.Prompt == text {
+				return q
+			}
 		}
-	}
-	if p.Spec == nil {
-		t.Fatalf("eval prompt %q not found", overfitPrompt)
+		t.Fatalf("eval prompt %q not found", text)
+		return prompts.Prompt{}
 	}
 	ens := oracleReward(t)
 	const cfg = 3.0
 	evalOpts := evaluate.Options{G: 16, Seed: 99, CFGWeight: cfg}
 	for _, tc := range []struct {
 		level    grpo.Level
+		prompt   string
 		maxSteps int
-	}{{grpo.LevelBoth, 40}, {grpo.LevelPlan, 40}, {grpo.LevelImage, 60}} {
+	}{{grpo.LevelBoth, planPrompt, 60}, {grpo.LevelPlan, planPrompt, 60}, {grpo.LevelImage, imagePrompt, 60}} {
 		t.Run(string(tc.level), func(t *testing.T) {
+			p := find(tc.prompt)
 			b, err := mlx.NewBackend("")
 			if err != nil {
 				t.Fatal(err)
