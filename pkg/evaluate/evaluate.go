@@ -81,7 +81,7 @@ type Result struct {
 	// PromptScores is each prompt's mean oracle score, in prompt order (for paired comparisons
 	// of two policies on the same prompts and seeds, see Compare).
 	PromptScores []float64 `json:"prompt_scores,omitempty"`
-	Seconds          float64            `json:"seconds"`
+	Seconds      float64   `json:"seconds"`
 }
 
 // Run samples G images per prompt with m, decodes them with the codebook and scores them.
