@@ -77,6 +77,7 @@ func DefaultOptions() Options {
 		Loss:      grpo.DefaultLossOptions(),
 		Optimizer: opt,
 		BatchSize: DefaultBatchSize,
+		MinSpread: DefaultMinSpread,
 	}
 }
 

@@ -18,11 +18,11 @@ func TestShippedLaptopConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.PromptsPerStep != 4 || c.GroupSize != 8 || c.Steps != 3 || c.Staleness != 0 || c.Wire.AckWait.D() != time.Minute {
+	if c.PromptsPerStep != 8 || c.GroupSize != 8 || c.Steps != 240 || c.Staleness != 0 || c.Wire.AckWait.D() != time.Minute {
 		t.Errorf("laptop config: %+v", c)
 	}
-	if c.TasksPerStep() != 2 {
-		t.Errorf("tasks per step %d, want 2", c.TasksPerStep())
+	if c.TasksPerStep() != 4 {
+		t.Errorf("tasks per step %d, want 4", c.TasksPerStep())
 	}
 }
 
