@@ -477,3 +477,31 @@ func TestCommittedExpertsMeetTargets(t *testing.T) {
 	}
 	t.Logf("main metrics %v, ensemble Spearman %.3f (within prompts %.3f)", rep.MainMetrics(), rep.EnsembleSpearman, rep.EnsembleSpearmanWithinPrompt)
 }
+
+// A few queries run as a small padded batch (padTo); the rewards must not depend on what else
+// was in the batch.
+func TestScoresDoNotDependOnBatching(t *testing.T) {
+	ens, _, err := LocalEnsemble(testBackend, testDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := mixItems(t, 70, 3)
+	all, err := ens.Score(context.Background(), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range []int{0, 5, 33, 69} {
+		one, err := ens.Score(context.Background(), items[i:i+1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, v := range all[i].PerExpert {
+			if math.Abs(one[0].PerExpert[name]-v) > 1e-5 {
+				t.Fatalf("item %d %s: %v alone, %v in a batch of 70", i, name, one[0].PerExpert[name], v)
+			}
+		}
+	}
+	if padTo(1) != 1 || padTo(3) != 4 || padTo(64) != 64 || padTo(65) != 64 {
+		t.Fatalf("padTo: %d %d %d %d", padTo(1), padTo(3), padTo(64), padTo(65))
+	}
+}

@@ -33,6 +33,17 @@ var Names = []string{Detector, VQA, HPS, ORM}
 // padded, longer ones split, so each model compiles once.
 const inferBatch = 64
 
+// padTo is the batch a chunk of n queries runs as: the next power of two, at most inferBatch.
+// A reward worker scores samples a few at a time; padding each call to 64 rows made one sample
+// cost as much as 64. Powers of two keep the compiled shapes to seven.
+func padTo(n int) int {
+	b := 1
+	for b < n && b < inferBatch {
+		b *= 2
+	}
+	return b
+}
+
 // WeightsPath is where the weights of expert name live under dir.
 func WeightsPath(dir, name string) string { return filepath.Join(dir, name+".safetensors") }
 
@@ -202,7 +213,8 @@ func (m *Model) DetectCells(ctx context.Context, imgs []image.Image) (obj [][]fl
 			return nil, nil, err
 		}
 		chunk := imgs[start:min(start+inferBatch, len(imgs))]
-		p := tensors.FromFlatDataAndDimensions(patchBatch(chunk, inferBatch), inferBatch, NumCells, PatchDim)
+		b := padTo(len(chunk))
+		p := tensors.FromFlatDataAndDimensions(patchBatch(chunk, b), b, NumCells, PatchDim)
 		out, err := m.run(p)
 		if err != nil {
 			return nil, nil, err
@@ -258,14 +270,15 @@ func (m *Model) answer(ctx context.Context, qs []reward.Query) ([]reward.Raw, er
 			return nil, err
 		}
 		chunk := ps[start:min(start+inferBatch, len(ps))]
+		b := padTo(len(chunk))
 		imgs := make([]image.Image, len(chunk))
-		attrs := make([]float32, inferBatch*numAttrs)
+		attrs := make([]float32, b*numAttrs)
 		for j, p := range chunk {
 			imgs[j] = qs[p.q].Image
 			questionAttrs(qs[p.q].Questions[p.k], attrs[j*numAttrs:(j+1)*numAttrs])
 		}
-		res, err := m.run(tensors.FromFlatDataAndDimensions(patchBatch(imgs, inferBatch), inferBatch, NumCells, PatchDim),
-			tensors.FromFlatDataAndDimensions(attrs, inferBatch, numAttrs))
+		res, err := m.run(tensors.FromFlatDataAndDimensions(patchBatch(imgs, b), b, NumCells, PatchDim),
+			tensors.FromFlatDataAndDimensions(attrs, b, numAttrs))
 		if err != nil {
 			return nil, err
 		}
@@ -287,8 +300,9 @@ func (m *Model) pairs(ctx context.Context, qs []reward.Query) ([]reward.Raw, err
 			return nil, err
 		}
 		chunk := qs[start:min(start+inferBatch, len(qs))]
-		w, mask := m.vocab.textBatch(chunkPrompts(chunk), inferBatch)
-		res, err := m.run(tensors.FromFlatDataAndDimensions(patchBatch(images(chunk), inferBatch), inferBatch, NumCells, PatchDim), w, mask)
+		b := padTo(len(chunk))
+		w, mask := m.vocab.textBatch(chunkPrompts(chunk), b)
+		res, err := m.run(tensors.FromFlatDataAndDimensions(patchBatch(images(chunk), b), b, NumCells, PatchDim), w, mask)
 		if err != nil {
 			return nil, err
 		}
