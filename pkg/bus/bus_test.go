@@ -704,21 +704,31 @@ func TestDepthCollector(t *testing.T) {
 	}
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(NewDepthCollector(e.js, e.topo))
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := map[string]float64{}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			name := mf.GetName()
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "queue" {
-					name += "/" + l.GetValue()
-				}
-			}
-			got[name] = m.GetGauge().GetValue()
+	gather := func() map[string]float64 {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
 		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				name := mf.GetName()
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "queue" {
+						name += "/" + l.GetValue()
+					}
+				}
+				got[name] = m.GetGauge().GetValue()
+			}
+		}
+		return got
+	}
+	// The consumer's pending count follows the publishes asynchronously; under load the first
+	// read can still see 0.
+	got := gather()
+	for deadline := time.Now().Add(5 * time.Second); got["bicot_queue_pending/samples"] != 2 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		got = gather()
 	}
 	if len(got) != 9 { // 4 queues x 2 gauges + dead letters
 		t.Fatalf("metrics %v, want 9", got)

@@ -426,19 +426,22 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, s := range got {
-		want := s.PerExpert[Detector] + s.PerExpert[VQA] + 2*s.PerExpert[HPS] + s.PerExpert[ORM]
+		// hps weighted 2 by the file; the others keep their default weights.
+		want := DefaultWeights[Detector]*s.PerExpert[Detector] + DefaultWeights[VQA]*s.PerExpert[VQA] + 2*s.PerExpert[HPS] + DefaultWeights[ORM]*s.PerExpert[ORM]
 		if math.Abs(want-s.Total) > 1e-9 {
 			t.Fatalf("sample %d: total %v, want %v", i, s.Total, want)
 		}
 	}
 	for name, bad := range map[string]string{
-		"unknown key":      "modles: x\n",
-		"unknown expert":   "experts:\n  clip: {}\n",
-		"negative weight":  "experts:\n  vqa: {weight: -1}\n",
-		"squash on vqa":    "experts:\n  vqa: {hps_scale: 2}\n",
-		"zero scale":       "experts:\n  hps: {hps_scale: 0}\n",
-		"bad duration":     "timeout: soon\n",
-		"negative backoff": "remote: {backoff: -1s}\n",
+		"unknown key":           "modles: x\n",
+		"unknown expert":        "experts:\n  clip: {}\n",
+		"negative weight":       "experts:\n  vqa: {weight: -1}\n",
+		"squash on vqa":         "experts:\n  vqa: {hps_scale: 2}\n",
+		"reference rule on vqa": "experts:\n  vqa: {reference_rule: true}\n",
+		"soft answers on orm":   "experts:\n  orm: {soft_answers: true}\n",
+		"zero scale":            "experts:\n  hps: {hps_scale: 0}\n",
+		"bad duration":          "timeout: soon\n",
+		"negative backoff":      "remote: {backoff: -1s}\n",
 	} {
 		if _, err := LoadConfig(write(bad)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -503,5 +506,56 @@ func TestScoresDoNotDependOnBatching(t *testing.T) {
 	}
 	if padTo(1) != 1 || padTo(3) != 4 || padTo(64) != 64 || padTo(65) != 64 {
 		t.Fatalf("padTo: %d %d %d %d", padTo(1), padTo(3), padTo(64), padTo(65))
+	}
+}
+
+// The default configuration uses the extended detector rule, decided VQA answers and the default
+// weights; the reference flags bring T2I-R1's rules back; the oracle joins only when named.
+func TestDefaultAndReferenceRules(t *testing.T) {
+	items := mixItems(t, 16, 5)
+	score := func(c Config) []reward.Scores {
+		t.Helper()
+		ens, err := NewEnsembleFromConfig(testBackend, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ens.Score(context.Background(), items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	def := DefaultConfig()
+	def.Models = testDir
+	ref := def
+	one := 1.0
+	ref.Experts = map[string]ExpertConfig{Detector: {Weight: &one, ReferenceRule: true}, VQA: {Weight: &one, SoftAnswers: true},
+		HPS: {Weight: &one}, ORM: {Weight: &one}, Oracle: {}}
+	d, r := score(def), score(ref)
+	softSeen := false
+	for i := range items {
+		if _, ok := d[i].PerExpert[Oracle]; ok {
+			t.Fatalf("item %d: oracle in the default ensemble", i)
+		}
+		if _, ok := r[i].PerExpert[Oracle]; !ok {
+			t.Fatalf("item %d: oracle named but missing", i)
+		}
+		v := d[i].PerExpert[VQA]
+		if n := float64(len(items[i].Prompt.AttrNouns)); n > 0 && math.Abs(v*n-math.Round(v*n)) > 1e-9 {
+			t.Fatalf("item %d: decided VQA reward %v is not a fraction of %v questions", i, v, n)
+		}
+		if rv := r[i].PerExpert[VQA]; rv != 0 && rv != 1 && rv != math.Round(rv*4)/4 {
+			softSeen = true
+		}
+		want := d[i].PerExpert[Detector] + d[i].PerExpert[VQA]
+		if math.Abs(d[i].Total-want) > 1e-9 {
+			t.Fatalf("item %d: default total %v, want detector + vqa %v", i, d[i].Total, want)
+		}
+		if math.Abs(r[i].Total-(r[i].PerExpert[Detector]+r[i].PerExpert[VQA]+r[i].PerExpert[HPS]+r[i].PerExpert[ORM])) > 1e-9 {
+			t.Fatalf("item %d: reference total %v is not the equal-weight sum", i, r[i].Total)
+		}
+	}
+	if !softSeen {
+		t.Fatal("soft_answers gave no soft VQA reward")
 	}
 }

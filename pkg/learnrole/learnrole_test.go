@@ -110,7 +110,8 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 		enc = append(enc, e)
 	}
 	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: []uint64{10, 11}, G: 4, Seed: cfg.Seed,
-		Temperature: cfg.Sampling.Temperature, CFGWeight: cfg.Sampling.CFGWeight, MaxPlanTokens: 5})
+		Temperature: cfg.Sampling.Temperature, CFGWeight: cfg.Sampling.CFGWeight, MaxPlanTokens: 5,
+		ConditionalLogp: cfg.Sampling.ImageLogp == bus.ImageLogpConditional})
 	if err != nil {
 		t.Fatal(err)
 	}

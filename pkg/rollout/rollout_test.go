@@ -90,6 +90,10 @@ func TestSamplesAreDeterministicPerKey(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- w.Run(wctx) }()
 		got[run] = collect(t, ctx, js, run, 9)
+		// A task's counters move after its last sample is published: wait for them.
+		for deadline := time.Now().Add(5 * time.Second); w.Stats().Tasks < int64(len(tasks)) && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
 		wcancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
