@@ -559,3 +559,35 @@ func TestDefaultAndReferenceRules(t *testing.T) {
 		t.Fatal("soft_answers gave no soft VQA reward")
 	}
 }
+
+// The oracle expert passes the oracle's verdict through: 1 for a faithful clean render, low for a
+// misaligned one, and an error naming the prompt when it has no spec.
+func TestOracleExpert(t *testing.T) {
+	c := DefaultConfig()
+	c.Models = testDir
+	one, zero := 1.0, 0.0
+	c.Experts = map[string]ExpertConfig{Oracle: {Weight: &one}, Detector: {Weight: &zero}, VQA: {Weight: &zero}}
+	ens, err := NewEnsembleFromConfig(testBackend, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items := mixItems(t, GroupSize, 6)
+	got, err := ens.Score(context.Background(), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].Total != 1 || got[0].PerExpert[Oracle] != 1 {
+		t.Fatalf("faithful clean render: %+v, want oracle 1 as the total", got[0])
+	}
+	if got[GroupSize/2].Total > 0.2 {
+		t.Fatalf("misaligned render: total %v, want <= 0.2", got[GroupSize/2].Total)
+	}
+	if _, ok := got[0].PerExpert[Detector]; !ok {
+		t.Fatal("weight-0 detector not logged as a monitor")
+	}
+	bad := items[:1]
+	bad[0].Prompt.Spec = nil
+	if _, err := ens.Score(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "oracle") {
+		t.Fatalf("prompt without spec: %v, want an error naming the oracle", err)
+	}
+}
