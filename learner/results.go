@@ -40,6 +40,7 @@ type runSummary struct {
 	steps        int
 	trainSeconds float64
 	final        *evaluate.Result
+	curve        []experiment.Point
 	noPlan       bool
 	rewardFirst  float64
 	rewardLast   float64
@@ -78,6 +79,7 @@ func readRun(path string) (runSummary, error) {
 		case "eval":
 			r := line.Point.Eval
 			s.final = &r
+			s.curve = append(s.curve, *line.Point)
 		case "config":
 			s.noPlan = line.Config != nil && line.Config.Sampling.MaxPlanTokens == 0
 		}
@@ -196,5 +198,43 @@ func printResults(w io.Writer, dir string) error {
 	if base != nil {
 		fmt.Fprintf(w, "\nEvaluation: %d samples of %d held-out prompts per run (fixed seed).\n", base.N, base.Prompts)
 	}
+	printCurves(w, runs, base, order)
 	return nil
+}
+
+// printCurves lists, for runs evaluated more than once, the held-out mean (and per task type)
+// against training time.
+func printCurves(w io.Writer, runs []runSummary, base *evaluate.Result, order []string) {
+	header := false
+	for _, r := range runs {
+		if len(r.curve) < 2 {
+			continue
+		}
+		if !header {
+			fmt.Fprintf(w, "\nLearning curves (held-out oracle mean against training time)\n\n| run | step | train min | mean |")
+			for _, t := range order {
+				fmt.Fprintf(w, " %s |", t)
+			}
+			fmt.Fprintf(w, "\n|---|---:|---:|---:|")
+			for range order {
+				fmt.Fprint(w, "---:|")
+			}
+			fmt.Fprintln(w)
+			header = true
+			if base != nil {
+				fmt.Fprintf(w, "| base | 0 | 0.0 | %.3f |", base.Mean)
+				for _, t := range order {
+					fmt.Fprintf(w, " %.3f |", base.TaskTypes[t])
+				}
+				fmt.Fprintln(w)
+			}
+		}
+		for _, p := range r.curve {
+			fmt.Fprintf(w, "| %s | %d | %.1f | %.3f |", r.name, p.Step, p.TrainSeconds/60, p.Eval.Mean)
+			for _, t := range order {
+				fmt.Fprintf(w, " %.3f |", p.Eval.TaskTypes[t])
+			}
+			fmt.Fprintln(w)
+		}
+	}
 }
