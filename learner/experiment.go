@@ -23,6 +23,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -113,6 +114,23 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 	tr, err := learn.NewTrainer(policy, topts)
 	if err != nil {
 		return err
+	}
+	if topts.SFTCoef > 0 {
+		// The supervised anchor: pretraining examples (scenes drawn for training prompts, their
+		// plans and images) in the pretraining mix, from a stream seeded by the run.
+		pc := defaultPretrainConfig()
+		pc.Seed = c.Seed + 1000
+		trainPs, err := prompts.ReadFile(c.Prompts)
+		if err != nil {
+			return err
+		}
+		maker, err := newExampleMaker(pc, policy.Config, tokenizer.New(), cb, trainPs)
+		if err != nil {
+			return fmt.Errorf("experiment: supervised anchor: %w", err)
+		}
+		if err := tr.SetSupervised(maker); err != nil {
+			return err
+		}
 	}
 	ens, err := laptop.Ensemble(ctx, backend, c, nil, log)
 	if err != nil {

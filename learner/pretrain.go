@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -206,6 +207,28 @@ type exampleMaker struct {
 	encoded [][]int32
 }
 
+// newExampleMaker makes examples from the prompts that carry a spec.
+func newExampleMaker(c pretrainConfig, mcfg model.Config, vocab *tokenizer.Vocab, cb *vq.Codebook, ps []prompts.Prompt) (*exampleMaker, error) {
+	maker := &exampleMaker{cfg: c, mcfg: mcfg, vocab: vocab, cb: cb}
+	for _, p := range ps {
+		if p.Spec == nil {
+			continue
+		}
+		ids, err := learn.EncodePrompt(vocab, p.Prompt)
+		if err != nil {
+			return nil, err
+		}
+		maker.prompts, maker.encoded = append(maker.prompts, p), append(maker.encoded, ids)
+	}
+	if len(maker.prompts) == 0 {
+		return nil, errors.New("no prompt with a spec")
+	}
+	return maker, nil
+}
+
+// Batch implements learn.SupervisedSource: the pretraining batch of step s.
+func (e *exampleMaker) Batch(step int) (model.Batch, error) { return e.batch(step) }
+
 // example i of step s depends only on (seed, s, i).
 func (e *exampleMaker) example(step, i int) (seq []int32, textMask, imageMask []float32, err error) {
 	rng := rand.New(rand.NewPCG(e.cfg.Seed, uint64(step)<<20|uint64(i)))
@@ -384,19 +407,9 @@ func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error
 	if err != nil {
 		return fmt.Errorf("pretrain: %w", err)
 	}
-	maker := &exampleMaker{cfg: c, mcfg: mcfg, vocab: vocab, cb: cb}
-	for _, p := range ps {
-		if p.Spec == nil {
-			continue
-		}
-		ids, err := learn.EncodePrompt(vocab, p.Prompt)
-		if err != nil {
-			return fmt.Errorf("pretrain: %w", err)
-		}
-		maker.prompts, maker.encoded = append(maker.prompts, p), append(maker.encoded, ids)
-	}
-	if len(maker.prompts) == 0 {
-		return fmt.Errorf("pretrain: %s has no prompt with a spec", c.Prompts)
+	maker, err := newExampleMaker(c, mcfg, vocab, cb, ps)
+	if err != nil {
+		return fmt.Errorf("pretrain: %s: %w", c.Prompts, err)
 	}
 	backend, err := mlx.NewBackend(c.Backend)
 	if err != nil {

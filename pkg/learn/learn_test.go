@@ -177,3 +177,76 @@ func TestUpdateEpochs(t *testing.T) {
 		t.Fatalf("KL after one step: %g with 3 updates per batch, %g with 1; want more movement", kl[3], kl[1])
 	}
 }
+
+type fixedSource struct {
+	b     model.Batch
+	calls []int
+}
+
+func (f *fixedSource) Batch(step int) (model.Batch, error) {
+	f.calls = append(f.calls, step)
+	return f.b, nil
+}
+
+// The supervised anchor joins the update: it needs a source, reports its loss, asks for the
+// batch of each update in turn, and changes the weights the update produces.
+func TestSupervisedAnchor(t *testing.T) {
+	o := DefaultOptions()
+	o.BatchSize = 16
+	o.SFTCoef = 1
+	m := newPolicy(t, tinyConfig(), 2)
+	tr := mustTrainer(t, m, o)
+	r := rollout{g: 8, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}
+	if _, err := tr.Step(r.groups(t, m)); err == nil {
+		t.Fatal("sft_coef without a source trained")
+	}
+	groups := r.groups(t, m)
+	var b model.Batch
+	for _, g := range groups[0].Samples[:4] {
+		seq, err := m.Config.Sequence(mustEncode(t, g.Prompt.Prompt), g.PlanTokens, toCodes(g.ImageTokens))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tm, im := m.Config.Masks(seq, false)
+		b.Tokens, b.TextMask, b.ImageMask = append(b.Tokens, seq), append(b.TextMask, tm), append(b.ImageMask, im)
+	}
+	src := &fixedSource{b: b}
+	if err := tr.SetSupervised(src); err != nil {
+		t.Fatal(err)
+	}
+	st, err := tr.Step(groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !(st.SFTLoss > 0) || math.Abs(st.RatioMean-1) > 1e-5 {
+		t.Fatalf("sft loss %v, ratio %v", st.SFTLoss, st.RatioMean)
+	}
+	r.version, r.step = 1, 1
+	if _, err := tr.Step(r.groups(t, m)); err != nil {
+		t.Fatal(err)
+	}
+	if len(src.calls) != 2 || src.calls[0] != 0 || src.calls[1] != 1 {
+		t.Fatalf("batches asked for: %v, want [0 1]", src.calls)
+	}
+	o.SFTCoef = -1
+	if err := o.Validate(); err == nil {
+		t.Fatal("negative sft_coef accepted")
+	}
+}
+
+func mustEncode(t *testing.T, text string) []int32 {
+	t.Helper()
+	ids, err := EncodePrompt(tokenizer.New(), text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+func toCodes(ts []int32) []int {
+	out := make([]int, len(ts))
+	for i, c := range ts {
+		out[i] = int(c)
+	}
+	return out
+}

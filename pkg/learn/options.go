@@ -45,6 +45,10 @@ type Options struct {
 	// reference does 1). Sampling dominates a step, so more updates per batch learn more per
 	// sample; after the first the ratio leaves 1, so values > 1 need Loss.Clip.
 	UpdateEpochs int `yaml:"update_epochs" json:"update_epochs"`
+	// SFTCoef > 0 adds SFTCoef x the supervised (teacher-forced) loss of a batch from the
+	// trainer's SupervisedSource to every update (PPO-ptx style): it anchors the policy to the
+	// data it was pretrained on while RL moves it. 0 (default, the reference) is pure GRPO.
+	SFTCoef float64 `yaml:"sft_coef" json:"sft_coef"`
 	// AdvScale is "std" (reference; divide by std + StdEps) or "none" (Dr. GRPO).
 	AdvScale string `yaml:"adv_scale" json:"adv_scale"`
 	// MaxStaleness k: a sample drawn with policy version v is accepted while
@@ -130,6 +134,9 @@ func (o Options) Validate() error {
 	}
 	if o.MaxStaleness > 0 && !o.Loss.Clip {
 		errs = append(errs, fmt.Errorf("max_staleness %d > 0 needs loss.clip: stale samples have ratios away from 1 and an unclipped update can run away", o.MaxStaleness))
+	}
+	if math.IsNaN(o.SFTCoef) || math.IsInf(o.SFTCoef, 0) || o.SFTCoef < 0 {
+		errs = append(errs, fmt.Errorf("sft_coef %v: want a finite value >= 0", o.SFTCoef))
 	}
 	if o.UpdateEpochs < 0 {
 		errs = append(errs, fmt.Errorf("update_epochs %d: want >= 1 (0 = 1)", o.UpdateEpochs))

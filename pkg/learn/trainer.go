@@ -32,6 +32,34 @@ type Trainer struct {
 	steps   int64 // updates applied by this trainer (and the trainers it was restored from)
 
 	train *context.Exec
+	// sft is the train step with the supervised anchor (SFTCoef > 0), src its data.
+	sft *context.Exec
+	src SupervisedSource
+}
+
+// SupervisedSource hands out teacher-forced batches (prompt, plan, image sequences with their
+// loss masks, model.Batch) for the supervised anchor; batch s is the one for the trainer's
+// update s, so a resumed run sees the same data.
+type SupervisedSource interface {
+	Batch(step int) (model.Batch, error)
+}
+
+// SetSupervised gives the trainer the data of the supervised anchor (Options.SFTCoef > 0). Every
+// batch must have the same number of rows (the train graph has fixed shapes).
+func (t *Trainer) SetSupervised(src SupervisedSource) error {
+	if t.opts.SFTCoef <= 0 {
+		return errors.New("set supervised: sft_coef is 0")
+	}
+	if src == nil {
+		return errors.New("set supervised: nil source")
+	}
+	var err error
+	t.sft, err = context.NewExec(t.policy.Backend, t.policy.Ctx, t.sftGraph)
+	if err != nil {
+		return fmt.Errorf("set supervised: build train step: %w", err)
+	}
+	t.src = src
+	return nil
 }
 
 // NewTrainer prepares BiCoT-GRPO training of policy. The reference policy is a clone of policy
@@ -132,6 +160,35 @@ func (t *Trainer) trainGraph(ctx *context.Context, in []*Node) []*Node {
 		Min(tlo, ilo), Max(thi, ihi), diag.GradNorm, diag.LR}
 }
 
+// sftGraph is trainGraph with the supervised anchor: three more inputs (tokens [S,T], text mask
+// [S,L], image mask [S,I]) whose mean NLL, times SFTCoef, joins the loss the optimiser sees. The
+// returned loss is the GRPO loss alone; a 12th output is the supervised NLL.
+func (t *Trainer) sftGraph(ctx *context.Context, in []*Node) []*Node {
+	tokens, tOld, tRef, tMask, iOld, iRef, iMask, adv := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
+	g := tokens.Graph()
+	tl, il := t.policy.LogProbsGraph(ctx, tokens, t.scoreOptions())
+	out := grpo.Loss(grpo.LossInputs{
+		PlanLogp: tl, PlanOld: tOld, PlanRef: tRef, PlanMask: tMask,
+		ImageLogp: il, ImageOld: iOld, ImageRef: iRef, ImageMask: iMask,
+		Advantages: adv,
+	}, t.opts.Loss)
+	nll, _, _ := t.policy.SupervisedLossGraph(ctx, in[8], in[9], in[10])
+	total := Add(out.Loss, MulScalar(nll, t.opts.SFTCoef))
+	ratios := func(lp, old, mask *Node) (lo, hi *Node) {
+		on := GreaterThan(mask, ZerosLike(mask))
+		r := Exp(Where(on, Sub(StopGradient(lp), old), ZerosLike(lp)))
+		big := Scalar(g, r.DType(), 1e30)
+		lo = ReduceAllMin(Where(on, r, BroadcastToDims(big, r.Shape().Dimensions...)))
+		hi = ReduceAllMax(Where(on, r, BroadcastToDims(Neg(big), r.Shape().Dimensions...)))
+		return
+	}
+	tlo, thi := ratios(tl, tOld, tMask)
+	ilo, ihi := ratios(il, iOld, iMask)
+	diag := t.opt.Step(ctx, g, total)
+	return []*Node{out.Loss, out.MeanKL, out.PlanKL, out.ImageKL, out.MeanRatio, out.ClipFraction, out.Tokens,
+		Min(tlo, ilo), Max(thi, ihi), diag.GradNorm, diag.LR, nll}
+}
+
 // StepStats describe one update (a metrics.jsonl line). Loss, KL and ratios are measured before
 // the update, on the trained tokens.
 type StepStats struct {
@@ -156,6 +213,8 @@ type StepStats struct {
 	ClipFraction float64 `json:"clip_fraction"`
 	// LaterClipFraction is the mean clip fraction of the updates after the first (update_epochs).
 	LaterClipFraction float64 `json:"later_clip_fraction,omitempty"`
+	// SFTLoss is the supervised anchor's mean NLL (sft_coef > 0), before the update.
+	SFTLoss float64 `json:"sft_loss,omitempty"`
 	// ZeroStdRatio is the fraction of groups whose rewards all tie.
 	ZeroStdRatio   float64 `json:"zero_std_ratio"`
 	Groups         int     `json:"groups"`
@@ -330,11 +389,45 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 		flat(func(r row) []float32 { return r.textOld }, L), refFlat(refText, L), flat(func(r row) []float32 { return r.textMask }, L),
 		flat(func(r row) []float32 { return r.imageOld }, I), refFlat(refImage, I), flat(func(r row) []float32 { return r.imageMask }, I),
 		tensors.FromFlatDataAndDimensions(advFlat, B)}
+	exec := t.train
+	if t.opts.SFTCoef > 0 {
+		if t.src == nil {
+			return StepStats{}, errors.New("learner step: sft_coef > 0 but no supervised source (Trainer.SetSupervised)")
+		}
+		b, err := t.src.Batch(int(t.steps))
+		if err != nil {
+			return StepStats{}, fmt.Errorf("learner step: supervised batch: %w", err)
+		}
+		stok, err := t.policy.TokensTensor(b.Tokens)
+		if err != nil {
+			return StepStats{}, fmt.Errorf("learner step: supervised batch: %w", err)
+		}
+		masks := func(rows [][]float32, width int) (*tensors.Tensor, error) {
+			out := make([]float32, 0, len(rows)*width)
+			for _, r := range rows {
+				if len(r) != width {
+					return nil, fmt.Errorf("supervised mask of %d, want %d", len(r), width)
+				}
+				out = append(out, r...)
+			}
+			return tensors.FromFlatDataAndDimensions(out, len(rows), width), nil
+		}
+		tm, err := masks(b.TextMask, L)
+		if err != nil {
+			return StepStats{}, fmt.Errorf("learner step: %w", err)
+		}
+		im, err := masks(b.ImageMask, I)
+		if err != nil {
+			return StepStats{}, fmt.Errorf("learner step: %w", err)
+		}
+		args = append(args, stok, tm, im)
+		exec = t.sft
+	}
 	// The stats describe the first update (on-policy: ratio 1); later epochs only add clip
 	// fractions, which show how far they went.
 	var out []*tensors.Tensor
 	for e := 0; e < t.opts.UpdateEpochs; e++ {
-		o, err := t.train.Exec(args...)
+		o, err := exec.Exec(args...)
 		if err != nil {
 			return StepStats{}, fmt.Errorf("learner step: update %d: %w", e+1, err)
 		}
@@ -351,6 +444,9 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 	}
 	st.Loss, st.KL, st.PlanKL, st.ImageKL, st.RatioMean, st.ClipFraction = v[0], v[1], v[2], v[3], v[4], v[5]
 	st.RatioMin, st.RatioMax, st.GradNorm, st.LearningRate = v[7], v[8], v[9], v[10]
+	if len(v) > 11 {
+		st.SFTLoss = v[11]
+	}
 	if v[6] == 0 {
 		st.RatioMin, st.RatioMax = 1, 1
 	}

@@ -228,6 +228,9 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, erro
 	if err != nil {
 		return nil, fmt.Errorf("learner: %w", err)
 	}
+	if topts.SFTCoef > 0 {
+		return nil, fmt.Errorf("learner: grpo.sft_coef %v: the supervised anchor is built by `learner experiment` only; the distributed learner has no pretraining data source", topts.SFTCoef)
+	}
 	l := &Learner{o: o, cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
 		rep:  coord.NewReporter(js, c.RunID, o.ID, coord.RoleLearner, log),
 		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
