@@ -148,6 +148,19 @@ func depth(t *testing.T, e *env, q Queue) (uint64, uint64) {
 	return p, a
 }
 
+// depthWhen reads the queue's pending and ack-pending counts until ok accepts them or 5 s pass:
+// the consumer's counters follow publishes and acks asynchronously, and a single read under load
+// can still see the old values.
+func depthWhen(t *testing.T, e *env, q Queue, ok func(p, a uint64) bool) (uint64, uint64) {
+	t.Helper()
+	p, a := depth(t, e, q)
+	for deadline := time.Now().Add(5 * time.Second); !ok(p, a) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+		p, a = depth(t, e, q)
+	}
+	return p, a
+}
+
 func TestRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	ctx := testCtx(t)
@@ -159,7 +172,7 @@ func TestRoundTrip(t *testing.T) {
 	if ack.Stream != e.topo.Tasks.Stream || ack.Duplicate {
 		t.Fatalf("ack = %+v", ack)
 	}
-	if p, a := depth(t, e, e.topo.Tasks); p != 1 || a != 0 {
+	if p, a := depthWhen(t, e, e.topo.Tasks, func(p, a uint64) bool { return p == 1 && a == 0 }); p != 1 || a != 0 {
 		t.Fatalf("depth before consume = %d,%d want 1,0", p, a)
 	}
 	got := make(chan *BatchTask, 1)
@@ -186,7 +199,7 @@ func TestRoundTrip(t *testing.T) {
 		return err == nil && info.State.Msgs == 0
 	})
 	stop()
-	if p, a := depth(t, e, e.topo.Tasks); p != 0 || a != 0 {
+	if p, a := depthWhen(t, e, e.topo.Tasks, func(p, a uint64) bool { return p == 0 && a == 0 }); p != 0 || a != 0 {
 		t.Fatalf("depth after consume = %d,%d want 0,0", p, a)
 	}
 }
@@ -210,7 +223,7 @@ func TestDuplicatePublishStoredOnce(t *testing.T) {
 	if _, err := PublishSample(ctx, e.js, other); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := depth(t, e, e.topo.Samples); p != 2 {
+	if p, _ := depthWhen(t, e, e.topo.Samples, func(p, _ uint64) bool { return p == 2 }); p != 2 {
 		t.Fatalf("pending = %d, want 2 (duplicate stored once)", p)
 	}
 }
@@ -584,11 +597,11 @@ func TestRunsAreIsolated(t *testing.T) {
 	if _, err := PublishSample(ctx, e.js, s); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ := depth(t, e, e.topo.Samples); p != 0 {
+	if p, _ := depthWhen(t, e, e.topo.Samples, func(p, _ uint64) bool { return p == 0 }); p != 0 {
 		t.Fatalf("run1 sees run2's sample (pending %d)", p)
 	}
 	t2, _ := NewTopology("run2")
-	if p, _ := depth(t, e, t2.Samples); p != 1 {
+	if p, _ := depthWhen(t, e, t2.Samples, func(p, _ uint64) bool { return p == 1 }); p != 1 {
 		t.Fatalf("run2 pending %d, want 1", p)
 	}
 	if err := DeleteStreams(ctx, e.js, "run2"); err != nil {
@@ -662,7 +675,7 @@ func TestPublishRejectsInvalid(t *testing.T) {
 	if _, err := PublishSample(ctx, e.js, big); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("PublishSample too large: %v", err)
 	}
-	if p, _ := depth(t, e, e.topo.Samples); p != 0 {
+	if p, _ := depthWhen(t, e, e.topo.Samples, func(p, _ uint64) bool { return p == 0 }); p != 0 {
 		t.Fatalf("invalid samples reached the queue (%d)", p)
 	}
 }
