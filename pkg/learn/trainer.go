@@ -32,7 +32,7 @@ type Trainer struct {
 	steps   int64 // updates applied by this trainer (and the trainers it was restored from)
 
 	train *context.Exec
-	// sft is the train step with the supervised anchor (SFTCoef > 0), src its data.
+	// sft is the train step with the supervised anchor's inputs (SFTCoef > 0), src its data.
 	sft *context.Exec
 	src SupervisedSource
 }
@@ -54,7 +54,7 @@ func (t *Trainer) SetSupervised(src SupervisedSource) error {
 		return errors.New("set supervised: nil source")
 	}
 	var err error
-	t.sft, err = context.NewExec(t.policy.Backend, t.policy.Ctx, t.sftGraph)
+	t.sft, err = context.NewExec(t.policy.Backend, t.policy.Ctx, t.trainGraph)
 	if err != nil {
 		return fmt.Errorf("set supervised: build train step: %w", err)
 	}
@@ -133,8 +133,11 @@ func (t *Trainer) scoreOptions() model.ScoreOptions {
 }
 
 // trainGraph is one update. Inputs: tokens [B,T], text old/ref/mask [B,L], image old/ref/mask
-// [B,I], advantages [B]. Outputs: loss, kl, plan kl, image kl, ratio mean, clip fraction, tokens,
-// ratio min, ratio max, grad norm, learning rate (all before the update).
+// [B,I], advantages [B], and with the supervised anchor (the sft exec) three more: tokens [S,T],
+// text mask [S,L], image mask [S,I], whose mean NLL times SFTCoef joins the loss the optimiser
+// sees. Outputs: loss (the GRPO loss alone), kl, plan kl, image kl, ratio mean, clip fraction,
+// tokens, ratio min, ratio max, grad norm, learning rate (all before the update), and with the
+// anchor the supervised NLL.
 func (t *Trainer) trainGraph(ctx *context.Context, in []*Node) []*Node {
 	tokens, tOld, tRef, tMask, iOld, iRef, iMask, adv := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
 	g := tokens.Graph()
@@ -144,6 +147,12 @@ func (t *Trainer) trainGraph(ctx *context.Context, in []*Node) []*Node {
 		ImageLogp: il, ImageOld: iOld, ImageRef: iRef, ImageMask: iMask,
 		Advantages: adv,
 	}, t.opts.Loss)
+	total := out.Loss
+	var nll *Node
+	if len(in) > 8 {
+		nll, _, _ = t.policy.SupervisedLossGraph(ctx, in[8], in[9], in[10])
+		total = Add(total, MulScalar(nll, t.opts.SFTCoef))
+	}
 	// Extremes of the ratio over trained tokens (masked positions cannot win either reduction).
 	ratios := func(lp, old, mask *Node) (lo, hi *Node) {
 		on := GreaterThan(mask, ZerosLike(mask))
@@ -155,38 +164,13 @@ func (t *Trainer) trainGraph(ctx *context.Context, in []*Node) []*Node {
 	}
 	tlo, thi := ratios(tl, tOld, tMask)
 	ilo, ihi := ratios(il, iOld, iMask)
-	diag := t.opt.Step(ctx, g, out.Loss)
-	return []*Node{out.Loss, out.MeanKL, out.PlanKL, out.ImageKL, out.MeanRatio, out.ClipFraction, out.Tokens,
-		Min(tlo, ilo), Max(thi, ihi), diag.GradNorm, diag.LR}
-}
-
-// sftGraph is trainGraph with the supervised anchor: three more inputs (tokens [S,T], text mask
-// [S,L], image mask [S,I]) whose mean NLL, times SFTCoef, joins the loss the optimiser sees. The
-// returned loss is the GRPO loss alone; a 12th output is the supervised NLL.
-func (t *Trainer) sftGraph(ctx *context.Context, in []*Node) []*Node {
-	tokens, tOld, tRef, tMask, iOld, iRef, iMask, adv := in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7]
-	g := tokens.Graph()
-	tl, il := t.policy.LogProbsGraph(ctx, tokens, t.scoreOptions())
-	out := grpo.Loss(grpo.LossInputs{
-		PlanLogp: tl, PlanOld: tOld, PlanRef: tRef, PlanMask: tMask,
-		ImageLogp: il, ImageOld: iOld, ImageRef: iRef, ImageMask: iMask,
-		Advantages: adv,
-	}, t.opts.Loss)
-	nll, _, _ := t.policy.SupervisedLossGraph(ctx, in[8], in[9], in[10])
-	total := Add(out.Loss, MulScalar(nll, t.opts.SFTCoef))
-	ratios := func(lp, old, mask *Node) (lo, hi *Node) {
-		on := GreaterThan(mask, ZerosLike(mask))
-		r := Exp(Where(on, Sub(StopGradient(lp), old), ZerosLike(lp)))
-		big := Scalar(g, r.DType(), 1e30)
-		lo = ReduceAllMin(Where(on, r, BroadcastToDims(big, r.Shape().Dimensions...)))
-		hi = ReduceAllMax(Where(on, r, BroadcastToDims(Neg(big), r.Shape().Dimensions...)))
-		return
-	}
-	tlo, thi := ratios(tl, tOld, tMask)
-	ilo, ihi := ratios(il, iOld, iMask)
 	diag := t.opt.Step(ctx, g, total)
-	return []*Node{out.Loss, out.MeanKL, out.PlanKL, out.ImageKL, out.MeanRatio, out.ClipFraction, out.Tokens,
-		Min(tlo, ilo), Max(thi, ihi), diag.GradNorm, diag.LR, nll}
+	res := []*Node{out.Loss, out.MeanKL, out.PlanKL, out.ImageKL, out.MeanRatio, out.ClipFraction, out.Tokens,
+		Min(tlo, ilo), Max(thi, ihi), diag.GradNorm, diag.LR}
+	if nll != nil {
+		res = append(res, nll)
+	}
+	return res
 }
 
 // StepStats describe one update (a metrics.jsonl line). Loss, KL and ratios are measured before
