@@ -8,8 +8,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/learn"
-	"github.com/bicot-rl/bicot/pkg/mlx"
-	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 )
 
@@ -17,14 +15,7 @@ import (
 // hands the trainer exactly P groups; without it a step draws P prompts.
 func TestInformativeDrawsUntilGroupsCarrySignal(t *testing.T) {
 	a := loadShipped(t)
-	b, err := mlx.NewBackend("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy, err := model.Load(b, a.policy)
-	if err != nil {
-		t.Fatal(err)
-	}
+	policy := a.freshPolicy(t)
 	o := learn.DefaultOptions()
 	o.CFGWeight, o.ImageLogp = 3, bus.ImageLogpConditional
 	tr, err := learn.NewTrainer(policy, o)

@@ -2,6 +2,7 @@ package experiment
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -38,25 +39,27 @@ func loadShipped(t *testing.T) shippedAssets {
 	if err != nil {
 		t.Fatal(err)
 	}
+	policy, err := os.ReadFile("../../models/base.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return shippedAssets{policy: policy, cb: cb, eval: ps}
+}
+
+// freshPolicy loads a new copy of the shipped base policy (each on its own backend, so the
+// tests train independent copies).
+func (a shippedAssets) freshPolicy(t *testing.T) *model.Model {
+	t.Helper()
 	b, err := mlx.NewBackend("")
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := model.LoadFile(b, "../../models/base.safetensors")
+	m, err := model.Load(b, a.policy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf []byte
-	w := &byteWriter{&buf}
-	if err := m.Save(w, model.SaveOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	return shippedAssets{policy: buf, cb: cb, eval: ps}
+	return m
 }
-
-type byteWriter struct{ b *[]byte }
-
-func (w *byteWriter) Write(p []byte) (int, error) { *w.b = append(*w.b, p...); return len(p), nil }
 
 func oracleReward(t *testing.T) *reward.Ensemble {
 	t.Helper()
@@ -107,14 +110,7 @@ func TestOverfitOnePromptWithTheOracle(t *testing.T) {
 	}{{grpo.LevelBoth, planPrompt, 60}, {grpo.LevelPlan, planPrompt, 60}, {grpo.LevelImage, imagePrompt, 60}} {
 		t.Run(string(tc.level), func(t *testing.T) {
 			p := find(tc.prompt)
-			b, err := mlx.NewBackend("")
-			if err != nil {
-				t.Fatal(err)
-			}
-			policy, err := model.Load(b, a.policy)
-			if err != nil {
-				t.Fatal(err)
-			}
+			policy := a.freshPolicy(t)
 			base, err := evaluate.Run(policy, a.cb, []prompts.Prompt{p}, evalOpts)
 			if err != nil {
 				t.Fatal(err)
