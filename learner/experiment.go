@@ -115,16 +115,16 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 	if err != nil {
 		return err
 	}
+	train, err := prompts.ReadFile(c.Prompts)
+	if err != nil {
+		return err
+	}
 	if topts.SFTCoef > 0 {
 		// The supervised anchor: pretraining examples (scenes drawn for training prompts, their
 		// plans and images) in the pretraining mix, from a stream seeded by the run.
 		pc := defaultPretrainConfig()
 		pc.Seed = c.Seed + 1000
-		trainPs, err := prompts.ReadFile(c.Prompts)
-		if err != nil {
-			return err
-		}
-		maker, err := newExampleMaker(pc, policy.Config, tokenizer.New(), cb, trainPs)
+		maker, err := newExampleMaker(pc, policy.Config, tokenizer.New(), cb, train)
 		if err != nil {
 			return fmt.Errorf("experiment: supervised anchor: %w", err)
 		}
@@ -133,10 +133,6 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 		}
 	}
 	ens, err := laptop.Ensemble(ctx, backend, c, nil, log)
-	if err != nil {
-		return err
-	}
-	train, err := prompts.ReadFile(c.Prompts)
 	if err != nil {
 		return err
 	}
