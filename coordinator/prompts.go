@@ -54,31 +54,47 @@ func promptsGenerateCmd() *cobra.Command {
 		seed          uint64
 		out           string
 		trainN, evalN int
+		rlN           int
 	)
 	cmd := &cobra.Command{
 		Use:   "generate",
-		Short: "Write the scene world's train.jsonl and eval.jsonl",
-		Long: "Generate the benchmark prompt files: train.jsonl (no held-out combination, shuffled) " +
-			"and eval.jsonl (each prompt asks for a held-out combination, grouped by task_type). " +
-			"The files depend only on the flags.",
+		Short: "Write the scene world's train.jsonl, eval.jsonl and rl.jsonl",
+		Long: "Generate the benchmark prompt files: train.jsonl (pretraining prompts: no held-out " +
+			"combination, shuffled), eval.jsonl (each prompt asks for a held-out combination, grouped " +
+			"by task_type) and rl.jsonl (reinforcement-learning prompts: each asks for a held-out " +
+			"combination, no text in eval.jsonl, shuffled). The files depend only on the flags.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := os.MkdirAll(out, 0o755); err != nil {
 				return fmt.Errorf("prompts generate: %w", err)
 			}
-			for _, s := range []struct {
-				split promptgen.Split
-				n     int
-			}{{promptgen.Train, trainN}, {promptgen.Eval, evalN}} {
-				ps, err := promptgen.GenerateSplit(s.split, seed, s.n)
-				if err != nil {
-					return fmt.Errorf("prompts generate: %w", err)
-				}
-				path := filepath.Join(out, string(s.split)+".jsonl")
+			write := func(split promptgen.Split, ps []prompts.Prompt) error {
+				path := filepath.Join(out, string(split)+".jsonl")
 				if err := prompts.WriteFile(path, ps); err != nil {
 					return fmt.Errorf("prompts generate: %w", err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "%s: %d prompts\n", path, len(ps))
+				return nil
+			}
+			train, err := promptgen.GenerateSplit(promptgen.Train, seed, trainN)
+			if err != nil {
+				return fmt.Errorf("prompts generate: %w", err)
+			}
+			eval, err := promptgen.GenerateSplit(promptgen.Eval, seed, evalN)
+			if err != nil {
+				return fmt.Errorf("prompts generate: %w", err)
+			}
+			rl, err := promptgen.GenerateRL(seed, rlN, eval)
+			if err != nil {
+				return fmt.Errorf("prompts generate: %w", err)
+			}
+			for _, s := range []struct {
+				split promptgen.Split
+				ps    []prompts.Prompt
+			}{{promptgen.Train, train}, {promptgen.Eval, eval}, {promptgen.RL, rl}} {
+				if err := write(s.split, s.ps); err != nil {
+					return err
+				}
 			}
 			return nil
 		},
@@ -88,5 +104,6 @@ func promptsGenerateCmd() *cobra.Command {
 	f.StringVar(&out, "out", "data/prompts", "output directory")
 	f.IntVar(&trainN, "train-per-type", promptgen.DefaultTrainPerType, "training prompts per task_type")
 	f.IntVar(&evalN, "eval-per-type", promptgen.DefaultEvalPerType, "evaluation prompts per task_type")
+	f.IntVar(&rlN, "rl-per-type", promptgen.DefaultRLPerType, "reinforcement-learning prompts per task_type (fewer where the held-out prompts outside eval run out)")
 	return cmd
 }

@@ -70,7 +70,11 @@ func TestDeterministic(t *testing.T) {
 func TestCommittedFilesUpToDate(t *testing.T) {
 	root := moduleRoot(t)
 	train, eval := splits(t)
-	for name, ps := range map[string][]prompts.Prompt{"train.jsonl": train, "eval.jsonl": eval} {
+	rl, err := GenerateRL(DefaultSeed, DefaultRLPerType, eval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, ps := range map[string][]prompts.Prompt{"train.jsonl": train, "eval.jsonl": eval, "rl.jsonl": rl} {
 		path := filepath.Join(root, "data", "prompts", name)
 		got, err := os.ReadFile(path)
 		if err != nil {
@@ -140,6 +144,88 @@ func TestSplitsHoldOut(t *testing.T) {
 		}
 		if _, err := TrainingScene(p, cfg, rng); err == nil {
 			t.Fatalf("training scene drawn for held-out prompt %q", p.Prompt)
+		}
+	}
+}
+
+// RL prompts ask for held-out combinations, as eval prompts do, but never with an eval prompt's
+// text; they are distinct, cover every task type whose held-out prompts outlast the eval split,
+// and depend only on the seed.
+func TestRLSplit(t *testing.T) {
+	_, eval := splits(t)
+	rl, err := GenerateRL(DefaultSeed, DefaultRLPerType, eval)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evalText := map[string]bool{}
+	for _, p := range eval {
+		evalText[p.Prompt] = true
+	}
+	seen := map[string]bool{}
+	perType := map[string]int{}
+	cfg := scene.DefaultConfig()
+	rng := rand.New(rand.NewPCG(5, 6))
+	for _, p := range rl {
+		if !HeldOutSpec(*p.Spec) {
+			t.Fatalf("rl prompt %q asks for no held-out combination", p.Prompt)
+		}
+		if evalText[p.Prompt] {
+			t.Fatalf("rl prompt %q is an eval prompt", p.Prompt)
+		}
+		if seen[p.Prompt] {
+			t.Fatalf("rl prompt %q twice", p.Prompt)
+		}
+		if _, err := p.Spec.Sample(cfg, rng); err != nil {
+			t.Fatalf("rl prompt %q cannot be drawn: %v", p.Prompt, err)
+		}
+		seen[p.Prompt] = true
+		perType[p.TaskType]++
+	}
+	for _, tt := range prompts.TaskTypes {
+		n := perType[tt]
+		if n > DefaultRLPerType {
+			t.Fatalf("task type %s: %d rl prompts, asked for %d", tt, n, DefaultRLPerType)
+		}
+		// Object prompts have 40 held-out texts and the eval split takes them all; texture's
+		// held-out prompts are nearly all in eval too. Every other type fills most of its quota.
+		switch tt {
+		case "object":
+			if n != 0 {
+				t.Fatalf("object: %d rl prompts, want 0 (the eval split holds every held-out one)", n)
+			}
+		case "texture":
+			if n < 20 {
+				t.Fatalf("texture: %d rl prompts", n)
+			}
+		default:
+			if n < DefaultRLPerType/2 {
+				t.Fatalf("task type %s: %d rl prompts", tt, n)
+			}
+		}
+	}
+	// Not grouped by task type: a step's prompts mix types.
+	if rl[0].TaskType == rl[1].TaskType && rl[1].TaskType == rl[2].TaskType && rl[2].TaskType == rl[3].TaskType {
+		t.Fatalf("rl prompts not shuffled: %s x4", rl[0].TaskType)
+	}
+	again, _ := GenerateRL(DefaultSeed, DefaultRLPerType, eval)
+	if !reflect.DeepEqual(rl, again) {
+		t.Fatal("same seed, different rl prompts")
+	}
+	other, _ := GenerateRL(DefaultSeed+1, DefaultRLPerType, eval)
+	if reflect.DeepEqual(rl, other) {
+		t.Fatal("different seeds, same rl prompts")
+	}
+	if _, err := GenerateRL(DefaultSeed, 0, eval); err == nil {
+		t.Fatal("zero per type accepted")
+	}
+	// The exclusion is by text, whatever the excluded file holds.
+	more, err := GenerateRL(DefaultSeed, 3, append(slices.Clone(eval), rl...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range more {
+		if seen[p.Prompt] || evalText[p.Prompt] {
+			t.Fatalf("excluded prompt %q drawn", p.Prompt)
 		}
 	}
 }

@@ -13,17 +13,26 @@ import (
 // Split names a benchmark file.
 type Split string
 
-// The two splits: Train prompts never ask for a held-out combination, Eval prompts always do.
+// The splits: Train prompts never ask for a held-out combination, Eval prompts always do, and RL
+// prompts ask for one as Eval prompts do, with texts that no Eval prompt has (GenerateRL).
+//
+// Train is what the base policy is pretrained on; RL is what reinforcement learning samples from.
+// That is T2I-R1's arrangement: its base never saw the benchmark's prompts, and RL trains on
+// prompts of the benchmark's own distribution (T2I-CompBench's training prompts), text only, and
+// is measured on other prompts of that distribution. An RL run on Train prompts has nothing to
+// learn that the base lacks: every binding there was pretrained (docs/learner.md measures it).
 const (
 	Train Split = "train"
 	Eval  Split = "eval"
+	RL    Split = "rl"
 )
 
-// Default sizes and seed of the committed files data/prompts/{train,eval}.jsonl.
+// Default sizes and seed of the committed files data/prompts/{train,eval,rl}.jsonl.
 const (
 	DefaultSeed         = 1
 	DefaultTrainPerType = 600
 	DefaultEvalPerType  = 120
+	DefaultRLPerType    = 400
 )
 
 // stream derives a PCG stream from a split and a name, so that each task type's draws are
@@ -32,6 +41,50 @@ func stream(seed uint64, split Split, name string) *rand.Rand {
 	h := fnv.New64a()
 	h.Write([]byte(string(split) + "/" + name))
 	return rand.New(rand.NewPCG(seed, h.Sum64()))
+}
+
+// rlStaleDraws is how many draws in a row may bring no new RL prompt text before a task type is
+// declared exhausted: some types have few held-out prompts beyond those of the eval split (object
+// prompts none at all), and those types then contribute what there is.
+const rlStaleDraws = 5000
+
+// GenerateRL draws up to perType prompts of every task type that ask for a held-out combination,
+// each text distinct and absent from exclude (the eval split's prompts), shuffled across task
+// types. A type whose held-out prompts are used up by exclude contributes fewer, or none. The
+// result depends only on (seed, perType, exclude's texts).
+func GenerateRL(seed uint64, perType int, exclude []prompts.Prompt) ([]prompts.Prompt, error) {
+	if perType < 1 {
+		return nil, fmt.Errorf("promptgen: %d prompts per task type, want >= 1", perType)
+	}
+	taken := map[string]bool{}
+	for _, p := range exclude {
+		taken[p.Prompt] = true
+	}
+	var out []prompts.Prompt
+	for _, tt := range prompts.TaskTypes {
+		rng := stream(seed, RL, tt)
+		n, stale := 0, 0
+		for n < perType && stale < rlStaleDraws {
+			p, err := Generate(tt, rng)
+			if err != nil {
+				return nil, err
+			}
+			if !HeldOutSpec(*p.Spec) || taken[p.Prompt] {
+				stale++
+				continue
+			}
+			stale = 0
+			taken[p.Prompt] = true
+			out = append(out, p)
+			n++
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("promptgen: rl split: every held-out prompt is excluded")
+	}
+	order := stream(seed, RL, "order")
+	order.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
+	return out, nil
 }
 
 // maxDrawsPerPrompt bounds rejection sampling; the rarest case (eval object prompts) needs about
