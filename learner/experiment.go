@@ -21,6 +21,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/pretrain"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
@@ -122,9 +123,13 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 	if topts.SFTCoef > 0 {
 		// The supervised anchor: pretraining examples (scenes drawn for training prompts, their
 		// plans and images) in the pretraining mix, from a stream seeded by the run.
-		pc := defaultPretrainConfig()
-		pc.Seed = c.Seed + 1000
-		maker, err := newExampleMaker(pc, policy.Config, tokenizer.New(), cb, train)
+		mix := pretrain.DefaultMix()
+		mix.Seed = c.Seed + 1000
+		pre, err := prompts.ReadFile(c.PretrainPrompts)
+		if err != nil {
+			return fmt.Errorf("experiment: supervised anchor: %w", err)
+		}
+		maker, err := pretrain.NewExamples(mix, policy.Config, tokenizer.New(), cb, pre)
 		if err != nil {
 			return fmt.Errorf("experiment: supervised anchor: %w", err)
 		}

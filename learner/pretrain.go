@@ -3,10 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"strings"
@@ -18,12 +16,11 @@ import (
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
 
-	"github.com/bicot-rl/bicot/pkg/learn"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/plan"
-	"github.com/bicot-rl/bicot/pkg/promptgen"
+	"github.com/bicot-rl/bicot/pkg/pretrain"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/scene"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
@@ -91,21 +88,18 @@ func defaultPretrainConfig() pretrainConfig {
 }
 
 func (c pretrainConfig) validate() error {
+	if err := c.mix().Validate(); err != nil {
+		return fmt.Errorf("pretrain: %w", err)
+	}
 	switch {
 	case c.Steps < 1:
 		return fmt.Errorf("pretrain: steps %d < 1", c.Steps)
-	case c.Batch < 1:
-		return fmt.Errorf("pretrain: batch %d < 1", c.Batch)
 	case !(c.LR > 0) || math.IsInf(c.LR, 0):
 		return fmt.Errorf("pretrain: lr %v must be > 0", c.LR)
 	case c.Warmup < 0:
 		return fmt.Errorf("pretrain: warmup %d < 0", c.Warmup)
 	case !(c.MinLRFrac >= 0 && c.MinLRFrac <= 1):
 		return fmt.Errorf("pretrain: min_lr_frac %v outside [0,1]", c.MinLRFrac)
-	case !(c.NoPlanFrac >= 0 && c.UncondFrac >= 0 && c.NoPlanFrac+c.UncondFrac <= 1):
-		return fmt.Errorf("pretrain: no_plan_frac %v and uncond_frac %v must be >= 0 with sum <= 1", c.NoPlanFrac, c.UncondFrac)
-	case c.PlanOrder != "prompt" && c.PlanOrder != "raster":
-		return fmt.Errorf("pretrain: plan_order %q must be prompt or raster", c.PlanOrder)
 	case c.CellBag && !c.TieCells:
 		return fmt.Errorf("pretrain: cell_bag needs tie_cells")
 	case c.Shards < 0:
@@ -195,99 +189,9 @@ func codeWords(vocab *tokenizer.Vocab, cb *vq.Codebook) ([][]int32, error) {
 	return out, nil
 }
 
-// exampleMaker turns training prompts into teacher-forced examples: a scene drawn for the prompt
-// (promptgen.TrainingScene, so no held-out combination is ever shown), its canonical plan, and
-// its rendered image's codes.
-type exampleMaker struct {
-	cfg     pretrainConfig
-	mcfg    model.Config
-	vocab   *tokenizer.Vocab
-	cb      *vq.Codebook
-	prompts []prompts.Prompt
-	encoded [][]int32
-}
-
-// newExampleMaker makes examples from the prompts that carry a spec.
-func newExampleMaker(c pretrainConfig, mcfg model.Config, vocab *tokenizer.Vocab, cb *vq.Codebook, ps []prompts.Prompt) (*exampleMaker, error) {
-	maker := &exampleMaker{cfg: c, mcfg: mcfg, vocab: vocab, cb: cb}
-	for _, p := range ps {
-		if p.Spec == nil {
-			continue
-		}
-		ids, err := learn.EncodePrompt(vocab, p.Prompt)
-		if err != nil {
-			return nil, err
-		}
-		maker.prompts, maker.encoded = append(maker.prompts, p), append(maker.encoded, ids)
-	}
-	if len(maker.prompts) == 0 {
-		return nil, errors.New("no prompt with a spec")
-	}
-	return maker, nil
-}
-
-// Batch implements learn.SupervisedSource: the pretraining batch of step s.
-func (e *exampleMaker) Batch(step int) (model.Batch, error) { return e.batch(step) }
-
-// example i of step s depends only on (seed, s, i).
-func (e *exampleMaker) example(step, i int) (seq []int32, textMask, imageMask []float32, err error) {
-	rng := rand.New(rand.NewPCG(e.cfg.Seed, uint64(step)<<20|uint64(i)))
-	for try := 0; try < 20; try++ {
-		k := rng.IntN(len(e.prompts))
-		p := e.prompts[k]
-		sc, err := promptgen.TrainingScene(p, e.cb.Config(), rng)
-		if err != nil {
-			continue // a prompt whose spec cannot be laid out on this canvas: draw another
-		}
-		img, err := scene.Render(e.cb.Config(), sc)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("render scene for %q: %w", p.Prompt, err)
-		}
-		codes, err := e.cb.Encode(img)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("encode image for %q: %w", p.Prompt, err)
-		}
-		u := rng.Float64()
-		switch {
-		case u < e.cfg.UncondFrac:
-			seq = e.mcfg.UncondSequence(codes)
-			textMask, imageMask = e.mcfg.Masks(seq, true)
-		case u < e.cfg.UncondFrac+e.cfg.NoPlanFrac:
-			seq, err = e.mcfg.Sequence(e.encoded[k], nil, codes)
-			if err != nil {
-				return nil, nil, nil, err
-			}
-			textMask, imageMask = e.mcfg.Masks(seq, true)
-		default:
-			text := plan.Ordered(sc)
-			if e.cfg.PlanOrder == "raster" {
-				text = plan.Canonical(sc)
-			}
-			planIDs, err := learn.EncodePrompt(e.vocab, text) // plan text is encoded like prompt text
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("plan for %q: %w", p.Prompt, err)
-			}
-			seq, err = e.mcfg.Sequence(e.encoded[k], planIDs, codes)
-			if err != nil {
-				return nil, nil, nil, fmt.Errorf("prompt %q: %w", p.Prompt, err)
-			}
-			textMask, imageMask = e.mcfg.Masks(seq, false)
-		}
-		return seq, textMask, imageMask, nil
-	}
-	return nil, nil, nil, fmt.Errorf("step %d example %d: no prompt gave a training scene in 20 draws", step, i)
-}
-
-func (e *exampleMaker) batch(step int) (model.Batch, error) {
-	var b model.Batch
-	for i := 0; i < e.cfg.Batch; i++ {
-		seq, tm, im, err := e.example(step, i)
-		if err != nil {
-			return b, err
-		}
-		b.Tokens, b.TextMask, b.ImageMask = append(b.Tokens, seq), append(b.TextMask, tm), append(b.ImageMask, im)
-	}
-	return b, nil
+// mix is the example mix of the pretrain settings.
+func (c pretrainConfig) mix() pretrain.Mix {
+	return pretrain.Mix{Batch: c.Batch, NoPlanFrac: c.NoPlanFrac, UncondFrac: c.UncondFrac, PlanOrder: c.PlanOrder, Seed: c.Seed}
 }
 
 // pretrainSummary is printed on stdout (JSON) when the checkpoint is written.
@@ -407,7 +311,7 @@ func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error
 	if err != nil {
 		return fmt.Errorf("pretrain: %w", err)
 	}
-	maker, err := newExampleMaker(c, mcfg, vocab, cb, ps)
+	maker, err := pretrain.NewExamples(c.mix(), mcfg, vocab, cb, ps)
 	if err != nil {
 		return fmt.Errorf("pretrain: %s: %w", c.Prompts, err)
 	}
@@ -430,7 +334,7 @@ func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error
 	if err != nil {
 		return fmt.Errorf("pretrain: %w", err)
 	}
-	log.Info().Int("params", m.NumParameters()).Int("prompts", len(maker.prompts)).Int("steps", c.Steps).
+	log.Info().Int("params", m.NumParameters()).Int("prompts", maker.Prompts()).Int("steps", c.Steps).
 		Int("batch", c.Batch).Int("shards", shards).Int("seq_len", mcfg.SeqLen()).Msg("pretraining")
 
 	// Examples are made one step ahead, beside the training step.
@@ -444,7 +348,7 @@ func runPretrain(cmd *cobra.Command, c pretrainConfig, log zerolog.Logger) error
 	go func() {
 		defer close(batches)
 		for s := 0; s < c.Steps; s++ {
-			b, err := maker.batch(s)
+			b, err := maker.Batch(s)
 			select {
 			case batches <- prepared{b, err}:
 			case <-stop:

@@ -85,6 +85,10 @@ type Config struct {
 	Seed uint64 `yaml:"seed" json:"seed"`
 	// Prompts is the training prompt file in the reference JSONL format.
 	Prompts string `yaml:"prompts" json:"prompts"`
+	// PretrainPrompts are the prompts the base policy was pretrained on (data/prompts/train.jsonl
+	// for the shipped base). The supervised anchor (grpo.sft_coef > 0) draws its examples from
+	// them: scenes with no held-out combination, their plans and images.
+	PretrainPrompts string `yaml:"pretrain_prompts" json:"pretrain_prompts"`
 	// PromptsPerStep (P) prompts are learned per step, each with GroupSize (G) samples.
 	PromptsPerStep int `yaml:"prompts_per_step" json:"prompts_per_step"`
 	GroupSize      int `yaml:"group_size" json:"group_size"`
@@ -176,6 +180,7 @@ func Default() Config {
 	return Config{
 		Seed:              1,
 		Prompts:           "data/prompts/train.jsonl",
+		PretrainPrompts:   "data/prompts/train.jsonl",
 		PromptsPerStep:    8,
 		GroupSize:         8,
 		PromptsPerTask:    2,
@@ -229,6 +234,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.RunID, "run-id", c.RunID, "run id")
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "run seed")
 	fs.StringVar(&c.Prompts, "prompts", c.Prompts, "training prompt file (JSONL)")
+	fs.StringVar(&c.PretrainPrompts, "pretrain-prompts", c.PretrainPrompts, "the base policy's pretraining prompt file (JSONL): the supervised anchor's examples (grpo.sft_coef)")
 	fs.IntVar(&c.PromptsPerStep, "prompts-per-step", c.PromptsPerStep, "prompts learned per step (P)")
 	fs.IntVar(&c.GroupSize, "group-size", c.GroupSize, "samples per prompt (G)")
 	fs.IntVar(&c.PromptsPerTask, "prompts-per-task", c.PromptsPerTask, "prompts per rollout task")
