@@ -21,10 +21,8 @@ import (
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
-	"github.com/bicot-rl/bicot/pkg/pretrain"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
-	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -121,19 +119,11 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 		return err
 	}
 	if topts.SFTCoef > 0 {
-		// The supervised anchor: pretraining examples (scenes drawn for training prompts, their
-		// plans and images) in the pretraining mix, from a stream seeded by the run.
-		mix := pretrain.DefaultMix()
-		mix.Seed = c.Seed + 1000
-		pre, err := prompts.ReadFile(c.PretrainPrompts)
+		src, err := learnrole.Anchor(c, policy.Config, cb)
 		if err != nil {
-			return fmt.Errorf("experiment: supervised anchor: %w", err)
+			return fmt.Errorf("experiment: %w", err)
 		}
-		maker, err := pretrain.NewExamples(mix, policy.Config, tokenizer.New(), cb, pre)
-		if err != nil {
-			return fmt.Errorf("experiment: supervised anchor: %w", err)
-		}
-		if err := tr.SetSupervised(maker); err != nil {
+		if err := tr.SetSupervised(src); err != nil {
 			return err
 		}
 	}

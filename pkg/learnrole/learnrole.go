@@ -40,11 +40,14 @@ import (
 	"github.com/bicot-rl/bicot/pkg/learn"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/pretrain"
+	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/scene"
 	"github.com/bicot-rl/bicot/pkg/scorer"
 	"github.com/bicot-rl/bicot/pkg/store"
+	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -228,9 +231,6 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, erro
 	if err != nil {
 		return nil, fmt.Errorf("learner: %w", err)
 	}
-	if topts.SFTCoef > 0 {
-		return nil, fmt.Errorf("learner: grpo.sft_coef %v: the supervised anchor is built by `learner experiment` only; the distributed learner has no pretraining data source", topts.SFTCoef)
-	}
 	l := &Learner{o: o, cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
 		rep:  coord.NewReporter(js, c.RunID, o.ID, coord.RoleLearner, log),
 		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
@@ -274,7 +274,47 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, erro
 	default:
 		return nil, fmt.Errorf("learner: %w", err)
 	}
+	if topts.SFTCoef > 0 {
+		src, err := Anchor(c, l.trainer.Policy().Config, o.Codebook)
+		if err != nil {
+			return nil, fmt.Errorf("learner: %w", err)
+		}
+		if err := l.trainer.SetSupervised(src); err != nil {
+			return nil, fmt.Errorf("learner: %w", err)
+		}
+	}
 	return l, nil
+}
+
+// Anchor builds the supervised anchor's data (grpo.sft_coef > 0): pretraining examples of the
+// run's pretrain_prompts in the pretraining mix, seeded by the run (seed + 1000, apart from the
+// samples' streams). Batch s depends only on (seed, s), and the trainer asks for the batch of its
+// own update count, so a resumed run draws the same batches. cb may be nil: the run's codebook is
+// loaded.
+func Anchor(c runconfig.Config, mcfg model.Config, cb *vq.Codebook) (*pretrain.Examples, error) {
+	if c.PretrainPrompts == "" {
+		return nil, errors.New("supervised anchor: pretrain_prompts is empty")
+	}
+	ps, err := prompts.ReadFile(c.PretrainPrompts)
+	if err != nil {
+		return nil, fmt.Errorf("supervised anchor: %w", err)
+	}
+	if cb == nil {
+		if cb, err = vq.Load(c.Codebook); err != nil {
+			return nil, fmt.Errorf("supervised anchor: %w", err)
+		}
+	}
+	mix := pretrain.DefaultMix()
+	mix.Seed = c.Seed + 1000
+	src, err := pretrain.NewExamples(mix, mcfg, tokenizer.New(), cb, ps)
+	if err != nil {
+		return nil, fmt.Errorf("supervised anchor: %s: %w", c.PretrainPrompts, err)
+	}
+	// A file the examples cannot be drawn from (held-out prompts) fails here, not at the first step.
+	if _, err := src.Batch(0); err != nil {
+		return nil, fmt.Errorf("supervised anchor: %s: %w", c.PretrainPrompts, err)
+	}
+	return src, nil
 }
 
 // Trainer exposes the trainer (its policy is the current one).

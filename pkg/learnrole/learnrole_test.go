@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
@@ -81,65 +83,11 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
 
-	var v0 bus.PolicyAnnounce
-	for {
-		if v0, err = bus.LatestPolicy(ctx, js, cfg.RunID); err == nil {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	w, err := ckpt.GetWeights(ctx, st, v0.WeightsKey, v0.SHA256)
-	if err != nil {
-		t.Fatal(err)
-	}
-	policy, err := model.Load(backend, w)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ps, err := prompts.ReadFile(filepath.Join(r, "data/prompts/train.jsonl"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	vocab := tokenizer.New()
-	var enc [][]int32
-	for _, p := range ps[:2] {
-		e, err := learn.EncodePrompt(vocab, p.Prompt)
-		if err != nil {
-			t.Fatal(err)
-		}
-		enc = append(enc, e)
-	}
-	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: []uint64{10, 11}, G: 4, Seed: cfg.Seed,
-		Temperature: cfg.Sampling.Temperature, CFGWeight: cfg.Sampling.CFGWeight, MaxPlanTokens: 5,
-		ConditionalLogp: cfg.Sampling.ImageLogp == bus.ImageLogpConditional})
-	if err != nil {
-		t.Fatal(err)
-	}
-	subject := bus.Subject(cfg.RunID, bus.KindScored)
-	dups := 0
-	for i, s := range ss {
-		out := bus.ScoredSample{Sample: bus.Sample{V: bus.SchemaVersion, Run: cfg.RunID, Step: 0, PromptIndex: 10 + s.Prompt,
-			SampleIndex: s.Index, G: 4, PolicyVersion: 0, Prompt: ps[s.Prompt]}, Reward: float64(i%3) / 2,
-			PerExpert: map[string]float64{"x": float64(i % 3)}}
-		if err := learn.SampleToWire(policy.Config, s, &out.Sample); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := bus.PublishScored(ctx, js, out); err != nil {
-			t.Fatal(err)
-		}
-		if i == 1 || i == 5 {
-			// The same sample again, bypassing JetStream's de-duplication (no message id).
-			data, err := bus.Encode(&out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{bus.HeaderType: []string{bus.TypeScoredSample}}}
-			if _, err := js.PublishMsg(ctx, msg); err != nil {
-				t.Fatal(err)
-			}
-			dups++
-		}
-	}
+	dups := publishStep(ctx, t, js, st, cfg, backend, ps[:2], true)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +125,137 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	}
 	if l2.NextStep() != 1 || l2.Trainer().Version() != 1 {
 		t.Errorf("resumed at step %d version %d, want 1 and 1", l2.NextStep(), l2.Trainer().Version())
+	}
+}
+
+// publishStep samples G of each prompt with the announced version-0 policy and publishes them as
+// step 0's scored samples (rewards 0, 0.5, 1 in turn), as the reward workers would. With dups,
+// two of them go out twice without a message id (past JetStream's de-duplication); it returns how
+// many.
+func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *local.Store, cfg runconfig.Config,
+	backend backends.Backend, ps []prompts.Prompt, dups bool) int {
+	t.Helper()
+	var v0 bus.PolicyAnnounce
+	var err error
+	for {
+		if v0, err = bus.LatestPolicy(ctx, js, cfg.RunID); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w, err := ckpt.GetWeights(ctx, st, v0.WeightsKey, v0.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := model.Load(backend, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := tokenizer.New()
+	var enc [][]int32
+	var ids []uint64
+	for i, p := range ps {
+		e, err := learn.EncodePrompt(vocab, p.Prompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, ids = append(enc, e), append(ids, uint64(10+i))
+	}
+	g := cfg.GroupSize
+	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: g, Seed: cfg.Seed,
+		Temperature: cfg.Sampling.Temperature, CFGWeight: cfg.Sampling.CFGWeight, MaxPlanTokens: cfg.Sampling.MaxPlanTokens,
+		ConditionalLogp: cfg.Sampling.ImageLogp == bus.ImageLogpConditional})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := bus.Subject(cfg.RunID, bus.KindScored)
+	n := 0
+	for i, s := range ss {
+		out := bus.ScoredSample{Sample: bus.Sample{V: bus.SchemaVersion, Run: cfg.RunID, Step: 0, PromptIndex: 10 + s.Prompt,
+			SampleIndex: s.Index, G: g, PolicyVersion: 0, Prompt: ps[s.Prompt]}, Reward: float64(i%3) / 2,
+			PerExpert: map[string]float64{"x": float64(i % 3)}}
+		if err := learn.SampleToWire(policy.Config, s, &out.Sample); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bus.PublishScored(ctx, js, out); err != nil {
+			t.Fatal(err)
+		}
+		if dups && (i == 1 || i == 5) {
+			// The same sample again, bypassing JetStream's de-duplication (no message id).
+			data, err := bus.Encode(&out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{bus.HeaderType: []string{bus.TypeScoredSample}}}
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	return n
+}
+
+// The distributed learner adds the supervised anchor (grpo.sft_coef) from the run's
+// pretrain_prompts: the update's stats carry its loss. Held-out prompts as pretrain_prompts are
+// refused when the learner is built, by name, not at the first step.
+func TestLearnerWithSupervisedAnchor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := root(t)
+	js := bustest.JetStream(t)
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := os.ReadFile(filepath.Join(r, "models/base.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := runconfig.Default()
+	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "sft1", 1, 2, 4
+	cfg.Sampling.MaxPlanTokens = 12
+	cfg.Codebook = filepath.Join(r, "models/codebook.vq")
+	cfg.GRPO = map[string]any{"sft_coef": 1.0}
+	opts := learnrole.Options{Config: cfg, Backend: backend, Store: st, Init: init, Log: zerolog.Nop(),
+		Consume: bus.ConsumeOptions{PollWait: time.Second}}
+
+	bad := opts
+	bad.Config.PretrainPrompts = filepath.Join(r, "data/prompts/eval.jsonl")
+	if _, err := learnrole.New(ctx, js, bad); err == nil || !strings.Contains(err.Error(), "eval.jsonl") {
+		t.Fatalf("held-out pretrain prompts: %v", err)
+	}
+	bad.Config.PretrainPrompts = ""
+	if _, err := learnrole.New(ctx, js, bad); err == nil || !strings.Contains(err.Error(), "pretrain_prompts") {
+		t.Fatalf("no pretrain prompts: %v", err)
+	}
+
+	opts.Config.PretrainPrompts = filepath.Join(r, "data/prompts/train.jsonl")
+	l, err := learnrole.New(ctx, js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	ps, err := prompts.ReadFile(filepath.Join(r, "data/prompts/rl.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishStep(ctx, t, js, st, cfg, backend, ps[:2], false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a := l.Accounting()
+	if len(a.Stats) != 1 {
+		t.Fatalf("%d steps trained, want 1", len(a.Stats))
+	}
+	// The base policy's pretraining NLL per token is well above 0 and finite.
+	if s := a.Stats[0].SFTLoss; !(s > 0.01 && s < 20) {
+		t.Fatalf("sft_loss %v, want the anchor's NLL", s)
 	}
 }
 
