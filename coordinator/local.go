@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -84,6 +85,7 @@ func laptopDefaults() runconfig.Config {
 	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 8, 8, 2, 240
 	c.CheckpointEvery = 10
 	c.Wire.Heartbeat = runconfig.Duration(2e9)
+	c.RedispatchAfter = runconfig.Duration(5 * time.Minute)
 	c.Eval.LimitPerType, c.Eval.G = 40, 4
 	return c
 }
