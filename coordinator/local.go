@@ -86,6 +86,8 @@ func laptopDefaults() runconfig.Config {
 	c.CheckpointEvery = 10
 	c.Wire.Heartbeat = runconfig.Duration(2e9)
 	c.RedispatchAfter = runconfig.Duration(5 * time.Minute)
+	c.Prompts = "data/prompts/rl.jsonl"
+	c.GRPO = map[string]any{"optimizer": map[string]any{"lr": 0.001}, "sft_coef": 1.0, "min_spread": 0.05}
 	c.Eval.LimitPerType, c.Eval.G = 40, 4
 	return c
 }
