@@ -17,7 +17,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newCodebookCmd(), newPretrainCmd(), newEvalCmd(), newRunCmd(), newExperimentCmd(), newResultsCmd())
+	root.AddCommand(newCodebookCmd(), newPretrainCmd(), newEvalCmd(), newRunCmd(), newExperimentCmd(), newResultsCmd(), newCompareCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "learner:", err)
 		os.Exit(1)
