@@ -78,7 +78,7 @@ func newLocalCmd() *cobra.Command {
 }
 
 // laptopDefaults are the settings of configs/laptop.yaml, so `coordinator local` needs no file:
-// the learning run of the README (P 8 x G 8 for 240 steps, about 25 minutes on 2 cores with two
+// the learning run of the README (P 8 x G 8 for 240 steps, about 28 minutes on 2 cores with two
 // rollout workers, then the initial and final policy on 1,440 held-out samples each).
 func laptopDefaults() runconfig.Config {
 	c := runconfig.Default()
