@@ -205,7 +205,6 @@ func (t *Trainer) shardedStep(N int, tokens []int32, textMask, imageMask []float
 	for _, v := range imageMask {
 		imageCount += v
 	}
-	tc, ic := tensors.FromScalar(max(textCount, 1)), tensors.FromScalar(max(imageCount, 1))
 	outs := make([][]*tensors.Tensor, shards)
 	errs := make([]error, shards)
 	var wg sync.WaitGroup
@@ -214,6 +213,10 @@ func (t *Trainer) shardedStep(N int, tokens []int32, textMask, imageMask []float
 		tok := tensors.FromFlatDataAndDimensions(tokens[lo*c.SeqLen():hi*c.SeqLen()], hi-lo, c.SeqLen())
 		tm := tensors.FromFlatDataAndDimensions(textMask[lo*c.TextLen:hi*c.TextLen], hi-lo, c.TextLen)
 		im := tensors.FromFlatDataAndDimensions(imageMask[lo*c.ImageTokens:hi*c.ImageTokens], hi-lo, c.ImageTokens)
+		// Each shard gets its own count tensors: one tensor handed to two concurrent executions
+		// can lose its host copy to the other's device transfer ("no local or on-device
+		// representation").
+		tc, ic := tensors.FromScalar(max(textCount, 1)), tensors.FromScalar(max(imageCount, 1))
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
