@@ -46,6 +46,22 @@ func root(t *testing.T) string {
 	}
 }
 
+// env starts what a learner test needs: an embedded JetStream, the pure-Go backend, a store in a
+// temporary directory.
+func env(t *testing.T) (jetstream.JetStream, backends.Backend, *local.Store) {
+	t.Helper()
+	js := bustest.JetStream(t)
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, backend, st
+}
+
 // TestLearnerDropsDuplicatesAndAnnounces feeds the learner scored samples by hand, some of them
 // twice without a message id (a duplicate arriving after JetStream's de-duplication window): it
 // trains exactly the P complete groups of G samples, counts the duplicates, announces version 1
@@ -54,20 +70,12 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := root(t)
-	js := bustest.JetStream(t)
-	backend, err := mlx.NewBackend("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, backend, st := env(t)
 	cb, err := vq.Load(filepath.Join(r, "models/codebook.vq"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	init, err := laptop.TinyPolicy(backend, cb, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := local.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,16 +211,8 @@ func TestLearnerWithSupervisedAnchor(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := root(t)
-	js := bustest.JetStream(t)
-	backend, err := mlx.NewBackend("")
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, backend, st := env(t)
 	init, err := os.ReadFile(filepath.Join(r, "models/base.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := local.New(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
