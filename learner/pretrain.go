@@ -78,11 +78,12 @@ type pretrainConfig struct {
 
 func defaultPretrainConfig() pretrainConfig {
 	d := model.DefaultConfig()
+	mix := pretrain.DefaultMix() // the supervised anchor draws the same mix
 	return pretrainConfig{
 		DModel: d.DModel, Heads: d.Heads, Layers: d.Layers, FF: d.FF, TextLen: d.TextLen,
-		Steps: 1600, Batch: 32, LR: 1e-2, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
-		NoPlanFrac: 0.15, UncondFrac: 0.1, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, PhraseBag: d.PhraseBag,
-		CellBag: true, CodeWords: false, PlanOrder: "prompt", Seed: 1,
+		Steps: 1600, Batch: mix.Batch, LR: 1e-2, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
+		NoPlanFrac: mix.NoPlanFrac, UncondFrac: mix.UncondFrac, TieCells: true, Sinusoidal: d.SinusoidalPositions, TiedTextHead: d.TiedTextHead, PhraseBag: d.PhraseBag,
+		CellBag: true, CodeWords: false, PlanOrder: mix.PlanOrder, Seed: mix.Seed,
 		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
 	}
 }
