@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/laptop"
+	"github.com/bicot-rl/bicot/pkg/local"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 )
@@ -29,7 +29,7 @@ func newLocalCmd() *cobra.Command {
 		Long: "Starts an embedded nats-server with JetStream on loopback, a single-node raft coordinator,\n" +
 			"N rollout workers, M reward workers and the learner in this process, trains for --steps steps,\n" +
 			"writes the run under <out>/<run-id>/ and prints the oracle evaluation of the final policy.\n" +
-			"Settings come from configs/laptop.yaml-style YAML (--config) with flags on top.",
+			"Settings come from configs/local.yaml-style YAML (--config) with flags on top.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			log, err := logging.New(logging.Options{Level: logLevel})
@@ -49,12 +49,12 @@ func newLocalCmd() *cobra.Command {
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			var fb *laptop.Fallbacks
+			var fb *local.Fallbacks
 			if !noFallback {
-				fb = &laptop.Fallbacks{}
+				fb = &local.Fallbacks{}
 			}
 			cfg.Eval.LimitPerType = max(cfg.Eval.LimitPerType, 0)
-			_, err = laptop.Run(ctx, laptop.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: out,
+			_, err = local.Run(ctx, local.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: out,
 				HTTPAddr: httpAddr, NATSPort: natsPort, Progress: cmd.OutOrStdout(), Fallbacks: fb, SkipEval: noEval,
 				Log: logging.Component(log, "local")})
 			if err != nil {
@@ -64,7 +64,7 @@ func newLocalCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configPath, "config", "", "run config YAML (default: the laptop settings of configs/laptop.yaml)")
+	f.StringVar(&configPath, "config", "", "run config YAML (default: the laptop settings of configs/local.yaml)")
 	cfg.Flags(f)
 	f.IntVar(&rollouts, "rollout-workers", 2, "rollout workers (two sample a step's tasks side by side on 2 cores)")
 	f.IntVar(&rewards, "reward-workers", 1, "reward workers")
@@ -77,7 +77,7 @@ func newLocalCmd() *cobra.Command {
 	return cmd
 }
 
-// laptopDefaults are the settings of configs/laptop.yaml, so `coordinator local` needs no file:
+// laptopDefaults are the settings of configs/local.yaml, so `coordinator local` needs no file:
 // the learning run of the README (P 8 x G 8 for 240 steps, about 28 minutes on 2 cores with two
 // rollout workers, then the initial and final policy on 1,440 held-out samples each).
 func laptopDefaults() runconfig.Config {

@@ -5,7 +5,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/bicot-rl/bicot/pkg/learnrole"
+	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 )
 
@@ -19,11 +19,11 @@ func TestLaptopDefaultsAreTheShippedFile(t *testing.T) {
 	def := laptopDefaults()
 	// The grpo section is untyped YAML (1 and 1.0 decode differently): compare the trainer
 	// options it makes, then the rest.
-	fo, err := learnrole.TrainerOptions(file)
+	fo, err := learner.TrainerOptions(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	do, err := learnrole.TrainerOptions(def)
+	do, err := learner.TrainerOptions(def)
 	if err != nil {
 		t.Fatal(err)
 	}

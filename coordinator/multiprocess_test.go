@@ -17,8 +17,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/experts"
-	"github.com/bicot-rl/bicot/pkg/laptop"
 	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
@@ -59,7 +59,7 @@ func TestMultiProcessRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pol, err := laptop.TinyPolicy(backend, cb, 5)
+	pol, err := model.TinyCheckpoint(backend, cb, 5)
 	if err != nil {
 		t.Fatal(err)
 	}

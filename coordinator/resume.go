@@ -14,8 +14,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/coord"
-	"github.com/bicot-rl/bicot/pkg/laptop"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/local"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
@@ -51,7 +51,7 @@ func newResumeCmd() *cobra.Command {
 	var (
 		httpAddr, logLevel string
 		rf                 raftFlags
-		keep, local        bool
+		keep, inProcess    bool
 		noFallback, reset  bool
 		rollouts, rewards  int
 		out                string
@@ -78,7 +78,7 @@ func newResumeCmd() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "log level")
 	rf.register(f)
 	f.BoolVar(&keep, "keep-serving", false, "keep serving the status API after the run is done")
-	f.BoolVar(&local, "local", false, "run every role in this process (embedded NATS)")
+	f.BoolVar(&inProcess, "local", false, "run every role in this process (embedded NATS)")
 	f.BoolVar(&reset, "reset-streams", true, "delete and re-create the run's NATS streams before coordinating (default true without --peers; with --peers pass it to the first coordinator started only)")
 	f.IntVar(&rollouts, "rollout-workers", 1, "rollout workers (--local)")
 	f.IntVar(&rewards, "reward-workers", 1, "reward workers (--local)")
@@ -101,7 +101,7 @@ func newResumeCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		r, err := coord.LoadResume(ctx, st, run, log)
+		r, err := coordinator.LoadResume(ctx, st, run, log)
 		closeStore()
 		if err != nil {
 			return err
@@ -117,7 +117,7 @@ func newResumeCmd() *cobra.Command {
 		if int64(cfg.Steps) < r.State.Step {
 			log.Warn().Int("steps", cfg.Steps).Int64("checkpoint_step", r.Manifest.Step).Msg("the checkpoint is at or past the last step: nothing to train")
 		}
-		if local {
+		if inProcess {
 			outDir := out
 			if !strings.HasPrefix(storeSpec, "s3://") {
 				outDir = storeSpec
@@ -127,14 +127,14 @@ func newResumeCmd() *cobra.Command {
 				return err
 			}
 			cfg.Eval.LimitPerType = 0
-			var fb *laptop.Fallbacks
+			var fb *local.Fallbacks
 			if !noFallback {
 				// The same fallbacks as `coordinator local`, so a run started without trained
 				// models resumes with the same stand-ins (the learner itself resumes from the
 				// checkpoint; the initial policy is not used).
-				fb = &laptop.Fallbacks{}
+				fb = &local.Fallbacks{}
 			}
-			_, err = laptop.Run(ctx, laptop.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: outDir,
+			_, err = local.Run(ctx, local.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: outDir,
 				HTTPAddr: "127.0.0.1:0", Progress: cmd.OutOrStdout(), SkipEval: true, Fallbacks: fb,
 				Log: log.Level(max(log.GetLevel(), zerolog.WarnLevel))})
 			return err
@@ -143,10 +143,10 @@ func newResumeCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		if _, err := coord.MoveAside(nodeCfg.DataDir); err != nil {
+		if _, err := coordinator.MoveAside(nodeCfg.DataDir); err != nil {
 			return err
 		}
-		if err := coord.SeedRaft(nodeCfg.DataDir, servers, r.State); err != nil {
+		if err := coordinator.SeedRaft(nodeCfg.DataDir, servers, r.State); err != nil {
 			return err
 		}
 		if len(servers) > 1 && !cmd.Flags().Changed("reset-streams") {
@@ -160,13 +160,13 @@ func newResumeCmd() *cobra.Command {
 }
 
 // seed moves an existing raft directory aside and seeds a single-node one with the resumed state.
-func seed(dir, id, addr string, r coord.Resume, log zerolog.Logger) error {
-	old, err := coord.MoveAside(dir)
+func seed(dir, id, addr string, r coordinator.Resume, log zerolog.Logger) error {
+	old, err := coordinator.MoveAside(dir)
 	if err != nil {
 		return err
 	}
 	if old != "" {
 		log.Info().Str("old", old).Msg("previous raft state moved aside")
 	}
-	return coord.SeedRaft(dir, []runstate.Peer{{ID: id, RaftAddr: addr}}, r.State)
+	return coordinator.SeedRaft(dir, []runstate.Peer{{ID: id, RaftAddr: addr}}, r.State)
 }

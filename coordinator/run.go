@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
-	"github.com/bicot-rl/bicot/pkg/coord"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
@@ -188,7 +188,7 @@ func serve(ctx context.Context, cfg runconfig.Config, nodeCfg runstate.NodeConfi
 		return fmt.Errorf("raft leader: %w", err)
 	}
 	log.Info().Str("leader", leader).Msg("raft cluster up")
-	c, err := coord.New(js, coord.Options{Config: cfg, Prompts: ps, Node: node, HTTPAddr: httpAddr, Log: log})
+	c, err := coordinator.New(js, coordinator.Options{Config: cfg, Prompts: ps, Node: node, HTTPAddr: httpAddr, Log: log})
 	if err != nil {
 		return err
 	}

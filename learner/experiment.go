@@ -15,14 +15,15 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experiment"
-	"github.com/bicot-rl/bicot/pkg/laptop"
-	"github.com/bicot-rl/bicot/pkg/learn"
-	"github.com/bicot-rl/bicot/pkg/learnrole"
+	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/local"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -53,7 +54,7 @@ func newExperimentCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.Config, "config", "configs/laptop.yaml", "run config (YAML)")
+	f.StringVar(&o.Config, "config", "configs/local.yaml", "run config (YAML)")
 	f.DurationVar(&o.Budget, "budget", o.Budget, "training time (evaluations excluded); 0 = --steps only")
 	f.DurationVar(&o.EvalEvery, "eval-every", o.EvalEvery, "training time between evaluations (0: start and end only)")
 	f.IntVar(&o.EvalLimit, "eval-limit", o.EvalLimit, "evaluation prompts per task type (0: the whole eval set)")
@@ -106,11 +107,11 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 	if err != nil {
 		return err
 	}
-	topts, err := learnrole.TrainerOptions(c)
+	topts, err := learner.TrainerOptions(c)
 	if err != nil {
 		return err
 	}
-	tr, err := learn.NewTrainer(policy, topts)
+	tr, err := trainer.NewTrainer(policy, topts)
 	if err != nil {
 		return err
 	}
@@ -119,7 +120,7 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 		return err
 	}
 	if topts.SFTCoef > 0 {
-		src, err := learnrole.Anchor(c, policy.Config, cb)
+		src, err := learner.Anchor(c, policy.Config, cb)
 		if err != nil {
 			return fmt.Errorf("experiment: %w", err)
 		}
@@ -127,7 +128,7 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 			return err
 		}
 	}
-	ens, err := laptop.Ensemble(ctx, backend, c, nil, log)
+	ens, err := experts.BuildEnsemble(ctx, backend, experts.Source{ConfigFile: c.ExpertConfig, URLs: c.ExpertURLs, Dir: c.Experts, Seed: c.Seed}, nil, log)
 	if err != nil {
 		return err
 	}
@@ -188,9 +189,9 @@ func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o 
 	}
 	if n := len(res.Curve); n > 1 {
 		first, last := res.Curve[0].Eval, res.Curve[n-1].Eval
-		laptop.PrintEval(stdout, &first, last)
+		local.PrintEval(stdout, &first, last)
 	} else if n == 1 {
-		laptop.PrintEval(stdout, nil, res.Curve[0].Eval)
+		local.PrintEval(stdout, nil, res.Curve[0].Eval)
 	}
 	if o.Save != "" {
 		if err := policy.SaveFile(o.Save, model.SaveOptions{}); err != nil {

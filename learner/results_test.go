@@ -10,7 +10,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experiment"
-	"github.com/bicot-rl/bicot/pkg/learn"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 )
 
 func TestResultsTable(t *testing.T) {
@@ -31,8 +31,8 @@ func TestResultsTable(t *testing.T) {
 	for _, line := range []map[string]any{
 		{"kind": "config", "config": map[string]any{"sampling": map[string]any{"max_plan_tokens": 24}}},
 		{"kind": "eval", "point": experiment.Point{Step: 0, Eval: res(0.5)}},
-		{"kind": "step", "step": experiment.Step{Step: 1, TrainSeconds: 60, Stats: learn.StepStats{RewardMean: 1, PerExpert: map[string]float64{"oracle": 0.4}}}},
-		{"kind": "step", "step": experiment.Step{Step: 2, TrainSeconds: 120, Stats: learn.StepStats{RewardMean: 2, PerExpert: map[string]float64{"oracle": 0.6}}}},
+		{"kind": "step", "step": experiment.Step{Step: 1, TrainSeconds: 60, Stats: trainer.StepStats{RewardMean: 1, PerExpert: map[string]float64{"oracle": 0.4}}}},
+		{"kind": "step", "step": experiment.Step{Step: 2, TrainSeconds: 120, Stats: trainer.StepStats{RewardMean: 2, PerExpert: map[string]float64{"oracle": 0.6}}}},
 		{"kind": "eval", "point": experiment.Point{Step: 2, TrainSeconds: 120, Eval: res(0.55)}},
 	} {
 		if err := enc.Encode(line); err != nil {

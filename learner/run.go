@@ -3,8 +3,8 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/laptop"
-	"github.com/bicot-rl/bicot/pkg/learnrole"
+	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -38,7 +38,7 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		init, err := laptop.InitPolicy(r.Backend, cfg.PolicyInit, cb, cfg.Seed, nil, log)
+		init, err := model.InitCheckpoint(r.Backend, cfg.PolicyInit, cb, cfg.Seed, false, log)
 		if err != nil {
 			return err
 		}
@@ -54,11 +54,11 @@ func newRunCmd() *cobra.Command {
 				return err
 			}
 			defer cl.Close()
-			runState = learnrole.RunStateFromCluster(cl)
+			runState = learner.RunStateFromCluster(cl)
 		case coordURL != "":
-			runState = learnrole.RunStateFrom(coordURL)
+			runState = learner.RunStateFrom(coordURL)
 		}
-		l, err := learnrole.New(r.Ctx, r.JS, learnrole.Options{Config: cfg, ID: id, Backend: r.Backend, Store: st, Init: init,
+		l, err := learner.New(r.Ctx, r.JS, learner.Options{Config: cfg, ID: id, Backend: r.Backend, Store: st, Init: init,
 			Codebook: cb, RunState: runState, Heartbeat: cfg.Wire.Heartbeat.D(), Log: log, Consume: r.Consume(0)})
 		if err != nil {
 			return err

@@ -3,10 +3,10 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/coord"
-	"github.com/bicot-rl/bicot/pkg/laptop"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
-	"github.com/bicot-rl/bicot/pkg/scorer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -32,16 +32,16 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		ens, err := laptop.Ensemble(r.Ctx, r.Backend, cfg, nil, r.Log)
+		ens, err := experts.BuildEnsemble(r.Ctx, r.Backend, experts.Source{ConfigFile: cfg.ExpertConfig, URLs: cfg.ExpertURLs, Dir: cfg.Experts, Seed: cfg.Seed}, nil, r.Log)
 		if err != nil {
 			return err
 		}
-		w, err := scorer.New(r.JS, scorer.Options{Run: cfg.RunID, ID: cli.ID, Ensemble: ens, Codebook: cb, Heartbeat: cfg.Wire.Heartbeat.D(),
+		w, err := rewardworker.New(r.JS, rewardworker.Options{Run: cfg.RunID, ID: cli.ID, Ensemble: ens, Codebook: cb, Heartbeat: cfg.Wire.Heartbeat.D(),
 			Log: r.Log, Consume: r.Consume(cfg.Wire.RewardFetchers)})
 		if err != nil {
 			return err
 		}
-		ctx, cancel := coord.WorkerContext(r, cli.KeepRunning)
+		ctx, cancel := coordinator.WorkerContext(r, cli.KeepRunning)
 		defer cancel()
 		return w.Run(ctx)
 	}

@@ -3,8 +3,8 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/coord"
-	"github.com/bicot-rl/bicot/pkg/rollout"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/rolloutworker"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
@@ -37,12 +37,12 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		w, err := rollout.New(r.JS, rollout.Options{Run: cfg.RunID, ID: cli.ID, Backend: r.Backend, Store: st, Codebook: cb,
+		w, err := rolloutworker.New(r.JS, rolloutworker.Options{Run: cfg.RunID, ID: cli.ID, Backend: r.Backend, Store: st, Codebook: cb,
 			AttachPNG: cfg.Sampling.AttachPNG, Heartbeat: cfg.Wire.Heartbeat.D(), Log: r.Log, Consume: r.Consume(cfg.Wire.RolloutFetchers)})
 		if err != nil {
 			return err
 		}
-		ctx, cancel := coord.WorkerContext(r, cli.KeepRunning)
+		ctx, cancel := coordinator.WorkerContext(r, cli.KeepRunning)
 		defer cancel()
 		return w.Run(ctx)
 	}

@@ -1,7 +1,7 @@
 // Package experiment runs BiCoT-GRPO in one process, without the bus: draw prompts, sample G
 // (plan, image) pairs each, decode, reward, update, and evaluate the policy on held-out prompts
 // every few minutes of training. It uses exactly the pieces the distributed run uses
-// (model.Sample, learn.SampleToWire, the reward ensemble, learn.Trainer), so a setting measured
+// (model.Sample, trainer.SampleToWire, the reward ensemble, trainer.Trainer), so a setting measured
 // here means the same in a run; what it leaves out is the plumbing (queues, raft, checkpoints).
 //
 // It is the harness behind the learning curves, the reward ladder and the ablations
@@ -18,11 +18,11 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
-	"github.com/bicot-rl/bicot/pkg/learn"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
-	"github.com/bicot-rl/bicot/pkg/scorer"
+	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
@@ -39,7 +39,7 @@ type Sampling struct {
 type Options struct {
 	// Trainer trains the policy; its options must match Sampling (CFG weight, temperature,
 	// image log-probs).
-	Trainer  *learn.Trainer
+	Trainer  *trainer.Trainer
 	Codebook *vq.Codebook
 	Reward   *reward.Ensemble
 	// Train are the training prompts; P of them are learned per step, G samples each.
@@ -78,7 +78,7 @@ type Step struct {
 	TrainSeconds float64 `json:"train_seconds"`
 	// Drawn is how many prompts were sampled for the step (P unless dynamic sampling drew more).
 	Drawn int             `json:"drawn"`
-	Stats learn.StepStats `json:"stats"`
+	Stats trainer.StepStats `json:"stats"`
 }
 
 // Point is one evaluation on the learning curve.
@@ -163,7 +163,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 			return res, err
 		}
 		st, err := o.Trainer.Step(groups)
-		if err != nil && !errors.Is(err, learn.ErrAllFiltered) {
+		if err != nil && !errors.Is(err, trainer.ErrAllFiltered) {
 			return res, fmt.Errorf("experiment: step %d: %w", step, err)
 		}
 		trained += time.Since(t0)
@@ -196,8 +196,8 @@ func Run(ctx context.Context, o Options) (Result, error) {
 // collect samples and scores prompts for one step: P groups, or with dynamic sampling up to P
 // informative ones from at most MaxDraws prompts (topped up with uninformative groups when too
 // few carry signal, so the step still trains P groups and the policy version advances).
-func (o Options) collect(ctx context.Context, d *drawer, vocab *tokenizer.Vocab, step int) ([]learn.Group, int, error) {
-	var good, flat []learn.Group
+func (o Options) collect(ctx context.Context, d *drawer, vocab *tokenizer.Vocab, step int) ([]trainer.Group, int, error) {
+	var good, flat []trainer.Group
 	drawn := 0
 	used := map[int]bool{}
 	for len(good) < o.P {
@@ -243,13 +243,13 @@ func spread(rs []float64) float64 {
 }
 
 // sample draws G samples for each prompt index, decodes and rewards them.
-func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, step int) ([]learn.Group, error) {
+func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, step int) ([]trainer.Group, error) {
 	policy := o.Trainer.Policy()
 	enc := make([][]int32, len(idx))
 	ids := make([]uint64, len(idx))
 	for i, pi := range idx {
 		var err error
-		if enc[i], err = learn.EncodePrompt(vocab, o.Train[pi].Prompt); err != nil {
+		if enc[i], err = trainer.EncodePrompt(vocab, o.Train[pi].Prompt); err != nil {
 			return nil, fmt.Errorf("experiment: prompt %d: %w", pi, err)
 		}
 		ids[i] = uint64(pi)
@@ -268,10 +268,10 @@ func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, 
 		pi := idx[s.Prompt]
 		w := bus.Sample{V: bus.SchemaVersion, Run: "experiment", Step: int64(step), PromptIndex: pi, SampleIndex: s.Index,
 			G: o.G, PolicyVersion: version, Prompt: o.Train[pi]}
-		if err := learn.SampleToWire(policy.Config, s, &w); err != nil {
+		if err := trainer.SampleToWire(policy.Config, s, &w); err != nil {
 			return nil, fmt.Errorf("experiment: %w", err)
 		}
-		img, err := scorer.Image(o.Codebook, &w)
+		img, err := rewardworker.Image(o.Codebook, &w)
 		if err != nil {
 			return nil, fmt.Errorf("experiment: %w", err)
 		}
@@ -285,7 +285,7 @@ func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, 
 	for i := range scored {
 		scored[i].Reward, scored[i].PerExpert = scores[i].Total, scores[i].PerExpert
 	}
-	return learn.GroupsFromScored(scored)
+	return trainer.GroupsFromScored(scored)
 }
 
 // drawer hands out training prompt indices in a seeded shuffled order, reshuffled each epoch.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
-	"github.com/bicot-rl/bicot/pkg/learn"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 )
 
@@ -16,15 +16,15 @@ import (
 func TestInformativeDrawsUntilGroupsCarrySignal(t *testing.T) {
 	a := loadShipped(t)
 	policy := a.freshPolicy(t)
-	o := learn.DefaultOptions()
+	o := trainer.DefaultOptions()
 	o.CFGWeight, o.ImageLogp = 3, bus.ImageLogpConditional
-	tr, err := learn.NewTrainer(policy, o)
+	tr, err := trainer.NewTrainer(policy, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts := Options{Trainer: tr, Codebook: a.cb, Reward: oracleReward(t), Train: a.eval, P: 3, G: 4, Seed: 7, Steps: 1,
 		Sampling: Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: bus.ImageLogpConditional}}
-	informative := func(gs []learn.Group) int {
+	informative := func(gs []trainer.Group) int {
 		n := 0
 		for _, g := range gs {
 			if spread(g.Rewards()) >= 0.05 {

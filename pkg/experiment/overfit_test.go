@@ -12,7 +12,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/grpo"
-	"github.com/bicot-rl/bicot/pkg/learn"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -118,13 +118,13 @@ func TestOverfitOnePromptWithTheOracle(t *testing.T) {
 			if base.Mean > 0.5 {
 				t.Fatalf("base already scores %.3f on %q", base.Mean, p.Prompt)
 			}
-			o := learn.DefaultOptions()
+			o := trainer.DefaultOptions()
 			o.Optimizer.LR = 1e-3
 			o.Loss.Clip, o.UpdateEpochs = true, 4
 			o.CFGWeight, o.ImageLogp = cfg, bus.ImageLogpConditional
 			o.Loss.Level = tc.level
 			o.BatchSize = 8
-			tr, err := learn.NewTrainer(policy, o)
+			tr, err := trainer.NewTrainer(policy, o)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 
-	"github.com/bicot-rl/bicot/pkg/learn"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/plan"
 	"github.com/bicot-rl/bicot/pkg/promptgen"
@@ -53,7 +53,7 @@ func (m Mix) Validate() error {
 }
 
 // Examples turns training prompts into teacher-forced batches. It implements
-// learn.SupervisedSource. It is safe for one caller at a time.
+// trainer.SupervisedSource. It is safe for one caller at a time.
 type Examples struct {
 	mix     Mix
 	mcfg    model.Config
@@ -76,7 +76,7 @@ func NewExamples(mix Mix, mcfg model.Config, vocab *tokenizer.Vocab, cb *vq.Code
 		if p.Spec == nil {
 			continue
 		}
-		ids, err := learn.EncodePrompt(vocab, p.Prompt)
+		ids, err := trainer.EncodePrompt(vocab, p.Prompt)
 		if err != nil {
 			return nil, fmt.Errorf("pretraining examples: %w", err)
 		}
@@ -137,7 +137,7 @@ func (e *Examples) example(step, i int) (seq []int32, textMask, imageMask []floa
 			if e.mix.PlanOrder == "raster" {
 				text = plan.Canonical(sc)
 			}
-			planIDs, err := learn.EncodePrompt(e.vocab, text) // plan text is encoded like prompt text
+			planIDs, err := trainer.EncodePrompt(e.vocab, text) // plan text is encoded like prompt text
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("plan for %q: %w", p.Prompt, err)
 			}

@@ -1,0 +1,165 @@
+package coordinator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/runconfig"
+)
+
+// Event kinds the learner reports besides the workers' started/heartbeat/task_done/stopped.
+const (
+	// EventGroupComplete: all G scored samples of a group reached the learner. Message: the
+	// group key "step/prompt".
+	EventGroupComplete = "group_complete"
+	// EventStepDone: the learner trained a step and announced the new policy version. Message:
+	// StepReport as JSON.
+	EventStepDone = "step_done"
+	// EventCheckpoint: a checkpoint was committed. Message: its manifest key.
+	EventCheckpoint = "checkpoint"
+	// EventStepResample: every group of a step tied and was filtered (grpo.filter_zero_std), so
+	// the learner made no update and asks for fresh prompts for the step. Message:
+	// ResampleRequest as JSON.
+	EventStepResample = "step_resample"
+)
+
+// ResampleRequest is the payload of a step_resample event.
+type ResampleRequest struct {
+	// Round numbers the request (1 for the first re-sampling of a step); with the step it makes
+	// the dispatch idempotent.
+	Round int `json:"round"`
+	// Dropped are the group keys of the filtered round.
+	Dropped []string `json:"dropped"`
+}
+
+// Roles of the workers.
+const (
+	RoleRollout = "rollout"
+	RoleReward  = "reward"
+	RoleLearner = "learner"
+)
+
+// StepReport is the payload of a step_done event.
+type StepReport struct {
+	// Learned are the group keys ("step/prompt") the step trained on.
+	Learned []string `json:"learned"`
+	// Metrics are the step's statistics (loss, ratio, KL, rewards per expert, timings).
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+}
+
+// Reporter publishes a worker's events to the coordinator and keeps a heartbeat going.
+type Reporter struct {
+	js     jetstream.JetStream
+	run    string
+	worker string
+	role   string
+	log    zerolog.Logger
+
+	mu      sync.Mutex
+	step    int64
+	version int64
+}
+
+// NewReporter returns a reporter for one worker.
+func NewReporter(js jetstream.JetStream, run, worker, role string, log zerolog.Logger) *Reporter {
+	return &Reporter{js: js, run: run, worker: worker, role: role, log: log}
+}
+
+// SetProgress records what the next heartbeat says the worker is working on.
+func (r *Reporter) SetProgress(step, version int64) {
+	r.mu.Lock()
+	r.step, r.version = step, version
+	r.mu.Unlock()
+}
+
+// Emit publishes one event; failures are logged, not returned: progress reports must never stop
+// the work itself. id, when not empty, de-duplicates the event.
+func (r *Reporter) Emit(ctx context.Context, kind string, step, version int64, count int, msg, id string) {
+	e := bus.Event{Run: r.run, Kind: kind, Worker: r.worker, Role: r.role, Step: step, PolicyVersion: version,
+		Count: count, Message: msg, ID: id}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if _, err := bus.PublishEvent(pctx, r.js, e); err != nil {
+		r.log.Warn().Err(err).Str("kind", kind).Msg("event not published")
+	}
+}
+
+// EmitJSON is Emit with a JSON-encoded message.
+func (r *Reporter) EmitJSON(ctx context.Context, kind string, step, version int64, v any, id string) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("event %s: %w", kind, err)
+	}
+	e := bus.Event{Run: r.run, Kind: kind, Worker: r.worker, Role: r.role, Step: step, PolicyVersion: version,
+		Message: string(b), ID: id}
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if _, err := bus.PublishEvent(pctx, r.js, e); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Heartbeat sends started, then a heartbeat every interval until ctx ends, then stopped.
+func (r *Reporter) Heartbeat(ctx context.Context, interval time.Duration) {
+	r.Emit(ctx, bus.EventStarted, 0, 0, 0, "", "")
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			r.Emit(ctx, bus.EventStopped, 0, 0, 0, "", "")
+			return
+		case <-t.C:
+			r.mu.Lock()
+			step, v := r.step, r.version
+			r.mu.Unlock()
+			r.Emit(ctx, bus.EventHeartbeat, step, v, 0, "", "")
+		}
+	}
+}
+
+// WorkerContext is what a worker process runs under: the role's context, also ended by RunEnded
+// unless the worker is to keep running after the run.
+func WorkerContext(r *runconfig.Role, keepRunning bool) (context.Context, context.CancelFunc) {
+	if keepRunning {
+		return context.WithCancel(r.Ctx)
+	}
+	return RunEnded(r.Ctx, r.JS, r.Config.RunID, r.Config.Steps, r.Log)
+}
+
+// RunEnded returns a context that is cancelled when the run's policy announcements show that
+// all steps are learned (an announcement for step >= steps), or when parent ends. Worker processes
+// use it to exit by themselves at the end of a run. It may start before the run's streams exist:
+// it creates them (idempotent) and retries until it watches.
+func RunEnded(parent context.Context, js jetstream.JetStream, run string, steps int, log zerolog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(parent)
+	go func() {
+		for ctx.Err() == nil {
+			if _, err := bus.EnsureStreams(ctx, js, run); err == nil {
+				err = bus.WatchPolicy(ctx, js, run, func(p bus.PolicyAnnounce) {
+					if p.Step >= int64(steps) {
+						log.Info().Int64("step", p.Step).Int64("version", p.Version).Msg("run finished")
+						cancel()
+					}
+				}, nil)
+				if err == nil {
+					return
+				}
+				log.Warn().Err(err).Msg("watching for the run's end")
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return ctx, cancel
+}

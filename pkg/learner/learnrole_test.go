@@ -1,0 +1,325 @@
+package learner_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/bus/bustest"
+	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/store/local"
+	"github.com/bicot-rl/bicot/pkg/tokenizer"
+	"github.com/bicot-rl/bicot/pkg/trainer"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreAnyFunction("github.com/gomlx/gomlx/backends/simplego.(*workersPool).lockedRunTaskInGoroutine.func1"),
+		goleak.IgnoreCurrent())
+}
+
+func root(t *testing.T) string {
+	dir, _ := os.Getwd()
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		dir = filepath.Dir(dir)
+	}
+}
+
+// env starts what a learner test needs: an embedded JetStream, the pure-Go backend, a store in a
+// temporary directory.
+func env(t *testing.T) (jetstream.JetStream, backends.Backend, *local.Store) {
+	t.Helper()
+	js := bustest.JetStream(t)
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js, backend, st
+}
+
+// TestLearnerDropsDuplicatesAndAnnounces feeds the learner scored samples by hand, some of them
+// twice without a message id (a duplicate arriving after JetStream's de-duplication window): it
+// trains exactly the P complete groups of G samples, counts the duplicates, announces version 1
+// with weights in the store, writes metrics and a checkpoint, and a new learner resumes from it.
+func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := root(t)
+	js, backend, st := env(t)
+	cb, err := vq.Load(filepath.Join(r, "models/codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := model.TinyCheckpoint(backend, cb, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := runconfig.Default()
+	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "lr1", 1, 2, 4
+	cfg.Sampling.MaxPlanTokens = 5
+	opts := learner.Options{Config: cfg, Backend: backend, Store: st, Init: init, Codebook: cb, Log: zerolog.Nop(),
+		Consume: bus.ConsumeOptions{PollWait: time.Second}}
+	l, err := learner.New(ctx, js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+
+	ps, err := prompts.ReadFile(filepath.Join(r, "data/prompts/train.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dups := publishStep(ctx, t, js, st, cfg, backend, ps[:2], true)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a := l.Accounting()
+	if a.Duplicates != dups {
+		t.Errorf("duplicates dropped %d, want %d", a.Duplicates, dups)
+	}
+	if len(a.Learned[0]) != 2 {
+		t.Fatalf("learned %+v, want 2 groups at step 0", a.Learned)
+	}
+	for _, g := range a.Learned[0] {
+		if g.Samples != 4 || a.Received[bus.GroupKey{Step: 0, PromptIndex: g.PromptIndex}] != 4 {
+			t.Errorf("group %d: %d samples trained, %d accepted; want 4 and 4", g.PromptIndex, g.Samples,
+				a.Received[bus.GroupKey{Step: 0, PromptIndex: g.PromptIndex}])
+		}
+	}
+	s0 := a.Stats[0]
+	if d := s0.RatioMean - 1; d > 1e-5 || d < -1e-5 {
+		t.Errorf("first on-policy update: ratio mean %v, want 1", s0.RatioMean)
+	}
+	v1, err := bus.LatestPolicy(ctx, js, cfg.RunID)
+	if err != nil || v1.Version != 1 || v1.Step != 1 {
+		t.Fatalf("announced %+v (%v), want version 1 for step 1", v1, err)
+	}
+	if _, err := ckpt.GetWeights(ctx, st, v1.WeightsKey, v1.SHA256); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(st.Root(), cfg.RunID, "metrics.jsonl")); err != nil {
+		t.Error(err)
+	}
+	// A learner started again resumes after the checkpointed step.
+	l2, err := learner.New(ctx, js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l2.NextStep() != 1 || l2.Trainer().Version() != 1 {
+		t.Errorf("resumed at step %d version %d, want 1 and 1", l2.NextStep(), l2.Trainer().Version())
+	}
+}
+
+// publishStep samples G of each prompt with the announced version-0 policy and publishes them as
+// step 0's scored samples (rewards 0, 0.5, 1 in turn), as the reward workers would. With dups,
+// two of them go out twice without a message id (past JetStream's de-duplication); it returns how
+// many.
+func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *local.Store, cfg runconfig.Config,
+	backend backends.Backend, ps []prompts.Prompt, dups bool) int {
+	t.Helper()
+	var v0 bus.PolicyAnnounce
+	var err error
+	for {
+		if v0, err = bus.LatestPolicy(ctx, js, cfg.RunID); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	w, err := ckpt.GetWeights(ctx, st, v0.WeightsKey, v0.SHA256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := model.Load(backend, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vocab := tokenizer.New()
+	var enc [][]int32
+	var ids []uint64
+	for i, p := range ps {
+		e, err := trainer.EncodePrompt(vocab, p.Prompt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		enc, ids = append(enc, e), append(ids, uint64(10+i))
+	}
+	g := cfg.GroupSize
+	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: g, Seed: cfg.Seed,
+		Temperature: cfg.Sampling.Temperature, CFGWeight: cfg.Sampling.CFGWeight, MaxPlanTokens: cfg.Sampling.MaxPlanTokens,
+		ConditionalLogp: cfg.Sampling.ImageLogp == bus.ImageLogpConditional})
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject := bus.Subject(cfg.RunID, bus.KindScored)
+	n := 0
+	for i, s := range ss {
+		out := bus.ScoredSample{Sample: bus.Sample{V: bus.SchemaVersion, Run: cfg.RunID, Step: 0, PromptIndex: 10 + s.Prompt,
+			SampleIndex: s.Index, G: g, PolicyVersion: 0, Prompt: ps[s.Prompt]}, Reward: float64(i%3) / 2,
+			PerExpert: map[string]float64{"x": float64(i % 3)}}
+		if err := trainer.SampleToWire(policy.Config, s, &out.Sample); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := bus.PublishScored(ctx, js, out); err != nil {
+			t.Fatal(err)
+		}
+		if dups && (i == 1 || i == 5) {
+			// The same sample again, bypassing JetStream's de-duplication (no message id).
+			data, err := bus.Encode(&out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{bus.HeaderType: []string{bus.TypeScoredSample}}}
+			if _, err := js.PublishMsg(ctx, msg); err != nil {
+				t.Fatal(err)
+			}
+			n++
+		}
+	}
+	return n
+}
+
+// The distributed learner adds the supervised anchor (grpo.sft_coef) from the run's
+// pretrain_prompts: the update's stats carry its loss. Held-out prompts as pretrain_prompts are
+// refused when the learner is built, by name, not at the first step.
+func TestLearnerWithSupervisedAnchor(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := root(t)
+	js, backend, st := env(t)
+	init, err := os.ReadFile(filepath.Join(r, "models/base.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := runconfig.Default()
+	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "sft1", 1, 2, 4
+	cfg.Sampling.MaxPlanTokens = 12
+	cfg.Codebook = filepath.Join(r, "models/codebook.vq")
+	cfg.GRPO = map[string]any{"sft_coef": 1.0}
+	opts := learner.Options{Config: cfg, Backend: backend, Store: st, Init: init, Log: zerolog.Nop(),
+		Consume: bus.ConsumeOptions{PollWait: time.Second}}
+
+	bad := opts
+	bad.Config.PretrainPrompts = filepath.Join(r, "data/prompts/eval.jsonl")
+	if _, err := learner.New(ctx, js, bad); err == nil || !strings.Contains(err.Error(), "eval.jsonl") {
+		t.Fatalf("held-out pretrain prompts: %v", err)
+	}
+	bad.Config.PretrainPrompts = ""
+	if _, err := learner.New(ctx, js, bad); err == nil || !strings.Contains(err.Error(), "pretrain_prompts") {
+		t.Fatalf("no pretrain prompts: %v", err)
+	}
+
+	opts.Config.PretrainPrompts = filepath.Join(r, "data/prompts/train.jsonl")
+	l, err := learner.New(ctx, js, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	ps, err := prompts.ReadFile(filepath.Join(r, "data/prompts/rl.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishStep(ctx, t, js, st, cfg, backend, ps[:2], false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a := l.Accounting()
+	if len(a.Stats) != 1 {
+		t.Fatalf("%d steps trained, want 1", len(a.Stats))
+	}
+	// The base policy's pretraining NLL per token is well above 0 and finite.
+	if s := a.Stats[0].SFTLoss; !(s > 0.01 && s < 20) {
+		t.Fatalf("sft_loss %v, want the anchor's NLL", s)
+	}
+}
+
+// TestTrainerOptions passes the config's grpo section through and refuses unknown keys.
+func TestTrainerOptions(t *testing.T) {
+	c := runconfig.Default()
+	c.GRPO = map[string]any{"loss": map[string]any{"beta": 0.05}, "filter_zero_std": true}
+	o, err := learner.TrainerOptions(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Loss.Beta != 0.05 || !o.FilterZeroStd || o.BatchSize < c.PromptsPerStep*c.GroupSize || o.CFGWeight != c.Sampling.CFGWeight {
+		t.Errorf("options %+v", o)
+	}
+	c.GRPO = map[string]any{"betta": 1}
+	if _, err := learner.TrainerOptions(c); err == nil {
+		t.Error("unknown grpo key accepted")
+	}
+	shipped, err := runconfig.Load(filepath.Join("..", "..", "configs", "cluster.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := learner.TrainerOptions(shipped); err != nil {
+		t.Errorf("configs/cluster.yaml: %v", err)
+	}
+	c.GRPO = nil
+	c.Staleness = 2
+	if o, err := learner.TrainerOptions(c); err != nil || !o.Loss.Clip || o.MaxStaleness != 2 {
+		t.Errorf("staleness 2: clip %v max %d err %v", o.Loss.Clip, o.MaxStaleness, err)
+	}
+}
+
+// A run's recorded config names every trainer setting in force, and reading it back gives the
+// same trainer options.
+func TestEffectiveConfigRecordsEveryTrainerSetting(t *testing.T) {
+	c := runconfig.Default()
+	if err := runconfig.Parse([]byte("grpo: {optimizer: {lr: 0.0003}}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	eff, err := learner.EffectiveConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := eff.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"lr: 0.0003", "beta: 0.01", "min_spread:", "adv_scale: std", "image_logp: conditional", "norm: token", "level: both"} {
+		if !strings.Contains(string(y), want) {
+			t.Errorf("recorded config lacks %q:\n%s", want, y)
+		}
+	}
+	var back runconfig.Config
+	if err := runconfig.Parse(y, &back); err != nil {
+		t.Fatal(err)
+	}
+	a, err := learner.TrainerOptions(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := learner.TrainerOptions(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a.WithDefaults(), b.WithDefaults()) {
+		t.Fatalf("options differ after the round trip:\n%+v\n%+v", a.WithDefaults(), b.WithDefaults())
+	}
+}

@@ -1,0 +1,106 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/rewardworker"
+	"github.com/bicot-rl/bicot/pkg/trainer"
+)
+
+// tieScorer gives every image of the listed prompts the same reward (so their groups tie) and
+// scores the rest with the real ensemble.
+type tieScorer struct {
+	inner rewardworker.Scorer
+	mu    sync.Mutex
+	tie   map[string]bool
+}
+
+func (s *tieScorer) set(prompts []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.tie = map[string]bool{}
+	for _, p := range prompts {
+		s.tie[p] = true
+	}
+}
+
+func (s *tieScorer) Score(ctx context.Context, items []reward.Item) ([]reward.Scores, error) {
+	out, err := s.inner.Score(ctx, items)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, it := range items {
+		if s.tie[it.Prompt.Prompt] {
+			out[i] = reward.Scores{Total: 0.5, PerExpert: map[string]float64{"tie": 0.5}}
+		}
+	}
+	return out, nil
+}
+
+// TestAllTiedStepIsResampled uses DAPO filtering (grpo.filter_zero_std) with a reward that ties
+// every group of step 1's prompts: the learner makes no update for them (trainer.ErrAllFiltered),
+// counts the round, and the coordinator dispatches the next prompts of the cursor for the same
+// step, which train. The run completes with every step learned once and nothing left in flight.
+// With max_resample_rounds 0 the same run stops with an error naming the step.
+func TestAllTiedStepIsResampled(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two pipeline runs; skipped with -short")
+	}
+	e := testEnv(t)
+	for _, rounds := range []int{8, 0} {
+		c := testConfig(t, 2)
+		c.RunID = "tied" + string(rune('0'+rounds))
+		c.GRPO = map[string]any{"filter_zero_std": true}
+		c.MaxResampleRounds = rounds
+		ts := &tieScorer{inner: e.ens}
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		cl, err := Start(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: t.TempDir(),
+			Backend: e.backend, Ensemble: ts, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var tied []string
+		for i := range c.PromptsPerStep {
+			tied = append(tied, cl.Coordinator.PromptAt(0, int64(c.PromptsPerStep+i)).Prompt)
+		}
+		ts.set(tied)
+		werr := cl.Wait(ctx)
+		res := cl.Result()
+		cl.Stop()
+		cancel()
+		if rounds == 0 {
+			if werr == nil || !errors.Is(werr, trainer.ErrAllFiltered) || !strings.Contains(werr.Error(), "step 1") {
+				t.Errorf("max_resample_rounds 0: run ended with %v, want ErrAllFiltered naming step 1", werr)
+			}
+			continue
+		}
+		if werr != nil {
+			t.Fatal(werr)
+		}
+		checkLearned(t, c, res.Accounting)
+		if n := res.Accounting.Resampled[1]; n != 1 {
+			t.Errorf("step 1 re-sampled %d times, want 1", n)
+		}
+		for _, g := range res.Accounting.Learned[1] {
+			if g.PromptIndex < 2*c.PromptsPerStep {
+				t.Errorf("step 1 trained prompt %d of the tied round", g.PromptIndex)
+			}
+		}
+		if !res.Status.Done || res.Status.GroupsInFlight != 0 || res.Status.PolicyVersion != int64(c.Steps) {
+			t.Errorf("status at the end: done %v, %d groups in flight, version %d", res.Status.Done, res.Status.GroupsInFlight, res.Status.PolicyVersion)
+		}
+		if res.Status.Cursor.Offset != int64(3*c.PromptsPerStep) {
+			t.Errorf("cursor at %d, want %d (two steps and one re-sampled round)", res.Status.Cursor.Offset, 3*c.PromptsPerStep)
+		}
+	}
+}

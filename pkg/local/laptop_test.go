@@ -1,0 +1,487 @@
+package local
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// gomlx's pure-Go backend keeps worker goroutines for the life of the process.
+		goleak.IgnoreAnyFunction("github.com/gomlx/gomlx/backends/simplego.(*workersPool).lockedRunTaskInGoroutine.func1"),
+		goleak.IgnoreTopFunction("github.com/gomlx/gomlx/backends/simplego.(*workersPool).lockedRunTaskInGoroutine.func1"),
+		goleak.IgnoreCurrent())
+}
+
+// env is what every pipeline test shares: one backend, the codebook, a tiny policy and briefly
+// trained experts (real models, small).
+type env struct {
+	backend backends.Backend
+	cb      *vq.Codebook
+	policy  []byte
+	ens     *reward.Ensemble
+}
+
+var (
+	envOnce sync.Once
+	shared  env
+	envErr  error
+)
+
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("no go.mod above the test directory")
+		}
+		dir = parent
+	}
+}
+
+func testEnv(t testing.TB) env {
+	t.Helper()
+	root := repoRoot(t)
+	envOnce.Do(func() {
+		var e env
+		if e.backend, envErr = mlx.NewBackend(""); envErr != nil {
+			return
+		}
+		if e.cb, envErr = vq.Load(filepath.Join(root, "models/codebook.vq")); envErr != nil {
+			return
+		}
+		if e.policy, envErr = model.TinyCheckpoint(e.backend, e.cb, 7); envErr != nil {
+			return
+		}
+		dir, err := os.MkdirTemp("", "bicot-experts-")
+		if err != nil {
+			envErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		if envErr = experts.TrainAll(context.Background(), e.backend, dir, experts.TrainOptions{Seed: 1, Steps: 3, Log: zerolog.Nop()}); envErr != nil {
+			return
+		}
+		if e.ens, _, envErr = experts.LocalEnsemble(e.backend, dir); envErr != nil {
+			return
+		}
+		shared = e
+	})
+	if envErr != nil {
+		t.Fatal(envErr)
+	}
+	return shared
+}
+
+func testConfig(t testing.TB, steps int) runconfig.Config {
+	root := repoRoot(t)
+	c := runconfig.Default()
+	c.RunID = "t" + strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-")
+	if len(c.RunID) > 40 {
+		c.RunID = c.RunID[:40]
+	}
+	c.Prompts = filepath.Join(root, "data/prompts/train.jsonl")
+	c.Codebook = filepath.Join(root, "models/codebook.vq")
+	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 3, 4, 2, steps
+	c.Sampling.MaxPlanTokens = 6
+	c.CheckpointEvery = 2
+	c.Wire.Heartbeat = runconfig.Duration(200 * time.Millisecond)
+	c.Wire.AckWait = runconfig.Duration(30 * time.Second)
+	c.Eval.LimitPerType = 0
+	return c
+}
+
+func start(t *testing.T, c runconfig.Config, rollouts int) *Cluster {
+	t.Helper()
+	e := testEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	t.Cleanup(cancel)
+	cl, err := Start(ctx, Options{Config: c, RolloutWorkers: rollouts, RewardWorkers: 1, Out: t.TempDir(),
+		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Stop)
+	return cl
+}
+
+func wait(t *testing.T, cl *Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if err := cl.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkLearned asserts that every step learned exactly P complete groups of G distinct samples.
+func checkLearned(t *testing.T, c runconfig.Config, a learner.Accounting) {
+	t.Helper()
+	if len(a.Learned) != c.Steps {
+		t.Fatalf("learned %d steps, want %d", len(a.Learned), c.Steps)
+	}
+	for step := range int64(c.Steps) {
+		gs := a.Learned[step]
+		if len(gs) != c.PromptsPerStep {
+			t.Errorf("step %d learned %d groups, want %d", step, len(gs), c.PromptsPerStep)
+		}
+		seen := map[int]bool{}
+		for _, g := range gs {
+			if seen[g.PromptIndex] {
+				t.Errorf("step %d learned prompt %d twice", step, g.PromptIndex)
+			}
+			seen[g.PromptIndex] = true
+			if g.Samples != c.GroupSize {
+				t.Errorf("step %d prompt %d: %d samples, want %d", step, g.PromptIndex, g.Samples, c.GroupSize)
+			}
+			for i, idx := range g.SampleIndices {
+				if idx != i {
+					t.Errorf("step %d prompt %d: sample indices %v, want 0..%d once each", step, g.PromptIndex, g.SampleIndices, c.GroupSize-1)
+					break
+				}
+			}
+			if n := a.Received[bus.GroupKey{Step: step, PromptIndex: g.PromptIndex}]; n != c.GroupSize {
+				t.Errorf("step %d prompt %d: accepted %d samples, want %d (each once)", step, g.PromptIndex, n, c.GroupSize)
+			}
+		}
+	}
+}
+
+// TestPipelineLearnsCompleteGroupsOnce runs coordinator, one rollout worker, one reward worker and
+// the learner over embedded NATS for K steps while a duplicate of a step's task is published (as
+// a redelivery or re-dispatch would): every step learns exactly P complete groups of G samples,
+// each sample once, on-policy updates have ratio 1, and the run's outputs and status API exist.
+func TestPipelineLearnsCompleteGroupsOnce(t *testing.T) {
+	c := testConfig(t, 3)
+	cl := start(t, c, 1)
+
+	// The coordinator's first task of step 0, published again with another attempt number (so
+	// JetStream does not drop it): the rollout worker samples it twice.
+	js, err := cl.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup := bus.BatchTask{Run: cl.Config().RunID, Step: 0, PolicyVersion: 0, G: c.GroupSize, Seed: c.Seed,
+		Sampling: c.Sampling.Params(), Attempt: 7}
+	for i := range c.PromptsPerTask {
+		dup.Prompts = append(dup.Prompts, bus.PromptRef{Index: i, Prompt: cl.Coordinator.PromptAt(0, int64(i))})
+	}
+	if _, err := bus.PublishTask(context.Background(), js, dup); err != nil {
+		t.Fatal(err)
+	}
+
+	// The status API answers while the run goes on.
+	addr := cl.Coordinator.Addr()
+	for _, path := range []string{"/healthz", "/metrics", "/v1/status"} {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, body)
+		}
+		switch path {
+		case "/metrics":
+			if !strings.Contains(string(body), "bicot_queue_pending") || !strings.Contains(string(body), "bicot_policy_version") {
+				t.Errorf("/metrics lacks queue depth or policy version:\n%s", body)
+			}
+		case "/v1/status":
+			var st coordinator.Status
+			if err := json.Unmarshal(body, &st); err != nil {
+				t.Fatalf("/v1/status: %v\n%s", err, body)
+			}
+			if st.Run != c.RunID || st.Steps != c.Steps || len(st.Queues) != 4 {
+				t.Errorf("/v1/status: %+v", st)
+			}
+		}
+	}
+
+	wait(t, cl)
+	res := cl.Result()
+	checkLearned(t, c, res.Accounting)
+	tasks := res.Rollout[0].Tasks
+	if want := int64(c.Steps*c.TasksPerStep() + 1); tasks != want {
+		t.Errorf("rollout worker ran %d tasks, want %d (every task once plus the duplicate)", tasks, want)
+	}
+	first := res.Accounting.Stats[0]
+	// Strictly on-policy, one update per batch: the learner's ratio is 1 (up to float rounding of
+	// the recorded log-probs).
+	if d := first.RatioMean - 1; d > 1e-5 || d < -1e-5 || first.RatioMin < 1-1e-5 || first.RatioMax > 1+1e-5 {
+		t.Errorf("first update ratio mean %v min %v max %v, want 1", first.RatioMean, first.RatioMin, first.RatioMax)
+	}
+	if first.MaxStaleness != 0 {
+		t.Errorf("first update trained samples %d versions old", first.MaxStaleness)
+	}
+	if !res.Status.Done || res.Status.PolicyVersion != int64(c.Steps) || res.Status.GroupsInFlight != 0 {
+		t.Errorf("coordinator status at the end: done %v version %d groups in flight %d", res.Status.Done, res.Status.PolicyVersion, res.Status.GroupsInFlight)
+	}
+	if len(res.Status.Checkpoints) == 0 {
+		t.Errorf("no checkpoint recorded in the run state")
+	}
+	dir := cl.Dir()
+	for _, p := range []string{"metrics.jsonl", "config.yaml", "checkpoints/000000000002/MANIFEST.json", "checkpoints/000000000002/cursor", "checkpoints/000000000002/runstate", "weights/000000000003.bin",
+		"samples/step-2/p6-s0.png"} {
+		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
+			t.Errorf("run output: %v", err)
+		}
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(b), "\n"); n != c.Steps {
+		t.Errorf("metrics.jsonl has %d lines, want %d", n, c.Steps)
+	}
+}
+
+// TestRolloutWorkerJoinsMidRun starts a second rollout worker after step 1 is learned: it takes
+// tasks of the running run without anything being restarted.
+func TestRolloutWorkerJoinsMidRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
+	c := testConfig(t, 4)
+	c.PromptsPerStep, c.PromptsPerTask = 4, 1
+	cl := start(t, c, 1)
+	deadline := time.Now().Add(3 * time.Minute)
+	for cl.Learner.NextStep() < 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("step 0 not learned in time")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	late, err := cl.AddRollout()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait(t, cl)
+	checkLearned(t, c, cl.Result().Accounting)
+	st := late.Stats()
+	if st.Tasks == 0 {
+		t.Fatalf("the worker started after step 1 ran no task")
+	}
+	for _, s := range st.Steps {
+		if s < 1 {
+			t.Errorf("late worker sampled step %d, before it started", s)
+		}
+	}
+	t.Logf("late worker: %d tasks of steps %v", st.Tasks, st.Steps)
+}
+
+// TestRedispatchedGroupsLearnedOnce sets the re-dispatch timeout below a step's duration, so the
+// coordinator hands groups out again while their first samples are still on the way: the
+// re-dispatched tasks reproduce the same samples, and every step still learns exactly P groups of
+// G samples, each once.
+func TestRedispatchedGroupsLearnedOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
+	c := testConfig(t, 2)
+	c.RedispatchAfter = runconfig.Duration(150 * time.Millisecond)
+	cl := start(t, c, 1)
+	wait(t, cl)
+	res := cl.Result()
+	checkLearned(t, c, res.Accounting)
+	if res.Status.Redispatched == 0 {
+		t.Fatal("no group was re-dispatched; the test did not exercise re-dispatch")
+	}
+	t.Logf("%d groups re-dispatched, %d rollout tasks, %d duplicates and %d late samples dropped by the learner",
+		res.Status.Redispatched, res.Rollout[0].Tasks, res.Accounting.Duplicates, res.Accounting.Late)
+}
+
+// TestStalenessOneOverlapsSteps lets rollout run one version ahead of learning (staleness 1):
+// step s+1 is dispatched while step s trains, its samples are at most one version old, and every
+// step still learns P complete groups.
+func TestStalenessOneOverlapsSteps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
+	c := testConfig(t, 3)
+	c.Staleness = 1
+	cl := start(t, c, 1)
+	wait(t, cl)
+	res := cl.Result()
+	checkLearned(t, c, res.Accounting)
+	var maxStale int64
+	for _, st := range res.Accounting.Stats {
+		maxStale = max(maxStale, st.MaxStaleness)
+	}
+	if maxStale > 1 {
+		t.Errorf("trained samples %d versions old, bound 1", maxStale)
+	}
+	if res.Accounting.StaleGroups != 0 {
+		t.Errorf("%d groups outside the bound", res.Accounting.StaleGroups)
+	}
+	t.Logf("largest staleness trained: %d", maxStale)
+}
+
+// TestRunEvaluatesInitialAndFinal runs one step through Run and checks the oracle evaluation of
+// the initial and final policies: every task type of the eval file is scored and eval.json is
+// written next to the run.
+func TestRunEvaluatesInitialAndFinal(t *testing.T) {
+	e := testEnv(t)
+	c := testConfig(t, 1)
+	c.Eval = runconfig.Eval{Prompts: filepath.Join(repoRoot(t), "data/prompts/eval.jsonl"), LimitPerType: 1, G: 1}
+	var progress strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: t.TempDir(), Progress: &progress,
+		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Eval == nil || res.InitialEval == nil {
+		t.Fatal("no evaluation")
+	}
+	if len(res.Eval.TaskTypes) != 9 || res.Eval.N != 9 || res.InitialEval.N != 9 {
+		t.Errorf("eval: %d task types, %d and %d samples; want 9, 9, 9", len(res.Eval.TaskTypes), res.Eval.N, res.InitialEval.N)
+	}
+	for _, want := range []string{"step 1/1", "task type", "initial", "final", "knowledge", "mean"} {
+		if !strings.Contains(progress.String(), want) {
+			t.Errorf("progress output lacks %q:\n%s", want, progress.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(res.Dir, "eval.json")); err != nil {
+		t.Error(err)
+	}
+}
+
+// TestResumeContinuesExactly runs 3 steps straight, and 2 steps then a restart of the whole run
+// (same run id and directory) for the third: the resumed run's third step has exactly the
+// statistics of the straight run's (same samples, same weights, same optimizer state).
+func TestResumeContinuesExactly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
+	e := testEnv(t)
+	run := func(out string, steps int) Result {
+		c := testConfig(t, steps)
+		c.CheckpointEvery = 1
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		res, err := Run(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: out,
+			Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	straight := run(t.TempDir(), 3)
+	out := t.TempDir()
+	run(out, 2)
+	resumed := run(out, 3)
+	if len(resumed.Accounting.Stats) != 1 {
+		t.Fatalf("the resumed run trained %d steps, want 1", len(resumed.Accounting.Stats))
+	}
+	a, b := straight.Accounting.Stats[2], resumed.Accounting.Stats[0]
+	a.Seconds, a.RefSeconds, a.UpdateSeconds = 0, 0, 0
+	b.Seconds, b.RefSeconds, b.UpdateSeconds = 0, 0, 0
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("third step differs after resume:\nstraight %+v\nresumed  %+v", a, b)
+	}
+	lines, err := os.ReadFile(filepath.Join(resumed.Dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(lines), "\n"); n != 3 {
+		t.Errorf("metrics.jsonl of the resumed run has %d lines, want 3", n)
+	}
+}
+
+// BenchmarkPipeline measures throughput of the whole pipeline (tiny policy, brief experts) with
+// one and two rollout workers: samples per second and steps per minute.
+//
+//	go test -run XXX -bench Pipeline -benchtime 1x ./pkg/laptop
+func BenchmarkPipeline(b *testing.B) {
+	for _, n := range []int{1, 2} {
+		b.Run("rollouts="+string(rune('0'+n)), func(b *testing.B) {
+			e := testEnv(b)
+			var samples, steps int
+			var elapsed time.Duration
+			for b.Loop() {
+				c := testConfig(b, 4)
+				c.RunID = "bench" + string(rune('0'+n))
+				c.PromptsPerStep, c.PromptsPerTask, c.GroupSize = 4, 1, 8
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+				t0 := time.Now()
+				res, err := Run(ctx, Options{Config: c, RolloutWorkers: n, RewardWorkers: 1, Out: b.TempDir(),
+					Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+				cancel()
+				if err != nil {
+					b.Fatal(err)
+				}
+				elapsed += time.Since(t0)
+				steps += int(res.Steps)
+				samples += int(res.Steps) * c.PromptsPerStep * c.GroupSize
+			}
+			b.ReportMetric(float64(samples)/elapsed.Seconds(), "samples/s")
+			b.ReportMetric(float64(steps)/elapsed.Minutes(), "steps/min")
+			b.ReportMetric(float64(runtime.NumCPU()), "cpus")
+		})
+	}
+}
+
+// TestEnsembleFromExpertConfig builds the ensemble from a pkg/experts YAML file naming the shipped
+// expert weights, and refuses a broken one.
+func TestEnsembleFromExpertConfig(t *testing.T) {
+	root := repoRoot(t)
+	if _, err := os.Stat(filepath.Join(root, "models/experts/detector.safetensors")); err != nil {
+		t.Skip("no shipped expert weights")
+	}
+	e := testEnv(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "experts.yaml")
+	if err := os.WriteFile(good, []byte("models: "+filepath.Join(root, "models/experts")+"\ntimeout: 30s\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := runconfig.Default()
+	c.ExpertConfig = good
+	ens, err := ensemble(context.Background(), e.backend, c, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ens.Experts()) != 4 {
+		t.Errorf("experts %v, want the four built-in ones", ens.Experts())
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("experts: {detector: {url: \"not a url\"}}\nmodels: /nowhere\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.ExpertConfig = bad
+	if _, err := ensemble(context.Background(), e.backend, c, nil, zerolog.Nop()); err == nil {
+		t.Error("a broken expert config was accepted")
+	}
+}

@@ -1,0 +1,150 @@
+// Package scorer is the reward worker role: it pulls Samples from the run's sample queue, turns
+// each into an image (decoding its image tokens with the VQ codebook, or reading the PNG a rollout
+// attached), scores it with the expert ensemble (pkg/reward: the built-in experts of pkg/experts or
+// remote expert servers), and publishes a ScoredSample with the total and each expert's reward
+// before acking the sample.
+//
+// A reward that cannot be computed is an error, never a silent 0: the ensemble validates every
+// raw output and reward, the worker re-checks the total, and a failing sample is retried and
+// finally dead-lettered by the bus. Workers are stateless; scale the pool by starting processes
+// (its queue depth is exported for an autoscaler).
+package rewardworker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"image/png"
+	"math"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+// Scorer scores a batch of items; *reward.Ensemble implements it.
+type Scorer interface {
+	Score(ctx context.Context, items []reward.Item) ([]reward.Scores, error)
+}
+
+// Options configure a worker.
+type Options struct {
+	Run string
+	ID  string
+	// Ensemble computes the rewards.
+	Ensemble Scorer
+	// Codebook decodes image tokens (samples without a PNG).
+	Codebook  *vq.Codebook
+	Consume   bus.ConsumeOptions
+	Heartbeat time.Duration
+	Log       zerolog.Logger
+}
+
+// Worker scores samples.
+type Worker struct {
+	o   Options
+	js  jetstream.JetStream
+	rep *coordinator.Reporter
+	log zerolog.Logger
+
+	scored atomic.Int64
+}
+
+// New returns a worker; Run starts it.
+func New(js jetstream.JetStream, o Options) (*Worker, error) {
+	if err := bus.ValidateRunID(o.Run); err != nil {
+		return nil, fmt.Errorf("reward worker: %w", err)
+	}
+	if o.ID == "" || o.Ensemble == nil || o.Codebook == nil {
+		return nil, errors.New("reward worker: id, ensemble and codebook are required")
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 5 * time.Second
+	}
+	log := logging.Component(o.Log, "reward").With().Str("worker", o.ID).Logger()
+	return &Worker{o: o, js: js, log: log, rep: coordinator.NewReporter(js, o.Run, o.ID, coordinator.RoleReward, log)}, nil
+}
+
+// Scored is how many samples this worker scored.
+func (w *Worker) Scored() int64 { return w.scored.Load() }
+
+// Run works until ctx ends; nil on a clean stop.
+func (w *Worker) Run(ctx context.Context) error {
+	topo, err := bus.EnsureStreams(ctx, w.js, w.o.Run)
+	if err != nil {
+		return fmt.Errorf("reward worker %s: %w", w.o.ID, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.rep.Heartbeat(ctx, w.o.Heartbeat)
+	}()
+	co := w.o.Consume
+	lg := w.log
+	co.Logger = &lg
+	w.log.Info().Msg("reward worker started")
+	err = bus.Consume(ctx, w.js, topo.Samples, bus.Typed(w.handle), co)
+	<-done
+	w.log.Info().Int64("scored", w.scored.Load()).Msg("reward worker stopped")
+	return err
+}
+
+// Image returns the sample's image: its PNG when attached, else its image tokens decoded.
+func Image(cb *vq.Codebook, s *bus.Sample) (image.Image, error) {
+	if len(s.PNG) > 0 {
+		img, err := png.Decode(bytes.NewReader(s.PNG))
+		if err != nil {
+			return nil, fmt.Errorf("sample %s: png: %w", s.Key(), err)
+		}
+		return img, nil
+	}
+	codes := make([]int, len(s.ImageTokens))
+	for i, t := range s.ImageTokens {
+		if int(t) >= cb.K() {
+			return nil, fmt.Errorf("sample %s: image token %d = %d outside the codebook's %d codes", s.Key(), i, t, cb.K())
+		}
+		codes[i] = int(t)
+	}
+	img, err := cb.Decode(codes)
+	if err != nil {
+		return nil, fmt.Errorf("sample %s: %w", s.Key(), err)
+	}
+	return img, nil
+}
+
+func (w *Worker) handle(ctx context.Context, s *bus.Sample, _ jetstream.Msg) error {
+	if s.Run != w.o.Run {
+		return bus.Poison(fmt.Errorf("sample of run %s on a worker of run %s", s.Run, w.o.Run))
+	}
+	img, err := Image(w.o.Codebook, s)
+	if err != nil {
+		return bus.Poison(err)
+	}
+	w.rep.SetProgress(s.Step, s.PolicyVersion)
+	scores, err := w.o.Ensemble.Score(ctx, []reward.Item{{Prompt: s.Prompt, Image: img}})
+	if err != nil {
+		return fmt.Errorf("score %s: %w", s.Key(), err)
+	}
+	if len(scores) != 1 {
+		return fmt.Errorf("score %s: ensemble returned %d scores for 1 sample", s.Key(), len(scores))
+	}
+	sc := scores[0]
+	if math.IsNaN(sc.Total) || math.IsInf(sc.Total, 0) {
+		return fmt.Errorf("score %s: total reward %v", s.Key(), sc.Total)
+	}
+	out := bus.ScoredSample{Sample: *s, Reward: sc.Total, PerExpert: sc.PerExpert, Scorer: w.o.ID}
+	if _, err := bus.PublishScored(ctx, w.js, out); err != nil {
+		return fmt.Errorf("score %s: %w", s.Key(), err)
+	}
+	w.scored.Add(1)
+	return nil
+}

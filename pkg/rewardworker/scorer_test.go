@@ -1,0 +1,108 @@
+package rewardworker
+
+import (
+	"context"
+	"errors"
+	"math"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/bus/bustest"
+	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// nanScore is a preference backend gone wrong: it answers NaN.
+type nanScore struct{}
+
+func (nanScore) Output() reward.Output { return reward.OutputScore }
+func (nanScore) Infer(_ context.Context, qs []reward.Query) ([]reward.Raw, error) {
+	out := make([]reward.Raw, len(qs))
+	for i := range out {
+		v := math.NaN()
+		out[i].Score = &v
+	}
+	return out, nil
+}
+
+// TestInvalidRewardIsNeverZero: a sample whose reward comes out NaN is retried and dead-lettered;
+// no scored sample (with a made-up 0) reaches the learner.
+func TestInvalidRewardIsNeverZero(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := bustest.JetStream(t)
+	topo, err := bus.EnsureStreams(ctx, js, "nan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := vq.Load(filepath.Join("..", "..", "models", "codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ens, err := reward.NewEnsemble(reward.Expert{Name: "hps", Backend: nanScore{}, Rule: reward.DefaultHPSRule(), Weight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(js, Options{Run: "nan", ID: "r1", Ensemble: ens, Codebook: cb, Log: zerolog.Nop(),
+		Consume: bus.ConsumeOptions{MaxDeliver: 2, RetryDelay: 10 * time.Millisecond, PollWait: 200 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := bus.Sample{Run: "nan", Step: 0, PromptIndex: 1, SampleIndex: 0, G: 2, PlanTokens: []int32{}, PlanLogp: []float32{},
+		ImageTokens: make([]int32, cb.TokensPerImage()), ImageLogp: make([]float32, cb.TokensPerImage()),
+		Prompt: prompts.Prompt{Prompt: "a red circle", TaskType: prompts.Color, Nouns: []string{"circle"}, AttrNouns: []string{"red circle"}}}
+	if _, err := bus.PublishSample(ctx, js, s); err != nil {
+		t.Fatal(err)
+	}
+	// And one whose image token is outside the codebook: poison at once.
+	bad := s
+	bad.SampleIndex = 1
+	bad.ImageTokens = append([]int32(nil), s.ImageTokens...)
+	bad.ImageTokens[3] = int32(cb.K())
+	if _, err := bus.PublishSample(ctx, js, bad); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(rctx) }()
+	dead, err := js.Stream(ctx, topo.DeadStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		info, err := dead.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.State.Msgs == 2 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d dead letters, want 2", info.State.Msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rcancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	scored, err := js.Stream(ctx, topo.Scored.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := scored.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 0 || w.Scored() != 0 {
+		t.Fatalf("%d scored samples published (%d by the worker), want none", info.State.Msgs, w.Scored())
+	}
+}

@@ -1,0 +1,287 @@
+// Package rollout is the rollout worker role: it pulls BatchTasks from the run's task queue,
+// loads the policy version a task names (weights from the object store, checksum-verified,
+// cached; it waits for the version's announcement when it is not out yet), samples G plans and
+// images per prompt with model.Sample, and publishes one bus.Sample per sample before acking the
+// task.
+//
+// Sampling is deterministic: every sample's random stream derives from (run seed, step, prompt
+// index, sample index) (model.SampleSeed), so a redelivered or re-dispatched task reproduces the
+// same samples under the same policy version, their message ids are the same sample keys, and
+// JetStream and the learner drop the copies. Workers hold no state of the run: start or stop them
+// at any time.
+package rolloutworker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/scene"
+	"github.com/bicot-rl/bicot/pkg/store"
+	"github.com/bicot-rl/bicot/pkg/tokenizer"
+	"github.com/bicot-rl/bicot/pkg/trainer"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+// Options configure a worker.
+type Options struct {
+	Run string
+	// ID names the worker in events and samples.
+	ID      string
+	Backend backends.Backend
+	Store   store.Store
+	// Codebook decodes images when AttachPNG is set.
+	Codebook  *vq.Codebook
+	AttachPNG bool
+	Consume   bus.ConsumeOptions
+	Heartbeat time.Duration
+	// PolicyWait bounds waiting for a task's policy version to be announced (default 10 min).
+	PolicyWait time.Duration
+	Log        zerolog.Logger
+}
+
+// Stats count a worker's work.
+type Stats struct {
+	Tasks   int64
+	Samples int64
+	// Steps lists the steps this worker sampled for (sorted by first seen).
+	Steps []int64
+}
+
+// Worker samples BatchTasks.
+type Worker struct {
+	o      Options
+	js     jetstream.JetStream
+	vocab  *tokenizer.Vocab
+	cache  *ckpt.WeightCache
+	rep    *coordinator.Reporter
+	log    zerolog.Logger
+	policy *policyLoader
+	topo   bus.Topology
+	// sampling serialises the model: one policy per worker, swapped between tasks.
+	sampling sync.Mutex
+
+	mu      sync.Mutex
+	steps   []int64
+	tasks   atomic.Int64
+	samples atomic.Int64
+}
+
+// New returns a worker; Run starts it.
+func New(js jetstream.JetStream, o Options) (*Worker, error) {
+	if err := bus.ValidateRunID(o.Run); err != nil {
+		return nil, fmt.Errorf("rollout: %w", err)
+	}
+	if o.ID == "" || o.Backend == nil || o.Store == nil {
+		return nil, errors.New("rollout: worker id, backend and store are required")
+	}
+	if o.AttachPNG && o.Codebook == nil {
+		return nil, errors.New("rollout: attach_png needs a codebook")
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = 5 * time.Second
+	}
+	if o.PolicyWait <= 0 {
+		o.PolicyWait = 10 * time.Minute
+	}
+	log := logging.Component(o.Log, "rollout").With().Str("worker", o.ID).Logger()
+	w := &Worker{o: o, js: js, vocab: tokenizer.New(), cache: ckpt.NewWeightCache(o.Store), log: log,
+		rep: coordinator.NewReporter(js, o.Run, o.ID, coordinator.RoleRollout, log)}
+	w.policy = &policyLoader{w: w, seen: map[int64]bus.PolicyAnnounce{}}
+	return w, nil
+}
+
+// Stats returns the worker's counters.
+func (w *Worker) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return Stats{Tasks: w.tasks.Load(), Samples: w.samples.Load(), Steps: append([]int64(nil), w.steps...)}
+}
+
+// Run works until ctx ends. It returns nil on a clean stop.
+func (w *Worker) Run(ctx context.Context) error {
+	topo, err := bus.EnsureStreams(ctx, w.js, w.o.Run)
+	if err != nil {
+		return fmt.Errorf("rollout %s: %w", w.o.ID, err)
+	}
+	w.topo = topo
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		w.rep.Heartbeat(ctx, w.o.Heartbeat)
+	}()
+	go func() {
+		defer wg.Done()
+		_ = bus.WatchPolicy(ctx, w.js, w.o.Run, w.policy.announced, func(err error) {
+			w.log.Warn().Err(err).Msg("policy watch")
+		})
+	}()
+	co := w.o.Consume
+	lg := w.log
+	co.Logger = &lg
+	w.log.Info().Msg("rollout worker started")
+	err = bus.Consume(ctx, w.js, w.topo.Tasks, bus.Typed(w.handle), co)
+	wg.Wait()
+	w.log.Info().Int64("tasks", w.tasks.Load()).Int64("samples", w.samples.Load()).Msg("rollout worker stopped")
+	return err
+}
+
+func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) error {
+	if t.Run != w.o.Run {
+		return bus.Poison(fmt.Errorf("task of run %s on a worker of run %s", t.Run, w.o.Run))
+	}
+	start := time.Now()
+	w.sampling.Lock()
+	defer w.sampling.Unlock()
+	m, version, err := w.policy.get(ctx, t.PolicyVersion)
+	if err != nil {
+		return err
+	}
+	w.rep.SetProgress(t.Step, version)
+	encoded := make([][]int32, len(t.Prompts))
+	ids := make([]uint64, len(t.Prompts))
+	for i, p := range t.Prompts {
+		enc, err := trainer.EncodePrompt(w.vocab, p.Prompt.Prompt)
+		if err != nil {
+			return bus.Poison(fmt.Errorf("task %s: prompt %d %q: %w", t.MsgID(), p.Index, p.Prompt.Prompt, err))
+		}
+		encoded[i], ids[i] = enc, uint64(p.Index)
+	}
+	sp := t.Sampling
+	ss, err := m.Sample(model.SampleRequest{
+		Prompts: encoded, PromptIDs: ids, G: t.G, Seed: t.Seed, Step: uint64(t.Step),
+		Temperature: sp.Temperature, CFGWeight: sp.CFGWeight,
+		NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,
+		ConditionalLogp: sp.ImageLogp == bus.ImageLogpConditional,
+	})
+	if err != nil {
+		// A prompt longer than the policy's text part can never be sampled.
+		return bus.Poison(fmt.Errorf("task %s: %w", t.MsgID(), err))
+	}
+	for _, s := range ss {
+		ref := t.Prompts[s.Prompt]
+		out := bus.Sample{Run: t.Run, Step: t.Step, PromptIndex: ref.Index, SampleIndex: s.Index, G: t.G,
+			PolicyVersion: version, Prompt: ref.Prompt, Worker: w.o.ID}
+		if err := trainer.SampleToWire(m.Config, s, &out); err != nil {
+			return bus.Poison(fmt.Errorf("task %s: %w", t.MsgID(), err))
+		}
+		if w.o.AttachPNG {
+			img, err := w.o.Codebook.Decode(s.Codes)
+			if err != nil {
+				return bus.Poison(fmt.Errorf("task %s: decode: %w", t.MsgID(), err))
+			}
+			if out.PNG, err = scene.PNG(img); err != nil {
+				return fmt.Errorf("task %s: png: %w", t.MsgID(), err)
+			}
+		}
+		if _, err := bus.PublishSample(ctx, w.js, out); err != nil {
+			return fmt.Errorf("task %s: %w", t.MsgID(), err)
+		}
+	}
+	w.tasks.Add(1)
+	w.samples.Add(int64(len(ss)))
+	w.mu.Lock()
+	if n := len(w.steps); n == 0 || w.steps[n-1] != t.Step {
+		w.steps = append(w.steps, t.Step)
+	}
+	w.mu.Unlock()
+	w.rep.Emit(ctx, bus.EventTaskDone, t.Step, version, len(ss), t.MsgID(), "")
+	w.log.Debug().Int64("step", t.Step).Int("prompts", len(t.Prompts)).Int("samples", len(ss)).
+		Dur("took", time.Since(start)).Msg("task sampled")
+	return nil
+}
+
+// policyLoader keeps the worker's policy at the version tasks ask for.
+type policyLoader struct {
+	w *Worker
+
+	mu      sync.Mutex
+	seen    map[int64]bus.PolicyAnnounce
+	latest  int64
+	model   *model.Model
+	loaded  string // sha256 of the loaded weights
+	version int64
+}
+
+func (p *policyLoader) announced(a bus.PolicyAnnounce) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seen[a.Version] = a
+	if a.Version > p.latest {
+		p.latest = a.Version
+	}
+}
+
+// get returns the policy for a task of version want: exactly that version when this worker has
+// seen its announcement, else the newest announced one when it is newer (a task dispatched with
+// version v may be sampled by any later version within the staleness bound, which the learner
+// enforces). It waits while no announced version reaches want.
+func (p *policyLoader) get(ctx context.Context, want int64) (*model.Model, int64, error) {
+	deadline := time.Now().Add(p.w.o.PolicyWait)
+	for {
+		p.mu.Lock()
+		a, ok := p.seen[want]
+		if !ok && len(p.seen) > 0 && p.latest > want {
+			a, ok = p.seen[p.latest], true
+		}
+		p.mu.Unlock()
+		if !ok {
+			// The watcher may lag a moment behind the stream: ask it directly too.
+			if la, err := bus.LatestPolicy(ctx, p.w.js, p.w.o.Run); err == nil {
+				p.announced(la)
+				if la.Version >= want {
+					a, ok = la, true
+				}
+			}
+		}
+		if ok {
+			m, err := p.load(ctx, a)
+			return m, a.Version, err
+		}
+		if time.Now().After(deadline) {
+			return nil, 0, fmt.Errorf("policy version %d not announced after %v", want, p.w.o.PolicyWait)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func (p *policyLoader) load(ctx context.Context, a bus.PolicyAnnounce) (*model.Model, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.model != nil && p.loaded == a.SHA256 {
+		return p.model, nil
+	}
+	b, err := p.w.cache.Get(ctx, a.WeightsKey, a.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("policy v%d: %w", a.Version, err)
+	}
+	if p.model == nil {
+		m, err := model.Load(p.w.o.Backend, b)
+		if err != nil {
+			return nil, bus.Poison(fmt.Errorf("policy v%d: %w", a.Version, err))
+		}
+		p.model = m
+	} else if err := p.model.LoadWeights(b); err != nil {
+		return nil, fmt.Errorf("policy v%d: %w", a.Version, err)
+	}
+	p.loaded, p.version = a.SHA256, a.Version
+	p.w.log.Info().Int64("version", a.Version).Msg("policy loaded")
+	return p.model, nil
+}
