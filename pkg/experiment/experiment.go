@@ -18,12 +18,12 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
-	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -77,7 +77,7 @@ type Step struct {
 	// TrainSeconds is the training time so far (evaluations excluded), after this step.
 	TrainSeconds float64 `json:"train_seconds"`
 	// Drawn is how many prompts were sampled for the step (P unless dynamic sampling drew more).
-	Drawn int             `json:"drawn"`
+	Drawn int               `json:"drawn"`
 	Stats trainer.StepStats `json:"stats"`
 }
 

@@ -109,4 +109,3 @@ func missingExperts(dir string) bool {
 	}
 	return false
 }
-
