@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/natsd"
+
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -222,14 +224,14 @@ func serve(ctx context.Context, cfg runconfig.Config, nodeCfg runstate.NodeConfi
 // newNatsServerCmd is `coordinator nats-server`: a standalone embedded nats-server with
 // JetStream for runs whose roles are separate processes.
 func newNatsServerCmd() *cobra.Command {
-	var o bus.EmbeddedOptions
+	var o natsd.Options
 	var urlFile string
 	cmd := &cobra.Command{
 		Use:   "nats-server",
 		Short: "Serve NATS with JetStream (the embedded server) until interrupted",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			srv, err := bus.StartEmbedded(o)
+			srv, err := natsd.Start(o)
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/natsd"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,7 +29,7 @@ func TestMain(m *testing.M) {
 }
 
 type env struct {
-	srv  *EmbeddedServer
+	srv  *natsd.Server
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	topo Topology
@@ -35,7 +37,7 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
+	srv, err := natsd.Start(natsd.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -752,7 +754,7 @@ func TestDepthCollector(t *testing.T) {
 }
 
 func TestEmbeddedMonitoringEndpoint(t *testing.T) {
-	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir(), MonitorPort: -1})
+	srv, err := natsd.Start(natsd.Options{StoreDir: t.TempDir(), MonitorPort: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -772,7 +774,7 @@ func TestEmbeddedMonitoringEndpoint(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(body), "memory") {
 		t.Fatalf("/jsz: %d %s", resp.StatusCode, body)
 	}
-	if _, err := StartEmbedded(EmbeddedOptions{Port: 70000}); err == nil {
+	if _, err := natsd.Start(natsd.Options{Port: 70000}); err == nil {
 		t.Fatal("port 70000 accepted")
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/natsd"
+
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -98,7 +100,7 @@ func TestPipelineCrashAfterPublishIsDeduplicated(t *testing.T) {
 }
 
 func BenchmarkPublishSample(b *testing.B) {
-	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: b.TempDir()})
+	srv, err := natsd.Start(natsd.Options{StoreDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,6 +20,10 @@ const (
 // DefaultPublishTimeout bounds waiting for a PubAck when the context has no deadline.
 const DefaultPublishTimeout = 10 * time.Second
 
+// DefaultMaxPayload is the largest message publishers send and streams accept: big enough for a
+// sample with a PNG attached. NATS servers must allow it (max_payload; pkg/natsd does).
+const DefaultMaxPayload = 8 << 20
+
 // ErrTooLarge is returned (wrapped) when an encoded message exceeds DefaultMaxPayload.
 var ErrTooLarge = errors.New("message larger than the maximum payload")
 

@@ -341,15 +341,6 @@ func (d *DeadLetter) Validate() error {
 	return nil
 }
 
-// Event kinds a worker reports.
-const (
-	EventStarted   = "started"
-	EventHeartbeat = "heartbeat"
-	EventTaskDone  = "task_done"
-	EventError     = "error"
-	EventStopped   = "stopped"
-)
-
 // Event is progress reported by a worker to the coordinator.
 type Event struct {
 	V      int    `json:"v"`

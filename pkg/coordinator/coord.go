@@ -452,10 +452,10 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, _ jetstream.Msg
 	case bus.EventStarted, bus.EventHeartbeat:
 		return apply(runstate.NewHeartbeat(now, runstate.Heartbeat{WorkerID: e.Worker, Role: e.Role,
 			TTL: 3 * c.cfg.Wire.Heartbeat.D()}))
-	case EventGroupComplete:
+	case bus.EventGroupComplete:
 		return apply(runstate.NewGroupsScored(now, e.Message))
-	case EventStepDone:
-		var rep StepReport
+	case bus.EventStepDone:
+		var rep bus.StepReport
 		if err := json.Unmarshal([]byte(e.Message), &rep); err != nil {
 			return bus.Poison(fmt.Errorf("step_done event: %w", err))
 		}
@@ -467,13 +467,13 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, _ jetstream.Msg
 		c.mu.Unlock()
 		c.setMetricGauges(rep.Metrics)
 		c.log.Info().Int64("step", e.Step).Int64("version", e.PolicyVersion).Int("groups", len(rep.Learned)).Msg("step done")
-	case EventStepResample:
-		var rq ResampleRequest
+	case bus.EventStepResample:
+		var rq bus.ResampleRequest
 		if err := json.Unmarshal([]byte(e.Message), &rq); err != nil || rq.Round < 1 {
 			return bus.Poison(fmt.Errorf("step_resample event: round %d: %v", rq.Round, err))
 		}
 		return c.resample(ctx, e.Step, rq)
-	case EventCheckpoint:
+	case bus.EventCheckpoint:
 		return apply(runstate.NewCommitCheckpoint(now, runstate.CommitCheckpoint{Step: e.Step, Key: e.Message, PolicyVersion: e.PolicyVersion}))
 	case bus.EventError:
 		c.log.Warn().Str("worker", e.Worker).Str("error", e.Message).Msg("worker error")
@@ -484,7 +484,7 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, _ jetstream.Msg
 // resample dispatches fresh prompts for a step whose groups all tied (round rq.Round): the next
 // P prompts of the data cursor, recorded under batch ids of the round (so a repeated request is a
 // no-op) and published with the current policy version, which the step did not advance.
-func (c *Coordinator) resample(ctx context.Context, step int64, rq ResampleRequest) error {
+func (c *Coordinator) resample(ctx context.Context, step int64, rq bus.ResampleRequest) error {
 	left := c.cfg.PromptsPerStep
 	for i := 0; left > 0; i++ {
 		n := min(left, c.cfg.PromptsPerTask)

@@ -133,9 +133,9 @@ func TestRedispatchAndStepDone(t *testing.T) {
 			t.Errorf("re-dispatch: attempt %d with %d prompts, want attempt 1 with 1", r.Attempt, len(r.Prompts))
 		}
 	}
-	rep := NewReporter(js, cfg.RunID, "learner", RoleLearner, zerolog.Nop())
+	rep := bus.NewReporter(js, cfg.RunID, "learner", bus.RoleLearner, zerolog.Nop())
 	for _, p := range first.Prompts {
-		rep.Emit(ctx, EventGroupComplete, 0, 0, 4, runstate.GroupKey(0, int64(p.Index)), "")
+		rep.Emit(ctx, bus.EventGroupComplete, 0, 0, 4, runstate.GroupKey(0, int64(p.Index)), "")
 	}
 	waitFor("groups scored", func() bool { return len(node.State().GroupsByStatus(runstate.GroupScored)) == 2 })
 	n := count()
@@ -144,7 +144,7 @@ func TestRedispatchAndStepDone(t *testing.T) {
 		t.Errorf("scored groups were re-dispatched again (%d tasks, then %d)", n, count())
 	}
 	learned := []string{runstate.GroupKey(0, int64(first.Prompts[0].Index)), runstate.GroupKey(0, int64(first.Prompts[1].Index))}
-	if err := rep.EmitJSON(ctx, EventStepDone, 0, 1, StepReport{Learned: learned, Metrics: map[string]float64{"loss": 0.5}}, ""); err != nil {
+	if err := rep.EmitJSON(ctx, bus.EventStepDone, 0, 1, bus.StepReport{Learned: learned, Metrics: map[string]float64{"loss": 0.5}}, ""); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -156,7 +156,7 @@ func TestRedispatchAndStepDone(t *testing.T) {
 	if st.PolicyVersion != 1 || st.GroupsInFlight != 0 || st.LastMetrics["loss"] != 0.5 || st.Redispatched != 2 {
 		t.Errorf("status %+v", st)
 	}
-	if len(c.Workers()) != 1 || c.Workers()[0].Role != RoleLearner {
+	if len(c.Workers()) != 1 || c.Workers()[0].Role != bus.RoleLearner {
 		t.Errorf("workers %+v", c.Workers())
 	}
 	rcancel()

@@ -36,7 +36,6 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
-	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/pretrain"
@@ -133,7 +132,7 @@ type Learner struct {
 	js      jetstream.JetStream
 	trainer *trainer.Trainer
 	coll    *bus.Collector
-	rep     *coordinator.Reporter
+	rep     *bus.Reporter
 	log     zerolog.Logger
 
 	mu       sync.Mutex
@@ -232,7 +231,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, erro
 		return nil, fmt.Errorf("learner: %w", err)
 	}
 	l := &Learner{o: o, cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
-		rep:  coordinator.NewReporter(js, c.RunID, o.ID, coordinator.RoleLearner, log),
+		rep:  bus.NewReporter(js, c.RunID, o.ID, bus.RoleLearner, log),
 		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
 		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}
 
@@ -448,7 +447,7 @@ func (l *Learner) Run(ctx context.Context) error {
 	if m := l.resumed; m != nil && l.resumeLearned != nil {
 		// Idempotent at the coordinator (a finished step's StepDone is a no-op); it matters when
 		// the previous learner committed this checkpoint and died before reporting the step.
-		if err := l.rep.EmitJSON(ctx, coordinator.EventStepDone, m.Step, m.PolicyVersion, coordinator.StepReport{Learned: l.resumeLearned},
+		if err := l.rep.EmitJSON(ctx, bus.EventStepDone, m.Step, m.PolicyVersion, bus.StepReport{Learned: l.resumeLearned},
 			fmt.Sprintf("learner/step/%d", m.Step)); err != nil {
 			l.log.Warn().Err(err).Int64("step", m.Step).Msg("step done not reported again")
 		}
@@ -532,7 +531,7 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 	}
 	l.mu.Unlock()
 	if g != nil {
-		l.rep.Emit(ctx, coordinator.EventGroupComplete, g.Key.Step, s.PolicyVersion, len(g.Samples),
+		l.rep.Emit(ctx, bus.EventGroupComplete, g.Key.Step, s.PolicyVersion, len(g.Samples),
 			groupKey(g.Key), "learner/group/"+groupKey(g.Key))
 		select {
 		case l.wake <- struct{}{}:
@@ -665,7 +664,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	for k, v := range stats.PerExpert {
 		metrics["reward/"+k] = v
 	}
-	if err := l.rep.EmitJSON(ctx, coordinator.EventStepDone, step, l.trainer.Version(), coordinator.StepReport{Learned: learned, Metrics: metrics},
+	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, step, l.trainer.Version(), bus.StepReport{Learned: learned, Metrics: metrics},
 		fmt.Sprintf("learner/step/%d", step)); err != nil {
 		return fmt.Errorf("report step done: %w", err)
 	}
@@ -712,7 +711,7 @@ func (l *Learner) resample(ctx context.Context, step int64, groups []bus.Group) 
 	l.mu.Unlock()
 	l.log.Warn().Int64("step", step).Int("round", round).Int("groups", len(groups)).
 		Msg("every group of the step tied and was filtered (grpo.filter_zero_std): no update, asking for fresh prompts")
-	if err := l.rep.EmitJSON(ctx, coordinator.EventStepResample, step, l.trainer.Version(), coordinator.ResampleRequest{Round: round, Dropped: keys},
+	if err := l.rep.EmitJSON(ctx, bus.EventStepResample, step, l.trainer.Version(), bus.ResampleRequest{Round: round, Dropped: keys},
 		fmt.Sprintf("learner/resample/%d/%d", step, round)); err != nil {
 		return fmt.Errorf("ask for fresh prompts: %w", err)
 	}
@@ -758,7 +757,7 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats trainer.Step
 	if err == nil {
 		key = m.Key
 	}
-	l.rep.Emit(ctx, coordinator.EventCheckpoint, step, l.trainer.Version(), 0, key, "learner/checkpoint/"+key)
+	l.rep.Emit(ctx, bus.EventCheckpoint, step, l.trainer.Version(), 0, key, "learner/checkpoint/"+key)
 	l.log.Info().Int64("step", step).Str("key", key).Msg("checkpoint committed")
 	if r := l.cfg.Retention; r.KeepLast > 0 {
 		removed, err := ckpt.Prune(ctx, l.o.Store, l.cfg.RunID, ckpt.Retention{KeepLast: r.KeepLast, KeepBest: r.KeepBest,

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/natsd"
+
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -62,7 +64,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 	defer cancel()
 	log := zerolog.Nop()
 
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	srv, err := natsd.Start(natsd.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

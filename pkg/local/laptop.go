@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/natsd"
+
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,7 +89,7 @@ type Cluster struct {
 	cfg     runconfig.Config
 	dir     string
 	log     zerolog.Logger
-	nats    *bus.EmbeddedServer
+	nats    *natsd.Server
 	node    *runstate.Node
 	st      store.Store
 	backend backends.Backend
@@ -188,7 +190,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	_ = closeStore // local and S3 stores hold nothing that outlives the process
 	c.st = st
 
-	if c.nats, err = bus.StartEmbedded(bus.EmbeddedOptions{Port: o.NATSPort}); err != nil {
+	if c.nats, err = natsd.Start(natsd.Options{Port: o.NATSPort}); err != nil {
 		return nil, fmt.Errorf("laptop: %w", err)
 	}
 	if c.node, err = runstate.Open(runstate.NodeConfig{ID: "coordinator-0", RaftAddr: "127.0.0.1:0",

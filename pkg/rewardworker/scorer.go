@@ -25,7 +25,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
-	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -53,7 +52,7 @@ type Options struct {
 type Worker struct {
 	o   Options
 	js  jetstream.JetStream
-	rep *coordinator.Reporter
+	rep *bus.Reporter
 	log zerolog.Logger
 
 	scored atomic.Int64
@@ -71,7 +70,7 @@ func New(js jetstream.JetStream, o Options) (*Worker, error) {
 		o.Heartbeat = 5 * time.Second
 	}
 	log := logging.Component(o.Log, "reward").With().Str("worker", o.ID).Logger()
-	return &Worker{o: o, js: js, log: log, rep: coordinator.NewReporter(js, o.Run, o.ID, coordinator.RoleReward, log)}, nil
+	return &Worker{o: o, js: js, log: log, rep: bus.NewReporter(js, o.Run, o.ID, bus.RoleReward, log)}, nil
 }
 
 // Scored is how many samples this worker scored.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/natsd"
+
 	"github.com/gomlx/gomlx/backends"
 	"github.com/rs/zerolog"
 
@@ -57,7 +59,7 @@ func BenchmarkRolloutPool(b *testing.B) {
 func drainOnce(b *testing.B, backend backends.Backend, run string, workers, tasks, g int, weights []byte, ps []prompts.Prompt) time.Duration {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: b.TempDir()})
+	srv, err := natsd.Start(natsd.Options{StoreDir: b.TempDir()})
 	if err != nil {
 		b.Fatal(err)
 	}

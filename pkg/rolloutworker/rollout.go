@@ -25,7 +25,6 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
-	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/scene"
@@ -66,7 +65,7 @@ type Worker struct {
 	js     jetstream.JetStream
 	vocab  *tokenizer.Vocab
 	cache  *ckpt.WeightCache
-	rep    *coordinator.Reporter
+	rep    *bus.Reporter
 	log    zerolog.Logger
 	policy *policyLoader
 	topo   bus.Topology
@@ -98,7 +97,7 @@ func New(js jetstream.JetStream, o Options) (*Worker, error) {
 	}
 	log := logging.Component(o.Log, "rollout").With().Str("worker", o.ID).Logger()
 	w := &Worker{o: o, js: js, vocab: tokenizer.New(), cache: ckpt.NewWeightCache(o.Store), log: log,
-		rep: coordinator.NewReporter(js, o.Run, o.ID, coordinator.RoleRollout, log)}
+		rep: bus.NewReporter(js, o.Run, o.ID, bus.RoleRollout, log)}
 	w.policy = &policyLoader{w: w, seen: map[int64]bus.PolicyAnnounce{}}
 	return w, nil
 }

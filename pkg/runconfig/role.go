@@ -104,3 +104,12 @@ func (r *Role) Close() {
 	}
 	r.closers = nil
 }
+
+// WorkerContext is what a worker process runs under: the role's context, also ended by
+// bus.RunEnded unless the worker is to keep running after the run.
+func (r *Role) WorkerContext(keepRunning bool) (context.Context, context.CancelFunc) {
+	if keepRunning {
+		return context.WithCancel(r.Ctx)
+	}
+	return bus.RunEnded(r.Ctx, r.JS, r.Config.RunID, r.Config.Steps, r.Log)
+}

@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/natsd"
+
 	"github.com/spf13/cobra"
 	"go.uber.org/goleak"
-
-	"github.com/bicot-rl/bicot/pkg/bus"
 )
 
 func startRole(t *testing.T, args ...string) (*Role, error) {
@@ -27,7 +27,7 @@ func startRole(t *testing.T, args ...string) (*Role, error) {
 // nothing is left running.
 func TestRoleStartAndClose(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	srv, err := natsd.Start(natsd.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestRoleStartFailsWithoutNATS(t *testing.T) {
 
 // A worker is named <kind>-<pid> unless --id names it.
 func TestWorkerCLIIDs(t *testing.T) {
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{})
+	srv, err := natsd.Start(natsd.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"context"
 	"testing"
 
+	"github.com/bicot-rl/bicot/pkg/natsd"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -15,7 +17,7 @@ import (
 // JetStream starts an embedded server and returns a JetStream connection to it.
 func JetStream(t testing.TB) jetstream.JetStream {
 	t.Helper()
-	srv, err := bus.StartEmbedded(bus.EmbeddedOptions{StoreDir: t.TempDir()})
+	srv, err := natsd.Start(natsd.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

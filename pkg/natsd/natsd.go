@@ -1,14 +1,7 @@
-// Package bus is the data plane of a training run: NATS JetStream work queues that carry prompt
-// batches from the coordinator to rollout workers, samples to reward workers and scored samples to
-// the learner, plus a dead-letter stream, a policy-version announcement that late joiners can read,
-// and a progress/events stream for the coordinator. docs/wire.md describes the streams, subjects,
-// message schema and delivery semantics; this package is their only implementation.
-//
-// Delivery is at-least-once: a worker acks a message only after its own output is published (and
-// acknowledged by JetStream), unacked work comes back after AckWait, and every publish carries a
-// Nats-Msg-Id derived from (run, step, prompt, sample) so JetStream drops duplicates within its
-// de-duplication window; consumers (the learner) still de-duplicate by key.
-package bus
+// Package natsd runs nats-server in-process with JetStream: laptop mode's message bus, the
+// `coordinator nats-server` command and every test's real server. Only the processes that serve
+// NATS link it; workers and the learner are clients (pkg/bus).
+package natsd
 
 import (
 	"errors"
@@ -21,12 +14,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// DefaultMaxPayload is the largest message the embedded server accepts (and the limit publishers
-// check against): big enough for a sample with a PNG attached.
+// DefaultMaxPayload is the largest message the server accepts: bus.DefaultMaxPayload, the limit
+// publishers check against (a test keeps the two equal; this package does not import the bus).
 const DefaultMaxPayload = 8 << 20
 
-// EmbeddedOptions configure an in-process NATS server.
-type EmbeddedOptions struct {
+// Options configure an in-process NATS server.
+type Options struct {
 	// Host to listen on; default 127.0.0.1.
 	Host string
 	// Port to listen on; 0 (default) picks a free port.
@@ -46,15 +39,15 @@ type EmbeddedOptions struct {
 	Debug bool
 }
 
-// EmbeddedServer is a running in-process nats-server with JetStream enabled.
-type EmbeddedServer struct {
+// Server is a running in-process nats-server with JetStream enabled.
+type Server struct {
 	srv     *server.Server
 	tempDir string
 }
 
-// StartEmbedded starts a nats-server inside this process: real NATS and real JetStream with file
+// Start starts a nats-server inside this process: real NATS and real JetStream with file
 // storage, used by tests and by laptop mode.
-func StartEmbedded(o EmbeddedOptions) (*EmbeddedServer, error) {
+func Start(o Options) (*Server, error) {
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
@@ -76,7 +69,7 @@ func StartEmbedded(o EmbeddedOptions) (*EmbeddedServer, error) {
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 10 * time.Second
 	}
-	e := &EmbeddedServer{}
+	e := &Server{}
 	if o.StoreDir == "" {
 		d, err := os.MkdirTemp("", "bicot-nats-")
 		if err != nil {
@@ -131,10 +124,10 @@ func StartEmbedded(o EmbeddedOptions) (*EmbeddedServer, error) {
 }
 
 // URL is the nats:// address clients connect to.
-func (e *EmbeddedServer) URL() string { return e.srv.ClientURL() }
+func (e *Server) URL() string { return e.srv.ClientURL() }
 
 // Addr is the host:port the server listens on.
-func (e *EmbeddedServer) Addr() string {
+func (e *Server) Addr() string {
 	if a, ok := e.srv.Addr().(*net.TCPAddr); ok {
 		return net.JoinHostPort(a.IP.String(), strconv.Itoa(a.Port))
 	}
@@ -142,7 +135,7 @@ func (e *EmbeddedServer) Addr() string {
 }
 
 // MonitorAddr is the host:port of the HTTP monitoring endpoint, "" when disabled.
-func (e *EmbeddedServer) MonitorAddr() string {
+func (e *Server) MonitorAddr() string {
 	if a := e.srv.MonitorAddr(); a != nil {
 		return a.String()
 	}
@@ -150,10 +143,10 @@ func (e *EmbeddedServer) MonitorAddr() string {
 }
 
 // Server exposes the underlying nats-server (for monitoring or tests that need its internals).
-func (e *EmbeddedServer) Server() *server.Server { return e.srv }
+func (e *Server) Server() *server.Server { return e.srv }
 
 // Shutdown stops the server, waits for it to finish, and removes a temporary store directory.
-func (e *EmbeddedServer) Shutdown() {
+func (e *Server) Shutdown() {
 	if e == nil || e.srv == nil {
 		return
 	}
@@ -162,7 +155,7 @@ func (e *EmbeddedServer) Shutdown() {
 	e.cleanup()
 }
 
-func (e *EmbeddedServer) cleanup() {
+func (e *Server) cleanup() {
 	if e.tempDir != "" {
 		os.RemoveAll(e.tempDir)
 		e.tempDir = ""

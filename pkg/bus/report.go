@@ -1,4 +1,7 @@
-package coordinator
+package bus
+
+// This file is how workers report to the coordinator: the event kinds, their payloads, the
+// Reporter that publishes them with a heartbeat, and RunEnded, which tells a worker the run is over.
 
 import (
 	"context"
@@ -9,9 +12,15 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+)
 
-	"github.com/bicot-rl/bicot/pkg/bus"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
+// Event kinds a worker reports.
+const (
+	EventStarted   = "started"
+	EventHeartbeat = "heartbeat"
+	EventTaskDone  = "task_done"
+	EventError     = "error"
+	EventStopped   = "stopped"
 )
 
 // Event kinds the learner reports besides the workers' started/heartbeat/task_done/stopped.
@@ -82,11 +91,11 @@ func (r *Reporter) SetProgress(step, version int64) {
 // Emit publishes one event; failures are logged, not returned: progress reports must never stop
 // the work itself. id, when not empty, de-duplicates the event.
 func (r *Reporter) Emit(ctx context.Context, kind string, step, version int64, count int, msg, id string) {
-	e := bus.Event{Run: r.run, Kind: kind, Worker: r.worker, Role: r.role, Step: step, PolicyVersion: version,
+	e := Event{Run: r.run, Kind: kind, Worker: r.worker, Role: r.role, Step: step, PolicyVersion: version,
 		Count: count, Message: msg, ID: id}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := bus.PublishEvent(pctx, r.js, e); err != nil {
+	if _, err := PublishEvent(pctx, r.js, e); err != nil {
 		r.log.Warn().Err(err).Str("kind", kind).Msg("event not published")
 	}
 }
@@ -97,11 +106,11 @@ func (r *Reporter) EmitJSON(ctx context.Context, kind string, step, version int6
 	if err != nil {
 		return fmt.Errorf("event %s: %w", kind, err)
 	}
-	e := bus.Event{Run: r.run, Kind: kind, Worker: r.worker, Role: r.role, Step: step, PolicyVersion: version,
+	e := Event{Run: r.run, Kind: kind, Worker: r.worker, Role: r.role, Step: step, PolicyVersion: version,
 		Message: string(b), ID: id}
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
-	if _, err := bus.PublishEvent(pctx, r.js, e); err != nil {
+	if _, err := PublishEvent(pctx, r.js, e); err != nil {
 		return err
 	}
 	return nil
@@ -109,30 +118,21 @@ func (r *Reporter) EmitJSON(ctx context.Context, kind string, step, version int6
 
 // Heartbeat sends started, then a heartbeat every interval until ctx ends, then stopped.
 func (r *Reporter) Heartbeat(ctx context.Context, interval time.Duration) {
-	r.Emit(ctx, bus.EventStarted, 0, 0, 0, "", "")
+	r.Emit(ctx, EventStarted, 0, 0, 0, "", "")
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
-			r.Emit(ctx, bus.EventStopped, 0, 0, 0, "", "")
+			r.Emit(ctx, EventStopped, 0, 0, 0, "", "")
 			return
 		case <-t.C:
 			r.mu.Lock()
 			step, v := r.step, r.version
 			r.mu.Unlock()
-			r.Emit(ctx, bus.EventHeartbeat, step, v, 0, "", "")
+			r.Emit(ctx, EventHeartbeat, step, v, 0, "", "")
 		}
 	}
-}
-
-// WorkerContext is what a worker process runs under: the role's context, also ended by RunEnded
-// unless the worker is to keep running after the run.
-func WorkerContext(r *runconfig.Role, keepRunning bool) (context.Context, context.CancelFunc) {
-	if keepRunning {
-		return context.WithCancel(r.Ctx)
-	}
-	return RunEnded(r.Ctx, r.JS, r.Config.RunID, r.Config.Steps, r.Log)
 }
 
 // RunEnded returns a context that is cancelled when the run's policy announcements show that
@@ -143,8 +143,8 @@ func RunEnded(parent context.Context, js jetstream.JetStream, run string, steps 
 	ctx, cancel := context.WithCancel(parent)
 	go func() {
 		for ctx.Err() == nil {
-			if _, err := bus.EnsureStreams(ctx, js, run); err == nil {
-				err = bus.WatchPolicy(ctx, js, run, func(p bus.PolicyAnnounce) {
+			if _, err := EnsureStreams(ctx, js, run); err == nil {
+				err = WatchPolicy(ctx, js, run, func(p PolicyAnnounce) {
 					if p.Step >= int64(steps) {
 						log.Info().Int64("step", p.Step).Int64("version", p.Version).Msg("run finished")
 						cancel()

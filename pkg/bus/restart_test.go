@@ -5,12 +5,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bicot-rl/bicot/pkg/natsd"
 )
 
 func TestEmbeddedRestartKeepsQueuedWork(t *testing.T) {
 	dir := t.TempDir()
 	ctx := testCtx(t)
-	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: dir})
+	srv, err := natsd.Start(natsd.Options{StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +30,7 @@ func TestEmbeddedRestartKeepsQueuedWork(t *testing.T) {
 	nc.Close()
 	srv.Shutdown()
 
-	srv, err = StartEmbedded(EmbeddedOptions{StoreDir: dir})
+	srv, err = natsd.Start(natsd.Options{StoreDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +62,7 @@ func TestConnectErrors(t *testing.T) {
 		t.Fatal("empty url accepted")
 	}
 	// A port nothing listens on (the embedded server's, after shutdown).
-	srv, err := StartEmbedded(EmbeddedOptions{StoreDir: t.TempDir()})
+	srv, err := natsd.Start(natsd.Options{StoreDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
