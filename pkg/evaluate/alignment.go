@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"sort"
 
-	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/stats"
+
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
@@ -125,7 +126,7 @@ func RewardAlignment(ctx context.Context, m *model.Model, cb *vq.Codebook, ps []
 					rho = 1
 				}
 			} else {
-				rho = experts.Spearman(r, or)
+				rho = stats.Spearman(r, or)
 			}
 			sums[t][name] += rho
 			all[name] += rho

@@ -13,12 +13,13 @@ import (
 	"math"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
+
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/oracle"
 	"github.com/bicot-rl/bicot/pkg/plan"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
-	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -113,7 +114,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 			return Result{}, fmt.Errorf("eval: prompt %d %q has no spec (the oracle needs one)", i, p.Prompt)
 		}
 		var err error
-		if encoded[i], err = trainer.EncodePrompt(vocab, p.Prompt); err != nil {
+		if encoded[i], err = wire.EncodePrompt(vocab, p.Prompt); err != nil {
 			return Result{}, fmt.Errorf("eval: prompt %d: %w", i, err)
 		}
 	}

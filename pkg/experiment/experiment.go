@@ -1,7 +1,7 @@
 // Package experiment runs BiCoT-GRPO in one process, without the bus: draw prompts, sample G
 // (plan, image) pairs each, decode, reward, update, and evaluate the policy on held-out prompts
 // every few minutes of training. It uses exactly the pieces the distributed run uses
-// (model.Sample, trainer.SampleToWire, the reward ensemble, trainer.Trainer), so a setting measured
+// (model.Sample, wire.FromSample, the reward ensemble, trainer.Trainer), so a setting measured
 // here means the same in a run; what it leaves out is the plumbing (queues, raft, checkpoints).
 //
 // It is the harness behind the learning curves, the reward ladder and the ablations
@@ -16,12 +16,13 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
+
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
-	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -249,7 +250,7 @@ func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, 
 	ids := make([]uint64, len(idx))
 	for i, pi := range idx {
 		var err error
-		if enc[i], err = trainer.EncodePrompt(vocab, o.Train[pi].Prompt); err != nil {
+		if enc[i], err = wire.EncodePrompt(vocab, o.Train[pi].Prompt); err != nil {
 			return nil, fmt.Errorf("experiment: prompt %d: %w", pi, err)
 		}
 		ids[i] = uint64(pi)
@@ -268,10 +269,10 @@ func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, 
 		pi := idx[s.Prompt]
 		w := bus.Sample{V: bus.SchemaVersion, Run: "experiment", Step: int64(step), PromptIndex: pi, SampleIndex: s.Index,
 			G: o.G, PolicyVersion: version, Prompt: o.Train[pi]}
-		if err := trainer.SampleToWire(policy.Config, s, &w); err != nil {
+		if err := wire.FromSample(policy.Config, s, &w); err != nil {
 			return nil, fmt.Errorf("experiment: %w", err)
 		}
-		img, err := rewardworker.Image(o.Codebook, &w)
+		img, err := w.Image(o.Codebook)
 		if err != nil {
 			return nil, fmt.Errorf("experiment: %w", err)
 		}

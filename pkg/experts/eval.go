@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"image"
-	"math"
 	"math/rand/v2"
-	"sort"
+
+	"github.com/bicot-rl/bicot/pkg/stats"
 
 	"github.com/bicot-rl/bicot/pkg/oracle"
 	"github.com/bicot-rl/bicot/pkg/reward"
@@ -225,7 +225,7 @@ func evalORM(ctx context.Context, m *Model, n int, rng *rand.Rand) (ORMEval, err
 			correct++
 		}
 	}
-	return ORMEval{AUC: AUC(scores, truth), Accuracy: float64(correct) / float64(n)}, nil
+	return ORMEval{AUC: stats.AUC(scores, truth), Accuracy: float64(correct) / float64(n)}, nil
 }
 
 // GroupSize is the number of images per prompt in the ensemble evaluation, as in a GRPO group.
@@ -295,7 +295,7 @@ func evalEnsemble(ctx context.Context, ens *reward.Ensemble, n int, rng *rand.Ra
 	}
 	perExpert = map[string]float64{}
 	for k, v := range per {
-		perExpert[k] = Spearman(v, truth)
+		perExpert[k] = stats.Spearman(v, truth)
 	}
 	// Within groups: the ranking GRPO's advantages depend on. Groups whose oracle scores all tie
 	// have no ranking to match and are skipped.
@@ -303,76 +303,14 @@ func evalEnsemble(ctx context.Context, ens *reward.Ensemble, n int, rng *rand.Ra
 	var groups int
 	for g := 0; g+GroupSize <= n; g += GroupSize {
 		tr := truth[g : g+GroupSize]
-		if Spearman(tr, tr) == 0 {
+		if stats.Spearman(tr, tr) == 0 {
 			continue
 		}
-		sum += Spearman(total[g:g+GroupSize], tr)
+		sum += stats.Spearman(total[g:g+GroupSize], tr)
 		groups++
 	}
 	if groups > 0 {
 		within = sum / float64(groups)
 	}
-	return Spearman(total, truth), within, perExpert, nil
-}
-
-// ranks returns average ranks (ties share the mean of their positions).
-func ranks(x []float64) []float64 {
-	idx := make([]int, len(x))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.Slice(idx, func(a, b int) bool { return x[idx[a]] < x[idx[b]] })
-	r := make([]float64, len(x))
-	for i := 0; i < len(idx); {
-		j := i
-		for j+1 < len(idx) && x[idx[j+1]] == x[idx[i]] {
-			j++
-		}
-		for k := i; k <= j; k++ {
-			r[idx[k]] = float64(i+j)/2 + 1
-		}
-		i = j + 1
-	}
-	return r
-}
-
-// Spearman is the rank correlation of x and y (0 when either is constant).
-func Spearman(x, y []float64) float64 {
-	rx, ry := ranks(x), ranks(y)
-	var mx, my float64
-	for i := range rx {
-		mx += rx[i]
-		my += ry[i]
-	}
-	mx /= float64(len(rx))
-	my /= float64(len(ry))
-	var sxy, sxx, syy float64
-	for i := range rx {
-		dx, dy := rx[i]-mx, ry[i]-my
-		sxy += dx * dy
-		sxx += dx * dx
-		syy += dy * dy
-	}
-	if sxx == 0 || syy == 0 {
-		return 0
-	}
-	return sxy / math.Sqrt(sxx*syy)
-}
-
-// AUC is the area under the ROC curve of scores for the positive labels (ties count half).
-func AUC(scores []float64, pos []bool) float64 {
-	r := ranks(scores)
-	var np, nn, sum float64
-	for i, p := range pos {
-		if p {
-			np++
-			sum += r[i]
-		} else {
-			nn++
-		}
-	}
-	if np == 0 || nn == 0 {
-		return 0.5
-	}
-	return (sum - np*(np+1)/2) / (np * nn)
+	return stats.Spearman(total, truth), within, perExpert, nil
 }

@@ -1,10 +1,11 @@
 package experts
 
 import (
-	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"hash/fnv"
 	"strings"
 	"unicode"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/bicot-rl/bicot/pkg/scene"
 )

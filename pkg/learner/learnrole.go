@@ -1,4 +1,4 @@
-// Package learnrole is the learner role of a distributed run: it pulls ScoredSamples from the
+// Package learner is the learner role of a distributed run: it pulls ScoredSamples from the
 // run's scored queue, assembles complete groups with bus.Collector (each sample keyed by
 // (step, prompt, sample), duplicates dropped, never a partial group), and when all P groups of
 // the current step are in runs one BiCoT-GRPO update (pkg/learn's Trainer). After each update it
@@ -40,7 +40,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/pretrain"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/scene"
@@ -776,7 +775,7 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats trainer.Step
 func (l *Learner) writeImages(ctx context.Context, step int64, groups []trainer.Group) error {
 	for _, g := range groups {
 		for _, s := range g.Samples {
-			img, err := rewardworker.Image(l.o.Codebook, &s.Sample)
+			img, err := s.Sample.Image(l.o.Codebook)
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
+
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -25,7 +27,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/store/local"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
-	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -162,7 +163,7 @@ func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *
 	var enc [][]int32
 	var ids []uint64
 	for i, p := range ps {
-		e, err := trainer.EncodePrompt(vocab, p.Prompt)
+		e, err := wire.EncodePrompt(vocab, p.Prompt)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +182,7 @@ func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *
 		out := bus.ScoredSample{Sample: bus.Sample{V: bus.SchemaVersion, Run: cfg.RunID, Step: 0, PromptIndex: 10 + s.Prompt,
 			SampleIndex: s.Index, G: g, PolicyVersion: 0, Prompt: ps[s.Prompt]}, Reward: float64(i%3) / 2,
 			PerExpert: map[string]float64{"x": float64(i % 3)}}
-		if err := trainer.SampleToWire(policy.Config, s, &out.Sample); err != nil {
+		if err := wire.FromSample(policy.Config, s, &out.Sample); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := bus.PublishScored(ctx, js, out); err != nil {

@@ -10,13 +10,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
+
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/plan"
 	"github.com/bicot-rl/bicot/pkg/promptgen"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/scene"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
-	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -76,7 +77,7 @@ func NewExamples(mix Mix, mcfg model.Config, vocab *tokenizer.Vocab, cb *vq.Code
 		if p.Spec == nil {
 			continue
 		}
-		ids, err := trainer.EncodePrompt(vocab, p.Prompt)
+		ids, err := wire.EncodePrompt(vocab, p.Prompt)
 		if err != nil {
 			return nil, fmt.Errorf("pretraining examples: %w", err)
 		}
@@ -137,7 +138,7 @@ func (e *Examples) example(step, i int) (seq []int32, textMask, imageMask []floa
 			if e.mix.PlanOrder == "raster" {
 				text = plan.Canonical(sc)
 			}
-			planIDs, err := trainer.EncodePrompt(e.vocab, text) // plan text is encoded like prompt text
+			planIDs, err := wire.EncodePrompt(e.vocab, text) // plan text is encoded like prompt text
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("plan for %q: %w", p.Prompt, err)
 			}

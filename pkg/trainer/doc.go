@@ -1,10 +1,10 @@
-// Package learn is the learner's BiCoT-GRPO update on the policy (T2I-R1, design section 1): it
+// Package trainer is the learner's BiCoT-GRPO update on the policy (T2I-R1, design section 1): it
 // takes complete groups of scored samples (the G rollouts of one prompt with their rewards, as
 // they arrive over the bus), turns rewards into group-relative advantages, rebuilds each sample's
 // token sequence in the policy's layout, and applies one AdamW update of the per-token loss
 // -(r*A - beta*KL) over plan (semantic-level CoT) and image (token-level CoT) tokens.
 //
-// How it fits: rollout workers sample with pkg/model and publish bus.Sample messages (SampleToWire
+// How it fits: rollout workers sample with pkg/model and publish bus.Sample messages (wire.FromSample
 // fills their token and log-prob fields, so the learner reads back exactly what was sampled);
 // reward workers add rewards; the learner role collects complete groups (bus.Collector) and calls
 // Trainer.Step once per batch; after each step it distributes Trainer.Weights under the new

@@ -6,10 +6,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/model"
-	"github.com/gomlx/gomlx/pkg/core/tensors"
 )
 
 // A group whose rewards all tie has zero advantage and counts in zero_std_ratio; with DAPO

@@ -5,13 +5,16 @@ import (
 	"math"
 	"testing"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
+
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"go.uber.org/goleak"
+
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
-	"github.com/gomlx/gomlx/pkg/core/tensors"
-	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -63,7 +66,7 @@ func (r rollout) groups(t testing.TB, m *model.Model) []Group {
 	var enc [][]int32
 	var ids []uint64
 	for _, pi := range r.promptIDs {
-		p, err := EncodePrompt(vocab, testPrompts[pi])
+		p, err := wire.EncodePrompt(vocab, testPrompts[pi])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +83,7 @@ func (r rollout) groups(t testing.TB, m *model.Model) []Group {
 		pi := r.promptIDs[s.Prompt]
 		ss := bus.ScoredSample{Sample: bus.Sample{V: bus.SchemaVersion, Run: "test", Step: r.step, PromptIndex: pi,
 			SampleIndex: s.Index, G: r.g, PolicyVersion: r.version, Prompt: prompts.Prompt{Prompt: testPrompts[pi], TaskType: "color"}}}
-		if err := SampleToWire(m.Config, s, &ss.Sample); err != nil {
+		if err := wire.FromSample(m.Config, s, &ss.Sample); err != nil {
 			t.Fatal(err)
 		}
 		if r.reward != nil {

@@ -8,8 +8,9 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/gomlx/gomlx/backends"
+
+	"github.com/bicot-rl/bicot/pkg/model"
 )
 
 // StateFormat names the layout of Trainer.Save.

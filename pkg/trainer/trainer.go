@@ -6,13 +6,16 @@ import (
 	"math"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
+
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
-	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
-	"github.com/gomlx/gomlx/pkg/core/tensors"
-	"github.com/gomlx/gomlx/pkg/ml/context"
 )
 
 // ErrAllFiltered is returned by Step when zero-std filtering left no group to train on. The
@@ -298,7 +301,7 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 	var absSum float64
 	for ki, gi := range adv.Kept {
 		g := groups[gi]
-		prompt, err := EncodePrompt(t.vocab, g.Samples[0].Prompt.Prompt)
+		prompt, err := wire.EncodePrompt(t.vocab, g.Samples[0].Prompt.Prompt)
 		if err != nil {
 			return StepStats{}, fmt.Errorf("learner step: group step %d prompt %d: %w", g.Key.Step, g.Key.PromptIndex, err)
 		}

@@ -1,4 +1,4 @@
-// Package laptop runs a whole BiCoT-GRPO run in one process: an embedded nats-server (real NATS,
+// Package local runs a whole BiCoT-GRPO run in one process: an embedded nats-server (real NATS,
 // real JetStream on loopback), a single-node raft coordinator, N rollout workers, M reward workers
 // and the learner, all talking over the bus exactly as separate processes would, with the local
 // directory store. It writes the run under <out>/<run-id>/ (config, checkpoints, weights,

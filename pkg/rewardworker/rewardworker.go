@@ -1,4 +1,4 @@
-// Package scorer is the reward worker role: it pulls Samples from the run's sample queue, turns
+// Package rewardworker is the reward worker role: it pulls Samples from the run's sample queue, turns
 // each into an image (decoding its image tokens with the VQ codebook, or reading the PNG a rollout
 // attached), scores it with the expert ensemble (pkg/reward: the built-in experts of pkg/experts or
 // remote expert servers), and publishes a ScoredSample with the total and each expert's reward
@@ -11,12 +11,9 @@
 package rewardworker
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"image"
-	"image/png"
 	"math"
 	"sync/atomic"
 	"time"
@@ -97,34 +94,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
-// Image returns the sample's image: its PNG when attached, else its image tokens decoded.
-func Image(cb *vq.Codebook, s *bus.Sample) (image.Image, error) {
-	if len(s.PNG) > 0 {
-		img, err := png.Decode(bytes.NewReader(s.PNG))
-		if err != nil {
-			return nil, fmt.Errorf("sample %s: png: %w", s.Key(), err)
-		}
-		return img, nil
-	}
-	codes := make([]int, len(s.ImageTokens))
-	for i, t := range s.ImageTokens {
-		if int(t) >= cb.K() {
-			return nil, fmt.Errorf("sample %s: image token %d = %d outside the codebook's %d codes", s.Key(), i, t, cb.K())
-		}
-		codes[i] = int(t)
-	}
-	img, err := cb.Decode(codes)
-	if err != nil {
-		return nil, fmt.Errorf("sample %s: %w", s.Key(), err)
-	}
-	return img, nil
-}
-
 func (w *Worker) handle(ctx context.Context, s *bus.Sample, _ jetstream.Msg) error {
 	if s.Run != w.o.Run {
 		return bus.Poison(fmt.Errorf("sample of run %s on a worker of run %s", s.Run, w.o.Run))
 	}
-	img, err := Image(w.o.Codebook, s)
+	img, err := s.Image(w.o.Codebook)
 	if err != nil {
 		return bus.Poison(err)
 	}

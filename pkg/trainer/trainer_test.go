@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
+
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/model"
@@ -22,7 +24,7 @@ func TestSampleWireRoundTrip(t *testing.T) {
 		noPlan  bool
 	}{{"free", 0, false}, {"cut", 2, false}, {"none", 0, true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := EncodePrompt(vocab, testPrompts[0])
+			p, err := wire.EncodePrompt(vocab, testPrompts[0])
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -36,7 +38,7 @@ func TestSampleWireRoundTrip(t *testing.T) {
 				w.Samples = make([]bus.ScoredSample, 1)
 				ws := &w.Samples[0].Sample
 				ws.Run, ws.G = "test", 1
-				if err := SampleToWire(m.Config, s, ws); err != nil {
+				if err := wire.FromSample(m.Config, s, ws); err != nil {
 					t.Fatal(err)
 				}
 				r, err := sequenceFromWire(m.Config, p, ws)
@@ -236,7 +238,7 @@ func TestSupervisedAnchor(t *testing.T) {
 
 func mustEncode(t *testing.T, text string) []int32 {
 	t.Helper()
-	ids, err := EncodePrompt(tokenizer.New(), text)
+	ids, err := wire.EncodePrompt(tokenizer.New(), text)
 	if err != nil {
 		t.Fatal(err)
 	}

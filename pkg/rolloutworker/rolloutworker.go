@@ -1,4 +1,4 @@
-// Package rollout is the rollout worker role: it pulls BatchTasks from the run's task queue,
+// Package rolloutworker is the rollout worker role: it pulls BatchTasks from the run's task queue,
 // loads the policy version a task names (weights from the object store, checksum-verified,
 // cached; it waits for the version's announcement when it is not out yet), samples G plans and
 // images per prompt with model.Sample, and publishes one bus.Sample per sample before acking the
@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
+
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -30,7 +32,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/scene"
 	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
-	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -153,7 +154,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 	encoded := make([][]int32, len(t.Prompts))
 	ids := make([]uint64, len(t.Prompts))
 	for i, p := range t.Prompts {
-		enc, err := trainer.EncodePrompt(w.vocab, p.Prompt.Prompt)
+		enc, err := wire.EncodePrompt(w.vocab, p.Prompt.Prompt)
 		if err != nil {
 			return bus.Poison(fmt.Errorf("task %s: prompt %d %q: %w", t.MsgID(), p.Index, p.Prompt.Prompt, err))
 		}
@@ -174,7 +175,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 		ref := t.Prompts[s.Prompt]
 		out := bus.Sample{Run: t.Run, Step: t.Step, PromptIndex: ref.Index, SampleIndex: s.Index, G: t.G,
 			PolicyVersion: version, Prompt: ref.Prompt, Worker: w.o.ID}
-		if err := trainer.SampleToWire(m.Config, s, &out); err != nil {
+		if err := wire.FromSample(m.Config, s, &out); err != nil {
 			return bus.Poison(fmt.Errorf("task %s: %w", t.MsgID(), err))
 		}
 		if w.o.AttachPNG {

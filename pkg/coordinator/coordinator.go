@@ -1,4 +1,4 @@
-// Package coord is the coordinator service of a run. It owns the run through the replicated run
+// Package coordinator is the coordinator service of a run. It owns the run through the replicated run
 // state (pkg/runstate: a raft node, single-node in laptop mode), and:
 //
 //   - initialises the run (InitRun) and walks a data cursor over the prompt file in a
