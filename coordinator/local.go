@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/local"
 	"github.com/bicot-rl/bicot/pkg/logging"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 )
 
 // newLocalCmd is `coordinator local`: the whole run in one process.
@@ -37,12 +37,12 @@ func newLocalCmd() *cobra.Command {
 				return err
 			}
 			if configPath != "" {
-				base, err := runconfig.Load(configPath)
+				base, err := config.Load(configPath)
 				if err != nil {
 					return err
 				}
 				// Flags given on the command line win over the file.
-				if err := runconfig.Overlay(cmd.Flags(), &base); err != nil {
+				if err := config.Overlay(cmd.Flags(), &base); err != nil {
 					return err
 				}
 				cfg = base
@@ -80,12 +80,12 @@ func newLocalCmd() *cobra.Command {
 // laptopDefaults are the settings of configs/local.yaml, so `coordinator local` needs no file:
 // the learning run of the README (P 8 x G 8 for 240 steps, about 28 minutes on 2 cores with two
 // rollout workers, then the initial and final policy on 1,440 held-out samples each).
-func laptopDefaults() runconfig.Config {
-	c := runconfig.Default()
+func laptopDefaults() config.Config {
+	c := config.Default()
 	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 8, 8, 2, 240
 	c.CheckpointEvery = 10
-	c.Wire.Heartbeat = runconfig.Duration(2e9)
-	c.RedispatchAfter = runconfig.Duration(5 * time.Minute)
+	c.Wire.Heartbeat = config.Duration(2e9)
+	c.RedispatchAfter = config.Duration(5 * time.Minute)
 	c.Prompts = "data/prompts/rl.jsonl"
 	c.GRPO = map[string]any{"optimizer": map[string]any{"lr": 0.001}, "sft_coef": 1.0, "min_spread": 0.05}
 	c.Eval.LimitPerType, c.Eval.G = 40, 4

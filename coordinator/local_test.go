@@ -5,14 +5,14 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/learner"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 )
 
 // `coordinator local` without --config runs exactly configs/laptop.yaml: the file the README
 // points at and the defaults must not drift apart.
 func TestLaptopDefaultsAreTheShippedFile(t *testing.T) {
-	file, err := runconfig.Load(filepath.Join("..", "configs", "laptop.yaml"))
+	file, err := config.Load(filepath.Join("..", "configs", "laptop.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,13 +11,15 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bicot-rl/bicot/pkg/startup"
+
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/local"
 	"github.com/bicot-rl/bicot/pkg/logging"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 )
 
@@ -55,7 +57,7 @@ func newResumeCmd() *cobra.Command {
 		noFallback, reset  bool
 		rollouts, rewards  int
 		out                string
-		override           = runconfig.Default()
+		override           = config.Default()
 	)
 	cmd := &cobra.Command{
 		Use:   "resume TARGET",
@@ -97,7 +99,7 @@ func newResumeCmd() *cobra.Command {
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		st, closeStore, err := runconfig.OpenStore(ctx, storeSpec, log)
+		st, closeStore, err := startup.OpenStore(ctx, storeSpec, log)
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/startup"
+
 	"github.com/bicot-rl/bicot/pkg/natsd"
 
 	"github.com/rs/zerolog"
@@ -17,10 +19,10 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 )
 
@@ -134,7 +136,7 @@ func newRunCmd() *cobra.Command {
 			"(unless --keep-serving).",
 		Args: cobra.NoArgs,
 	}
-	cli := runconfig.NewCLI(cmd)
+	cli := startup.NewCLI(cmd)
 	f := cmd.Flags()
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", "status API address")
 	rf.register(f)
@@ -158,7 +160,7 @@ func newRunCmd() *cobra.Command {
 
 // serve runs one coordinator until the run is done (or ctx ends). fresh deletes the run's
 // streams first (a resumed run re-dispatches everything after its checkpoint).
-func serve(ctx context.Context, cfg runconfig.Config, nodeCfg runstate.NodeConfig, natsURL, httpAddr string, keep, fresh bool, log zerolog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, natsURL, httpAddr string, keep, fresh bool, log zerolog.Logger) error {
 	ps, err := prompts.ReadFile(cfg.Prompts)
 	if err != nil {
 		return err

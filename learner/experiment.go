@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experiment"
 	"github.com/bicot-rl/bicot/pkg/experts"
@@ -22,7 +23,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
@@ -42,7 +42,7 @@ type experimentOptions struct {
 // newExperimentCmd is `learner experiment`: BiCoT-GRPO in one process with a learning curve.
 func newExperimentCmd() *cobra.Command {
 	o := experimentOptions{Budget: 10 * time.Minute, EvalEvery: 5 * time.Minute, EvalLimit: 30, EvalG: 4, EvalSeed: 1, MaxDraws: 24, LogLevel: "info"}
-	var c runconfig.Config
+	var c config.Config
 	cmd := &cobra.Command{
 		Use:   "experiment",
 		Short: "Train with BiCoT-GRPO in one process and record a learning curve on held-out prompts",
@@ -68,7 +68,7 @@ func newExperimentCmd() *cobra.Command {
 	f.StringVar(&o.Save, "save", "", "write the final policy checkpoint (.safetensors) here")
 	f.StringVar(&o.LogLevel, "log-level", o.LogLevel, "log level")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		loaded, err := runconfig.Load(o.Config)
+		loaded, err := config.Load(o.Config)
 		if err != nil {
 			return err
 		}
@@ -86,7 +86,7 @@ func newExperimentCmd() *cobra.Command {
 	return cmd
 }
 
-func runExperiment(ctx context.Context, stdout io.Writer, c runconfig.Config, o experimentOptions) error {
+func runExperiment(ctx context.Context, stdout io.Writer, c config.Config, o experimentOptions) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}

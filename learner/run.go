@@ -3,9 +3,10 @@ package main
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/bicot-rl/bicot/pkg/startup"
+
 	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/model"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
@@ -23,7 +24,7 @@ func newRunCmd() *cobra.Command {
 			"run's last step.",
 		Args: cobra.NoArgs,
 	}
-	cli := runconfig.NewCLI(cmd)
+	cli := startup.NewCLI(cmd)
 	cmd.Flags().StringVar(&id, "id", "learner", "learner id")
 	cmd.Flags().StringVar(&coordURL, "coordinator", "", "coordinator status API (http://host:port): checkpoints then hold the run state and data cursor")
 	cmd.Flags().StringSliceVar(&coordinators, "coordinators", nil, "run-state endpoints (--raft-http) of the coordinator cluster, any or all of them: the leader is found and followed across failovers; checkpoints then hold the run state and data cursor")

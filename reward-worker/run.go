@@ -3,10 +3,10 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/startup"
+
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/rewardworker"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -20,7 +20,7 @@ func newRunCmd() *cobra.Command {
 			"Exits 0 when the run's last step is learned (unless --keep-running).",
 		Args: cobra.NoArgs,
 	}
-	cli := runconfig.NewWorkerCLI(cmd, "reward")
+	cli := startup.NewWorkerCLI(cmd, "reward")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		r, err := cli.Start(cmd)
 		if err != nil {
@@ -41,7 +41,7 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		ctx, cancel := coordinator.WorkerContext(r, cli.KeepRunning)
+		ctx, cancel := r.WorkerContext(cli.KeepRunning)
 		defer cancel()
 		return w.Run(ctx)
 	}

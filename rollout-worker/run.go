@@ -3,9 +3,9 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/startup"
+
 	"github.com/bicot-rl/bicot/pkg/rolloutworker"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -19,7 +19,7 @@ func newRunCmd() *cobra.Command {
 			"Exits 0 when the run's last step is learned (unless --keep-running).",
 		Args: cobra.NoArgs,
 	}
-	cli := runconfig.NewWorkerCLI(cmd, "rollout")
+	cli := startup.NewWorkerCLI(cmd, "rollout")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		r, err := cli.Start(cmd)
 		if err != nil {
@@ -42,7 +42,7 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		ctx, cancel := coordinator.WorkerContext(r, cli.KeepRunning)
+		ctx, cancel := r.WorkerContext(cli.KeepRunning)
 		defer cancel()
 		return w.Run(ctx)
 	}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 )
 
@@ -48,20 +49,9 @@ type SamplingParams struct {
 	// TopK restricts sampling to the k most likely tokens; 0 = off.
 	TopK int `json:"top_k,omitempty"`
 	// ImageLogp says which distribution the image tokens' logp_old is recorded under:
-	// ImageLogpGuided ("" too) for the guided one they are drawn from, ImageLogpConditional for
+	// config.ImageLogpGuided ("" too) for the guided one they are drawn from, config.ImageLogpConditional for
 	// the conditional logits alone, which is what a learner training the conditional logits needs.
 	ImageLogp string `json:"image_logp,omitempty"`
-}
-
-// The distributions image-token log-probs can be recorded and trained under.
-const (
-	ImageLogpGuided      = "guided"
-	ImageLogpConditional = "conditional"
-)
-
-// ValidImageLogp reports whether s names an image log-prob distribution ("" means guided).
-func ValidImageLogp(s string) bool {
-	return s == "" || s == ImageLogpGuided || s == ImageLogpConditional
 }
 
 // Validate checks the ranges.
@@ -75,8 +65,8 @@ func (s SamplingParams) Validate() error {
 		return fmt.Errorf("max_plan_tokens %d: want >= 0", s.MaxPlanTokens)
 	case s.TopK < 0:
 		return fmt.Errorf("top_k %d: want >= 0", s.TopK)
-	case !ValidImageLogp(s.ImageLogp):
-		return fmt.Errorf("image_logp %q: want %q or %q", s.ImageLogp, ImageLogpGuided, ImageLogpConditional)
+	case !config.ValidImageLogp(s.ImageLogp):
+		return fmt.Errorf("image_logp %q: want %q or %q", s.ImageLogp, config.ImageLogpGuided, config.ImageLogpConditional)
 	}
 	return nil
 }
@@ -384,7 +374,7 @@ func header(v int, run string) error {
 	if v > SchemaVersion {
 		return fmt.Errorf("schema version v=%d is newer than this reader (%d)", v, SchemaVersion)
 	}
-	return ValidateRunID(run)
+	return config.ValidateRunID(run)
 }
 
 func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
@@ -432,4 +422,9 @@ func Decode(data []byte, m Message) error {
 		return fmt.Errorf("decode %s: %w", m.MsgType(), err)
 	}
 	return m.Validate()
+}
+
+// SamplingFrom is the run config's sampling settings as the wire carries them.
+func SamplingFrom(s config.Sampling) SamplingParams {
+	return SamplingParams{Temperature: s.Temperature, CFGWeight: s.CFGWeight, MaxPlanTokens: s.MaxPlanTokens, ImageLogp: s.ImageLogp}
 }

@@ -4,16 +4,18 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 func TestValidateRunID(t *testing.T) {
 	for _, ok := range []string{"r", "run-2026_11", strings.Repeat("a", 64)} {
-		if err := ValidateRunID(ok); err != nil {
+		if err := config.ValidateRunID(ok); err != nil {
 			t.Errorf("ValidateRunID(%q) = %v", ok, err)
 		}
 	}
 	for _, bad := range []string{"", "a.b", "a b", "a*", "a>", strings.Repeat("a", 65)} {
-		if err := ValidateRunID(bad); err == nil {
+		if err := config.ValidateRunID(bad); err == nil {
 			t.Errorf("ValidateRunID(%q) accepted", bad)
 		}
 	}

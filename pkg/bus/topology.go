@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 // Queue kinds: the work-queue pools of a run.
@@ -21,17 +22,6 @@ const (
 
 // SubjectPrefix begins every subject of the wire: bicot.<run>.<kind>.
 const SubjectPrefix = "bicot"
-
-var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidateRunID reports whether id can name a run: 1-64 of [A-Za-z0-9_-], since it appears in
-// subject tokens and stream names (which forbid '.', '*', '>' and spaces).
-func ValidateRunID(id string) error {
-	if !runIDPattern.MatchString(id) {
-		return fmt.Errorf("run id %q: want 1-64 characters of [A-Za-z0-9_-]", id)
-	}
-	return nil
-}
 
 // Queue names one work queue: a stream, the subject publishers use, the durable pull consumer
 // the pool shares, and where its dead letters go.
@@ -70,7 +60,7 @@ func Subject(run, kind string) string { return SubjectPrefix + "." + run + "." +
 
 // NewTopology names the streams and subjects of a run without touching the server.
 func NewTopology(run string) (Topology, error) {
-	if err := ValidateRunID(run); err != nil {
+	if err := config.ValidateRunID(run); err != nil {
 		return Topology{}, err
 	}
 	t := Topology{

@@ -44,9 +44,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 )
@@ -60,7 +60,7 @@ type StateNode interface {
 
 // Options configure a coordinator.
 type Options struct {
-	Config  runconfig.Config
+	Config  config.Config
 	Prompts []prompts.Prompt
 	Node    StateNode
 	// HTTPAddr serves the status API ("" = none; port 0 picks one, see Addr).
@@ -84,7 +84,7 @@ type WorkerInfo struct {
 // Coordinator runs one run.
 type Coordinator struct {
 	o    Options
-	cfg  runconfig.Config
+	cfg  config.Config
 	js   jetstream.JetStream
 	topo bus.Topology
 	log  zerolog.Logger
@@ -370,7 +370,7 @@ func (c *Coordinator) publish(ctx context.Context, step, version int64, groups [
 		return nil
 	}
 	t := bus.BatchTask{Run: c.cfg.RunID, Step: step, PolicyVersion: version, G: c.cfg.GroupSize, Seed: c.cfg.Seed,
-		Sampling: c.cfg.Sampling.Params(), Attempt: attempt}
+		Sampling: bus.SamplingFrom(c.cfg.Sampling), Attempt: attempt}
 	for _, g := range groups {
 		t.Prompts = append(t.Prompts, bus.PromptRef{Index: int(g.PromptIndex), Prompt: c.PromptAt(g.Epoch, g.PromptIndex)})
 	}

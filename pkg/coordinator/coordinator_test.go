@@ -13,8 +13,8 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/bus/bustest"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 )
 
@@ -29,7 +29,7 @@ func testPrompts(t *testing.T, n int) []prompts.Prompt {
 }
 
 func TestPromptOrderIsAShuffledPermutationPerEpoch(t *testing.T) {
-	cfg := runconfig.Default()
+	cfg := config.Default()
 	cfg.RunID, cfg.PromptsPerStep = "order", 4
 	ps := testPrompts(t, 20)
 	c, err := New(nil, Options{Config: cfg, Prompts: ps, Node: &runstate.Node{}})
@@ -76,9 +76,9 @@ func TestRedispatchAndStepDone(t *testing.T) {
 	if _, err := node.WaitLeader(ctx); err != nil {
 		t.Fatal(err)
 	}
-	cfg := runconfig.Default()
+	cfg := config.Default()
 	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.PromptsPerTask, cfg.GroupSize = "rd", 1, 2, 2, 4
-	cfg.RedispatchAfter = runconfig.Duration(400 * time.Millisecond)
+	cfg.RedispatchAfter = config.Duration(400 * time.Millisecond)
 	c, err := New(js, Options{Config: cfg, Prompts: testPrompts(t, 10), Node: node, HTTPAddr: "127.0.0.1:0", Tick: 50 * time.Millisecond, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +174,7 @@ func mustTopo(t *testing.T, run string) bus.Topology {
 func TestPromptsOutsideTheVocabularyAreSkipped(t *testing.T) {
 	ps := testPrompts(t, 5)
 	ps = append(ps, prompts.Prompt{Prompt: "a photo of a zebra", TaskType: prompts.Object})
-	cfg := runconfig.Default()
+	cfg := config.Default()
 	cfg.RunID, cfg.PromptsPerStep = "vocab", 2
 	c, err := New(nil, Options{Config: cfg, Prompts: ps, Node: &runstate.Node{}})
 	if err != nil {

@@ -14,7 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/ckpt"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store"
 )
@@ -24,7 +24,7 @@ import (
 type Resume struct {
 	Manifest ckpt.Manifest
 	// Config is the run config stored in the checkpoint.
-	Config runconfig.Config
+	Config config.Config
 	// State is the run state as of the checkpoint: step = the checkpoint's step + 1, its policy
 	// version, the data cursor after the checkpoint's step, groups of later steps (staleness > 0)
 	// still in flight, no leases and no members.
@@ -58,9 +58,9 @@ func LoadResume(ctx context.Context, st store.Store, run string, log zerolog.Log
 	if snap.RunID != run {
 		return Resume{}, fmt.Errorf("resume %s from step %d: the snapshot is of run %q", run, m.Step, snap.RunID)
 	}
-	r.Config = runconfig.Default()
+	r.Config = config.Default()
 	if b, err := ckpt.Load(ctx, st, m, partConfig); err == nil {
-		if err := runconfig.Parse(b, &r.Config); err != nil {
+		if err := config.Parse(b, &r.Config); err != nil {
 			return Resume{}, fmt.Errorf("resume %s from step %d: stored config: %w", run, m.Step, err)
 		}
 	} else if !errors.Is(err, store.ErrNotFound) {

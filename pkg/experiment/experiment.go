@@ -16,6 +16,8 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/config"
+
 	"github.com/bicot-rl/bicot/pkg/wire"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -258,7 +260,7 @@ func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, 
 	sp := o.Sampling
 	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: o.G, Seed: o.Seed, Step: uint64(step),
 		Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,
-		ConditionalLogp: sp.ImageLogp == bus.ImageLogpConditional})
+		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional})
 	if err != nil {
 		return nil, fmt.Errorf("experiment: step %d: %w", step, err)
 	}

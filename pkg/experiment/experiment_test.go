@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
+
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/trainer"
@@ -17,13 +18,13 @@ func TestInformativeDrawsUntilGroupsCarrySignal(t *testing.T) {
 	a := loadShipped(t)
 	policy := a.freshPolicy(t)
 	o := trainer.DefaultOptions()
-	o.CFGWeight, o.ImageLogp = 3, bus.ImageLogpConditional
+	o.CFGWeight, o.ImageLogp = 3, config.ImageLogpConditional
 	tr, err := trainer.NewTrainer(policy, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts := Options{Trainer: tr, Codebook: a.cb, Reward: oracleReward(t), Train: a.eval, P: 3, G: 4, Seed: 7, Steps: 1,
-		Sampling: Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: bus.ImageLogpConditional}}
+		Sampling: Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: config.ImageLogpConditional}}
 	informative := func(gs []trainer.Group) int {
 		n := 0
 		for _, g := range gs {

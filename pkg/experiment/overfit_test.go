@@ -6,9 +6,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/config"
+
 	"go.uber.org/goleak"
 
-	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/grpo"
@@ -121,7 +122,7 @@ func TestOverfitOnePromptWithTheOracle(t *testing.T) {
 			o := trainer.DefaultOptions()
 			o.Optimizer.LR = 1e-3
 			o.Loss.Clip, o.UpdateEpochs = true, 4
-			o.CFGWeight, o.ImageLogp = cfg, bus.ImageLogpConditional
+			o.CFGWeight, o.ImageLogp = cfg, config.ImageLogpConditional
 			o.Loss.Level = tc.level
 			o.BatchSize = 8
 			tr, err := trainer.NewTrainer(policy, o)
@@ -133,7 +134,7 @@ func TestOverfitOnePromptWithTheOracle(t *testing.T) {
 			for steps < tc.maxSteps {
 				_, err := Run(context.Background(), Options{Trainer: tr, Codebook: a.cb, Reward: ens, Train: []prompts.Prompt{p},
 					P: 1, G: 8, Seed: uint64(steps) + 1, Steps: 10,
-					Sampling: Sampling{Temperature: 1, CFGWeight: cfg, MaxPlanTokens: 24, ImageLogp: bus.ImageLogpConditional}})
+					Sampling: Sampling{Temperature: 1, CFGWeight: cfg, MaxPlanTokens: 24, ImageLogp: config.ImageLogpConditional}})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -36,11 +36,11 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/pretrain"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/scene"
 	"github.com/bicot-rl/bicot/pkg/store"
@@ -58,7 +58,7 @@ const (
 
 // Options configure the learner.
 type Options struct {
-	Config  runconfig.Config
+	Config  config.Config
 	ID      string
 	Backend backends.Backend
 	Store   store.Store
@@ -127,7 +127,7 @@ type Accounting struct {
 // Learner is the learner role.
 type Learner struct {
 	o       Options
-	cfg     runconfig.Config
+	cfg     config.Config
 	js      jetstream.JetStream
 	trainer *trainer.Trainer
 	coll    *bus.Collector
@@ -157,7 +157,7 @@ const reannounceEvery = 10 * time.Second
 // TrainerOptions turns the run config into the trainer's options: the config's grpo section
 // decoded over trainer.DefaultOptions (unknown keys are errors), with the batch size at least P*G
 // and the sampling settings and staleness bound of the run.
-func TrainerOptions(c runconfig.Config) (trainer.Options, error) {
+func TrainerOptions(c config.Config) (trainer.Options, error) {
 	o := trainer.DefaultOptions()
 	if len(c.GRPO) > 0 {
 		b, err := yaml.Marshal(c.GRPO)
@@ -187,7 +187,7 @@ func TrainerOptions(c runconfig.Config) (trainer.Options, error) {
 // EffectiveConfig is c with its grpo section replaced by every trainer option in force
 // (defaults filled in), which is what a run records as its config.yaml: a run's learning rate,
 // KL weight and advantage settings are then readable without knowing the code's defaults.
-func EffectiveConfig(c runconfig.Config) (runconfig.Config, error) {
+func EffectiveConfig(c config.Config) (config.Config, error) {
 	o, err := TrainerOptions(c)
 	if err != nil {
 		return c, err
@@ -289,7 +289,7 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, erro
 // samples' streams). Batch s depends only on (seed, s), and the trainer asks for the batch of its
 // own update count, so a resumed run draws the same batches. cb may be nil: the run's codebook is
 // loaded.
-func Anchor(c runconfig.Config, mcfg model.Config, cb *vq.Codebook) (*pretrain.Examples, error) {
+func Anchor(c config.Config, mcfg model.Config, cb *vq.Codebook) (*pretrain.Examples, error) {
 	if c.PretrainPrompts == "" {
 		return nil, errors.New("supervised anchor: pretrain_prompts is empty")
 	}

@@ -20,11 +20,11 @@ import (
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/bus/bustest"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/store/local"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -79,7 +79,7 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := runconfig.Default()
+	cfg := config.Default()
 	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "lr1", 1, 2, 4
 	cfg.Sampling.MaxPlanTokens = 5
 	opts := learner.Options{Config: cfg, Backend: backend, Store: st, Init: init, Codebook: cb, Log: zerolog.Nop(),
@@ -140,7 +140,7 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 // step 0's scored samples (rewards 0, 0.5, 1 in turn), as the reward workers would. With dups,
 // two of them go out twice without a message id (past JetStream's de-duplication); it returns how
 // many.
-func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *local.Store, cfg runconfig.Config,
+func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *local.Store, cfg config.Config,
 	backend backends.Backend, ps []prompts.Prompt, dups bool) int {
 	t.Helper()
 	var v0 bus.PolicyAnnounce
@@ -172,7 +172,7 @@ func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *
 	g := cfg.GroupSize
 	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: g, Seed: cfg.Seed,
 		Temperature: cfg.Sampling.Temperature, CFGWeight: cfg.Sampling.CFGWeight, MaxPlanTokens: cfg.Sampling.MaxPlanTokens,
-		ConditionalLogp: cfg.Sampling.ImageLogp == bus.ImageLogpConditional})
+		ConditionalLogp: cfg.Sampling.ImageLogp == config.ImageLogpConditional})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestLearnerWithSupervisedAnchor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := runconfig.Default()
+	cfg := config.Default()
 	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "sft1", 1, 2, 4
 	cfg.Sampling.MaxPlanTokens = 12
 	cfg.Codebook = filepath.Join(r, "models/codebook.vq")
@@ -261,7 +261,7 @@ func TestLearnerWithSupervisedAnchor(t *testing.T) {
 
 // TestTrainerOptions passes the config's grpo section through and refuses unknown keys.
 func TestTrainerOptions(t *testing.T) {
-	c := runconfig.Default()
+	c := config.Default()
 	c.GRPO = map[string]any{"loss": map[string]any{"beta": 0.05}, "filter_zero_std": true}
 	o, err := learner.TrainerOptions(c)
 	if err != nil {
@@ -274,7 +274,7 @@ func TestTrainerOptions(t *testing.T) {
 	if _, err := learner.TrainerOptions(c); err == nil {
 		t.Error("unknown grpo key accepted")
 	}
-	shipped, err := runconfig.Load(filepath.Join("..", "..", "configs", "cluster.yaml"))
+	shipped, err := config.Load(filepath.Join("..", "..", "configs", "cluster.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,8 +291,8 @@ func TestTrainerOptions(t *testing.T) {
 // A run's recorded config names every trainer setting in force, and reading it back gives the
 // same trainer options.
 func TestEffectiveConfigRecordsEveryTrainerSetting(t *testing.T) {
-	c := runconfig.Default()
-	if err := runconfig.Parse([]byte("grpo: {optimizer: {lr: 0.0003}}\n"), &c); err != nil {
+	c := config.Default()
+	if err := config.Parse([]byte("grpo: {optimizer: {lr: 0.0003}}\n"), &c); err != nil {
 		t.Fatal(err)
 	}
 	eff, err := learner.EffectiveConfig(c)
@@ -308,8 +308,8 @@ func TestEffectiveConfigRecordsEveryTrainerSetting(t *testing.T) {
 			t.Errorf("recorded config lacks %q:\n%s", want, y)
 		}
 	}
-	var back runconfig.Config
-	if err := runconfig.Parse(y, &back); err != nil {
+	var back config.Config
+	if err := config.Parse(y, &back); err != nil {
 		t.Fatal(err)
 	}
 	a, err := learner.TrainerOptions(c)

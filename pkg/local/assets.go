@@ -6,10 +6,10 @@ import (
 	"github.com/gomlx/gomlx/backends"
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/reward"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -24,12 +24,12 @@ type Fallbacks struct {
 }
 
 // initPolicy is the run's initial policy checkpoint, a fresh one when fallbacks allow it.
-func initPolicy(backend backends.Backend, cfg runconfig.Config, cb *vq.Codebook, fb *Fallbacks, log zerolog.Logger) ([]byte, error) {
+func initPolicy(backend backends.Backend, cfg config.Config, cb *vq.Codebook, fb *Fallbacks, log zerolog.Logger) ([]byte, error) {
 	return model.InitCheckpoint(backend, cfg.PolicyInit, cb, cfg.Seed, fb != nil, log)
 }
 
 // ensemble is the run's reward ensemble, trained stand-ins when fallbacks allow it.
-func ensemble(ctx context.Context, backend backends.Backend, cfg runconfig.Config, fb *Fallbacks, log zerolog.Logger) (*reward.Ensemble, error) {
+func ensemble(ctx context.Context, backend backends.Backend, cfg config.Config, fb *Fallbacks, log zerolog.Logger) (*reward.Ensemble, error) {
 	var efb *experts.Fallback
 	if fb != nil {
 		efb = &experts.Fallback{Dir: fb.Dir, Steps: fb.ExpertSteps}

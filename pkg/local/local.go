@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/startup"
+
 	"github.com/bicot-rl/bicot/pkg/natsd"
 
 	"github.com/gomlx/gomlx/backends"
@@ -28,6 +30,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/learner"
@@ -36,7 +39,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/rolloutworker"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -44,7 +46,7 @@ import (
 
 // Options configure a laptop run.
 type Options struct {
-	Config         runconfig.Config
+	Config         config.Config
 	RolloutWorkers int
 	RewardWorkers  int
 	// Out is the directory runs are written under (default "runs").
@@ -86,7 +88,7 @@ type Result struct {
 // Cluster is a running laptop-mode run.
 type Cluster struct {
 	o       Options
-	cfg     runconfig.Config
+	cfg     config.Config
 	dir     string
 	log     zerolog.Logger
 	nats    *natsd.Server
@@ -183,7 +185,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			return nil, fmt.Errorf("laptop: %w", err)
 		}
 	}
-	st, closeStore, err := runconfig.OpenStore(ctx, cfg.Store, c.log)
+	st, closeStore, err := startup.OpenStore(ctx, cfg.Store, c.log)
 	if err != nil {
 		return nil, fmt.Errorf("laptop: %w", err)
 	}
@@ -342,7 +344,7 @@ func (c *Cluster) AddScorer() (*rewardworker.Worker, error) {
 func (c *Cluster) JetStream() (jetstream.JetStream, error) { return c.connect("client") }
 
 // Config is the run's configuration (run id filled in).
-func (c *Cluster) Config() runconfig.Config { return c.cfg }
+func (c *Cluster) Config() config.Config { return c.cfg }
 
 // Dir is the run's output directory.
 func (c *Cluster) Dir() string { return c.dir }

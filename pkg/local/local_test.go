@@ -19,13 +19,13 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/reward"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -104,9 +104,9 @@ func testEnv(t testing.TB) env {
 	return shared
 }
 
-func testConfig(t testing.TB, steps int) runconfig.Config {
+func testConfig(t testing.TB, steps int) config.Config {
 	root := repoRoot(t)
-	c := runconfig.Default()
+	c := config.Default()
 	c.RunID = "t" + strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-")
 	if len(c.RunID) > 40 {
 		c.RunID = c.RunID[:40]
@@ -116,13 +116,13 @@ func testConfig(t testing.TB, steps int) runconfig.Config {
 	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 3, 4, 2, steps
 	c.Sampling.MaxPlanTokens = 6
 	c.CheckpointEvery = 2
-	c.Wire.Heartbeat = runconfig.Duration(200 * time.Millisecond)
-	c.Wire.AckWait = runconfig.Duration(30 * time.Second)
+	c.Wire.Heartbeat = config.Duration(200 * time.Millisecond)
+	c.Wire.AckWait = config.Duration(30 * time.Second)
 	c.Eval.LimitPerType = 0
 	return c
 }
 
-func start(t *testing.T, c runconfig.Config, rollouts int) *Cluster {
+func start(t *testing.T, c config.Config, rollouts int) *Cluster {
 	t.Helper()
 	e := testEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -146,7 +146,7 @@ func wait(t *testing.T, cl *Cluster) {
 }
 
 // checkLearned asserts that every step learned exactly P complete groups of G distinct samples.
-func checkLearned(t *testing.T, c runconfig.Config, a learner.Accounting) {
+func checkLearned(t *testing.T, c config.Config, a learner.Accounting) {
 	t.Helper()
 	if len(a.Learned) != c.Steps {
 		t.Fatalf("learned %d steps, want %d", len(a.Learned), c.Steps)
@@ -193,7 +193,7 @@ func TestPipelineLearnsCompleteGroupsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	dup := bus.BatchTask{Run: cl.Config().RunID, Step: 0, PolicyVersion: 0, G: c.GroupSize, Seed: c.Seed,
-		Sampling: c.Sampling.Params(), Attempt: 7}
+		Sampling: bus.SamplingFrom(c.Sampling), Attempt: 7}
 	for i := range c.PromptsPerTask {
 		dup.Prompts = append(dup.Prompts, bus.PromptRef{Index: i, Prompt: cl.Coordinator.PromptAt(0, int64(i))})
 	}
@@ -310,7 +310,7 @@ func TestRedispatchedGroupsLearnedOnce(t *testing.T) {
 		t.Skip("a full pipeline run; skipped with -short")
 	}
 	c := testConfig(t, 2)
-	c.RedispatchAfter = runconfig.Duration(150 * time.Millisecond)
+	c.RedispatchAfter = config.Duration(150 * time.Millisecond)
 	cl := start(t, c, 1)
 	wait(t, cl)
 	res := cl.Result()
@@ -354,7 +354,7 @@ func TestStalenessOneOverlapsSteps(t *testing.T) {
 func TestRunEvaluatesInitialAndFinal(t *testing.T) {
 	e := testEnv(t)
 	c := testConfig(t, 1)
-	c.Eval = runconfig.Eval{Prompts: filepath.Join(repoRoot(t), "data/prompts/eval.jsonl"), LimitPerType: 1, G: 1}
+	c.Eval = config.Eval{Prompts: filepath.Join(repoRoot(t), "data/prompts/eval.jsonl"), LimitPerType: 1, G: 1}
 	var progress strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -467,7 +467,7 @@ func TestEnsembleFromExpertConfig(t *testing.T) {
 	if err := os.WriteFile(good, []byte("models: "+filepath.Join(root, "models/experts")+"\ntimeout: 30s\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c := runconfig.Default()
+	c := config.Default()
 	c.ExpertConfig = good
 	ens, err := ensemble(context.Background(), e.backend, c, nil, zerolog.Nop())
 	if err != nil {

@@ -14,12 +14,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/startup"
+
 	"github.com/minio/minio-go/v7"
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
-	"github.com/bicot-rl/bicot/pkg/runconfig"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/store/s3/s3test"
@@ -115,17 +117,17 @@ func sameOutcome(t *testing.T, name string, want, got outcome) {
 	}
 }
 
-func resumeConfig(t *testing.T, steps int) runconfig.Config {
+func resumeConfig(t *testing.T, steps int) config.Config {
 	c := testConfig(t, steps)
 	c.RunID = "resume"
 	c.CheckpointEvery = 1
-	c.Retention = runconfig.Retention{KeepLast: 5}
+	c.Retention = config.Retention{KeepLast: 5}
 	return c
 }
 
 // killAfter starts a run and stops it abruptly (every role cancelled, no final checkpoint) once
 // the learner has finished `after` steps.
-func killAfter(t *testing.T, c runconfig.Config, out string, workers, after int) {
+func killAfter(t *testing.T, c config.Config, out string, workers, after int) {
 	t.Helper()
 	e := testEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -147,12 +149,12 @@ func killAfter(t *testing.T, c runconfig.Config, out string, workers, after int)
 
 // resume continues the run in out from its newest good checkpoint the way `coordinator resume
 // --local` does: the run state stored with the checkpoint seeds a fresh raft directory.
-func resume(t *testing.T, c runconfig.Config, out string, workers int, log zerolog.Logger) (Result, coordinator.Resume) {
+func resume(t *testing.T, c config.Config, out string, workers int, log zerolog.Logger) (Result, coordinator.Resume) {
 	t.Helper()
 	e := testEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	st, closeStore, err := runconfig.OpenStore(ctx, c.Store, log)
+	st, closeStore, err := startup.OpenStore(ctx, c.Store, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +181,7 @@ func resume(t *testing.T, c runconfig.Config, out string, workers int, log zerol
 
 // checkResumed: the resumed run learned exactly the steps after its checkpoint, each once, and
 // the replicated state ends at the last step with nothing in flight.
-func checkResumed(t *testing.T, c runconfig.Config, r coordinator.Resume, res Result) {
+func checkResumed(t *testing.T, c config.Config, r coordinator.Resume, res Result) {
 	t.Helper()
 	for step := range int64(c.Steps) {
 		_, learned := res.Accounting.Learned[step]
@@ -214,7 +216,7 @@ func TestResumeIsExact(t *testing.T) {
 		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()}); err != nil {
 		t.Fatal(err)
 	}
-	st, closeStore, err := runconfig.OpenStore(ctx, straight.Store, zerolog.Nop())
+	st, closeStore, err := startup.OpenStore(ctx, straight.Store, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +245,7 @@ func TestResumeIsExact(t *testing.T) {
 
 		// Damage the bucket behind the store's back: a flipped byte in the newest committed
 		// checkpoint's trainer part, and the manifest of the one before deleted.
-		s3st, closeS3, err := runconfig.OpenStore(context.Background(), c.Store, zerolog.Nop())
+		s3st, closeS3, err := startup.OpenStore(context.Background(), c.Store, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -315,7 +317,7 @@ func TestResumeIsExact(t *testing.T) {
 
 func st2(t *testing.T, spec string) store.Store {
 	t.Helper()
-	st, closeStore, err := runconfig.OpenStore(context.Background(), spec, zerolog.Nop())
+	st, closeStore, err := startup.OpenStore(context.Background(), spec, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,7 +5,6 @@ import (
 	"math"
 	"sync"
 
-	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
@@ -15,6 +14,8 @@ import (
 	"github.com/gomlx/gomlx/pkg/ml/context/initializers"
 	"github.com/gomlx/gomlx/pkg/ml/layers"
 	"github.com/gomlx/gomlx/pkg/ml/layers/activations"
+
+	"github.com/bicot-rl/bicot/pkg/mlx"
 )
 
 // Scope is the context scope that holds the policy's weights. Optimizer state lives elsewhere in

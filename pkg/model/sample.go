@@ -5,12 +5,13 @@ import (
 	"math"
 	"math/rand/v2"
 
-	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 	"github.com/gomlx/gomlx/pkg/ml/layers"
+
+	"github.com/bicot-rl/bicot/pkg/mlx"
 )
 
 // SampleRequest asks for G samples of each prompt.

@@ -18,6 +18,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/config"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -57,7 +59,7 @@ type Worker struct {
 
 // New returns a worker; Run starts it.
 func New(js jetstream.JetStream, o Options) (*Worker, error) {
-	if err := bus.ValidateRunID(o.Run); err != nil {
+	if err := config.ValidateRunID(o.Run); err != nil {
 		return nil, fmt.Errorf("reward worker: %w", err)
 	}
 	if o.ID == "" || o.Ensemble == nil || o.Codebook == nil {

@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/config"
+
 	"github.com/bicot-rl/bicot/pkg/wire"
 
 	"github.com/gomlx/gomlx/backends"
@@ -81,7 +83,7 @@ type Worker struct {
 
 // New returns a worker; Run starts it.
 func New(js jetstream.JetStream, o Options) (*Worker, error) {
-	if err := bus.ValidateRunID(o.Run); err != nil {
+	if err := config.ValidateRunID(o.Run); err != nil {
 		return nil, fmt.Errorf("rollout: %w", err)
 	}
 	if o.ID == "" || o.Backend == nil || o.Store == nil {
@@ -165,7 +167,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 		Prompts: encoded, PromptIDs: ids, G: t.G, Seed: t.Seed, Step: uint64(t.Step),
 		Temperature: sp.Temperature, CFGWeight: sp.CFGWeight,
 		NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,
-		ConditionalLogp: sp.ImageLogp == bus.ImageLogpConditional,
+		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional,
 	})
 	if err != nil {
 		// A prompt longer than the policy's text part can never be sampled.

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"math"
 
-	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
+
 	"github.com/bicot-rl/bicot/pkg/grpo"
 )
 
@@ -153,8 +154,8 @@ func (o Options) Validate() error {
 	if math.IsNaN(o.Temperature) || math.IsInf(o.Temperature, 0) || o.Temperature < 0 {
 		errs = append(errs, fmt.Errorf("temperature %v: want a finite value >= 0 (0 = 1)", o.Temperature))
 	}
-	if !bus.ValidImageLogp(o.ImageLogp) {
-		errs = append(errs, fmt.Errorf("image_logp %q: want %q or %q", o.ImageLogp, bus.ImageLogpGuided, bus.ImageLogpConditional))
+	if !config.ValidImageLogp(o.ImageLogp) {
+		errs = append(errs, fmt.Errorf("image_logp %q: want %q or %q", o.ImageLogp, config.ImageLogpGuided, config.ImageLogpConditional))
 	}
 	if o.InitialVersion < 0 {
 		errs = append(errs, fmt.Errorf("initial_version %d: want >= 0", o.InitialVersion))

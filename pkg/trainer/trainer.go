@@ -6,13 +6,14 @@ import (
 	"math"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/config"
+
 	"github.com/bicot-rl/bicot/pkg/wire"
 
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 
-	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
@@ -129,7 +130,7 @@ func (t *Trainer) Reference() *model.Model { return t.ref }
 // branch.
 func (t *Trainer) scoreOptions() model.ScoreOptions {
 	w := t.opts.CFGWeight
-	if w == 1 || t.opts.ImageLogp == bus.ImageLogpConditional {
+	if w == 1 || t.opts.ImageLogp == config.ImageLogpConditional {
 		w = 0
 	}
 	return model.ScoreOptions{CFGWeight: w, Temperature: t.opts.Temperature}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/bicot-rl/bicot/pkg/config"
+
 	"github.com/bicot-rl/bicot/pkg/wire"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -75,7 +77,7 @@ func TestOnPolicyRatioIsOne(t *testing.T) {
 		o.BatchSize = 16
 		o.CFGWeight, o.Temperature = cfgW, tc.temp
 		if tc.cond {
-			o.ImageLogp = bus.ImageLogpConditional
+			o.ImageLogp = config.ImageLogpConditional
 		}
 		tr := mustTrainer(t, m, o)
 		r := rollout{g: 8, cfg: cfgW, condLogp: tc.cond, temp: tc.temp, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}

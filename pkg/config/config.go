@@ -1,10 +1,10 @@
-// Package runconfig is the configuration of a training run, shared by every role (coordinator,
+// Package config is the configuration of a training run, shared by every role (coordinator,
 // rollout and reward workers, learner) and by laptop mode: a YAML file, overridden by flags, then
 // validated as a whole so that a bad value fails at start-up with a message naming the field.
 //
 // Every process of a run should read the same file; the coordinator also records it in the
 // replicated run state (InitRun), so the run's settings survive with it.
-package runconfig
+package config
 
 import (
 	"bytes"
@@ -13,13 +13,12 @@ import (
 	"io"
 	"math"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
 	"gopkg.in/yaml.v3"
-
-	"github.com/bicot-rl/bicot/pkg/bus"
 )
 
 // Sampling are the rollout's sampling settings (bus.SamplingParams on the wire).
@@ -36,11 +35,6 @@ type Sampling struct {
 	// under): "conditional" (default, as T2I-R1's code trains) or "guided" (the CFG mixture they
 	// are drawn from). docs/learner.md has the measurements behind the default.
 	ImageLogp string `yaml:"image_logp" json:"image_logp"`
-}
-
-// Params converts to the wire's sampling parameters.
-func (s Sampling) Params() bus.SamplingParams {
-	return bus.SamplingParams{Temperature: s.Temperature, CFGWeight: s.CFGWeight, MaxPlanTokens: s.MaxPlanTokens, ImageLogp: s.ImageLogp}
 }
 
 // Wire tunes the JetStream consumers of the run's pools.
@@ -185,7 +179,7 @@ func Default() Config {
 		GroupSize:         8,
 		PromptsPerTask:    2,
 		Steps:             100,
-		Sampling:          Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: bus.ImageLogpConditional},
+		Sampling:          Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: ImageLogpConditional},
 		CheckpointEvery:   10,
 		Retention:         Retention{KeepLast: 5, KeepBest: 1, Metric: "reward_mean"},
 		MaxResampleRounds: 8,
@@ -257,7 +251,7 @@ func (c Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	if c.RunID != "" {
-		if err := bus.ValidateRunID(c.RunID); err != nil {
+		if err := ValidateRunID(c.RunID); err != nil {
 			bad("run_id: %v", err)
 		}
 	}
@@ -286,8 +280,8 @@ func (c Config) Validate() error {
 	if s.MaxPlanTokens < 0 {
 		bad("sampling.max_plan_tokens %d: want >= 0", s.MaxPlanTokens)
 	}
-	if !bus.ValidImageLogp(s.ImageLogp) {
-		bad("sampling.image_logp %q: want %q or %q", s.ImageLogp, bus.ImageLogpConditional, bus.ImageLogpGuided)
+	if !ValidImageLogp(s.ImageLogp) {
+		bad("sampling.image_logp %q: want %q or %q", s.ImageLogp, ImageLogpConditional, ImageLogpGuided)
 	}
 	if c.Staleness < 0 {
 		bad("staleness %d: want >= 0", c.Staleness)
@@ -350,3 +344,49 @@ func (c Config) TasksPerStep() int {
 
 // YAML returns the configuration as YAML (what a run records next to its outputs).
 func (c Config) YAML() ([]byte, error) { return yaml.Marshal(c) }
+
+var runIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// ValidateRunID reports whether id can name a run: 1-64 of [A-Za-z0-9_-], since it appears in
+// subject tokens and stream names (which forbid '.', '*', '>' and spaces).
+func ValidateRunID(id string) error {
+	if !runIDPattern.MatchString(id) {
+		return fmt.Errorf("run id %q: want 1-64 characters of [A-Za-z0-9_-]", id)
+	}
+	return nil
+}
+
+// The distributions image-token log-probs can be recorded and trained under.
+const (
+	ImageLogpGuided      = "guided"
+	ImageLogpConditional = "conditional"
+)
+
+// ValidImageLogp reports whether s names an image log-prob distribution ("" means guided).
+func ValidImageLogp(s string) bool {
+	return s == "" || s == ImageLogpGuided || s == ImageLogpConditional
+}
+
+// Overlay copies the flags of Config.Flags that were set on fs onto cfg, so a file's values hold
+// unless a flag names them.
+func Overlay(fs *pflag.FlagSet, cfg *Config) error {
+	scratch := pflag.NewFlagSet("config", pflag.ContinueOnError)
+	tmp := *cfg
+	tmp.Flags(scratch)
+	var err error
+	fs.Visit(func(fl *pflag.Flag) {
+		if err != nil {
+			return
+		}
+		if sf := scratch.Lookup(fl.Name); sf != nil {
+			if e := sf.Value.Set(fl.Value.String()); e != nil {
+				err = fmt.Errorf("flag --%s: %w", fl.Name, e)
+			}
+		}
+	})
+	if err != nil {
+		return err
+	}
+	*cfg = tmp
+	return nil
+}

@@ -1,4 +1,4 @@
-package runconfig
+package config
 
 import (
 	"os"

@@ -1,4 +1,4 @@
-package runconfig
+package startup
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/store"
 )
@@ -23,7 +24,7 @@ import (
 // logger, a context that SIGINT or SIGTERM cancels, the compute backend and a JetStream
 // connection named after the process. Close releases them (and a store opened with OpenStore).
 type Role struct {
-	Config  Config
+	Config  config.Config
 	Log     zerolog.Logger
 	Ctx     context.Context
 	Backend backends.Backend
