@@ -14,7 +14,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/trainer"
+	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -22,7 +22,7 @@ func newAlignmentCmd() *cobra.Command {
 	var (
 		policy, models, codebook, promptFile, jsonOut, backend, expertConfig string
 		o                                                                    = evaluate.Options{LimitPerType: 12, G: 8, Seed: 1, CFGWeight: 3}
-		tieSpread                                                            = trainer.DefaultMinSpread
+		tieSpread                                                            = reward.TieSpread
 		lf                                                                   logFlags
 	)
 	cmd := &cobra.Command{

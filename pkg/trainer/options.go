@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 
+	"github.com/bicot-rl/bicot/pkg/reward"
+
 	"github.com/bicot-rl/bicot/pkg/config"
 
 	"github.com/bicot-rl/bicot/pkg/grpo"
@@ -19,9 +21,8 @@ import (
 // not drift away from (docs/learner.md).
 const DefaultLR = 1e-4
 
-// DefaultMinSpread is Options.MinSpread's default: groups whose rewards span less than this
-// count as tied. docs/learner.md has the measurement behind it.
-const DefaultMinSpread = 0.05
+// DefaultMinSpread is Options.MinSpread's default, reward.TieSpread.
+const DefaultMinSpread = reward.TieSpread
 
 // DefaultBatchSize is the padded number of sequences per step: 4 prompts x G = 8, the rollout
 // shape of design section 6b.
