@@ -192,7 +192,7 @@ func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, 
 		return fmt.Errorf("raft leader: %w", err)
 	}
 	log.Info().Str("leader", leader).Msg("raft cluster up")
-	c, err := coordinator.New(js, coordinator.Options{Config: cfg, Prompts: ps, Node: node, HTTPAddr: httpAddr, Log: log})
+	c, err := coordinator.New(ctx, coordinator.Deps{JS: js, Node: node, Prompts: ps, HTTPAddr: httpAddr, Log: log}, cfg)
 	if err != nil {
 		return err
 	}

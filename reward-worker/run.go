@@ -36,8 +36,7 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		w, err := rewardworker.New(r.JS, rewardworker.Options{Run: cfg.RunID, ID: cli.ID, Ensemble: ens, Codebook: cb, Heartbeat: cfg.Wire.Heartbeat.D(),
-			Log: r.Log, Consume: r.Consume(cfg.Wire.RewardFetchers)})
+		w, err := rewardworker.New(r.Ctx, rewardworker.Deps{ID: cli.ID, JS: r.JS, Ensemble: ens, Codebook: cb, Log: r.Log}, cfg)
 		if err != nil {
 			return err
 		}

@@ -37,8 +37,7 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		w, err := rolloutworker.New(r.JS, rolloutworker.Options{Run: cfg.RunID, ID: cli.ID, Backend: r.Backend, Store: st, Codebook: cb,
-			AttachPNG: cfg.Sampling.AttachPNG, Heartbeat: cfg.Wire.Heartbeat.D(), Log: r.Log, Consume: r.Consume(cfg.Wire.RolloutFetchers)})
+		w, err := rolloutworker.New(r.Ctx, rolloutworker.Deps{ID: cli.ID, JS: r.JS, Backend: r.Backend, Store: st, Codebook: cb, Log: r.Log}, cfg)
 		if err != nil {
 			return err
 		}

@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 // Handler processes one message. It publishes its output (waiting for the PubAck) before
@@ -329,4 +331,11 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
+}
+
+// ConsumeFrom is a pool's consumer settings from the run config's wire section, with fetchers
+// pull loops in this process: every role derives them here, in laptop mode and in the cluster.
+func ConsumeFrom(w config.Wire, fetchers int) ConsumeOptions {
+	return ConsumeOptions{Fetchers: fetchers, AckWait: w.AckWait.D(), MaxDeliver: w.MaxDeliver,
+		RetryDelay: w.RetryDelay.D(), PollWait: w.PollWait.D()}
 }

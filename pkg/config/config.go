@@ -48,6 +48,16 @@ type Wire struct {
 	RewardFetchers  int `yaml:"reward_fetchers" json:"reward_fetchers"`
 	// Heartbeat: how often workers report to the coordinator.
 	Heartbeat Duration `yaml:"heartbeat" json:"heartbeat"`
+	// RetryDelay before a failed message is redelivered, doubled on each further delivery up to
+	// AckWait.
+	RetryDelay Duration `yaml:"retry_delay" json:"retry_delay"`
+	// PollWait bounds one pull of a pool's consumer; an idle pull simply starts the next one.
+	PollWait Duration `yaml:"poll_wait" json:"poll_wait"`
+	// PolicyWait bounds how long a rollout worker waits for a task's policy version to be
+	// announced before it hands the task back.
+	PolicyWait Duration `yaml:"policy_wait" json:"policy_wait"`
+	// DispatchTick is how often the coordinator checks what to dispatch and re-dispatch.
+	DispatchTick Duration `yaml:"dispatch_tick" json:"dispatch_tick"`
 }
 
 // Retention keeps the newest KeepLast checkpoints and the KeepBest best by Metric (a manifest
@@ -188,7 +198,8 @@ func Default() Config {
 		Experts:           "models/experts",
 		RedispatchAfter:   Duration(10 * time.Minute),
 		Wire: Wire{AckWait: Duration(60 * time.Second), MaxDeliver: 5, RolloutFetchers: 1, RewardFetchers: 2,
-			Heartbeat: Duration(5 * time.Second)},
+			Heartbeat: Duration(5 * time.Second), RetryDelay: Duration(time.Second), PollWait: Duration(30 * time.Second),
+			PolicyWait: Duration(10 * time.Minute), DispatchTick: Duration(200 * time.Millisecond)},
 		Eval: Eval{Prompts: "data/prompts/eval.jsonl", LimitPerType: 4, G: 2},
 	}
 }
@@ -324,6 +335,18 @@ func (c Config) Validate() error {
 	}
 	if w.Heartbeat.D() <= 0 {
 		bad("wire.heartbeat %v: want > 0", w.Heartbeat.D())
+	}
+	if w.RetryDelay.D() <= 0 {
+		bad("wire.retry_delay %v: want > 0", w.RetryDelay.D())
+	}
+	if w.PollWait.D() < 100*time.Millisecond {
+		bad("wire.poll_wait %v: want >= 100ms", w.PollWait.D())
+	}
+	if w.PolicyWait.D() <= 0 {
+		bad("wire.policy_wait %v: want > 0", w.PolicyWait.D())
+	}
+	if w.DispatchTick.D() <= 0 {
+		bad("wire.dispatch_tick %v: want > 0", w.DispatchTick.D())
 	}
 	if c.Eval.LimitPerType < 0 {
 		bad("eval.limit_per_type %d: want >= 0", c.Eval.LimitPerType)

@@ -58,16 +58,18 @@ type StateNode interface {
 	IsLeader() bool
 }
 
-// Options configure a coordinator.
-type Options struct {
-	Config  config.Config
+// Deps are what a coordinator is given: its connection, its replica of the run state, the run's
+// prompts and where to serve. Everything else comes from the run config, so laptop mode and the
+// coordinator binary, which both call New, cannot configure it differently.
+type Deps struct {
+	JS jetstream.JetStream
+	// Node is this coordinator's run-state replica (a raft node).
+	Node StateNode
+	// Prompts are the run's prompt file (cfg.Prompts), read by the caller.
 	Prompts []prompts.Prompt
-	Node    StateNode
 	// HTTPAddr serves the status API ("" = none; port 0 picks one, see Addr).
 	HTTPAddr string
-	// Tick is how often dispatch and re-dispatch are checked (default 200 ms).
-	Tick time.Duration
-	Log  zerolog.Logger
+	Log      zerolog.Logger
 }
 
 // WorkerInfo is what the coordinator knows of a worker from its events.
@@ -83,11 +85,12 @@ type WorkerInfo struct {
 
 // Coordinator runs one run.
 type Coordinator struct {
-	o    Options
-	cfg  config.Config
-	js   jetstream.JetStream
-	topo bus.Topology
-	log  zerolog.Logger
+	o     Deps
+	every time.Duration // how often dispatch and re-dispatch are checked
+	cfg   config.Config
+	js    jetstream.JetStream
+	topo  bus.Topology
+	log   zerolog.Logger
 
 	mu          sync.Mutex
 	perms       map[int64][]int
@@ -104,9 +107,9 @@ type Coordinator struct {
 	gMet *prometheus.GaugeVec
 }
 
-// New checks the options and names the run's streams.
-func New(js jetstream.JetStream, o Options) (*Coordinator, error) {
-	c := o.Config
+// New checks the run config and dependencies and names the run's streams; Listen serves the API
+// and Run coordinates. ctx bounds set-up (none today: Run creates the streams).
+func New(_ context.Context, o Deps, c config.Config) (*Coordinator, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -124,14 +127,11 @@ func New(js jetstream.JetStream, o Options) (*Coordinator, error) {
 	if o.Node == nil {
 		return nil, errors.New("coordinator: run-state node is required")
 	}
-	if o.Tick <= 0 {
-		o.Tick = 200 * time.Millisecond
-	}
 	topo, err := bus.NewTopology(c.RunID)
 	if err != nil {
 		return nil, err
 	}
-	co := &Coordinator{o: o, cfg: c, js: js, topo: topo, log: log,
+	co := &Coordinator{o: o, every: c.Wire.DispatchTick.D(), cfg: c, js: o.JS, topo: topo, log: log,
 		perms: map[int64][]int{}, workers: map[string]*WorkerInfo{}, lastMetrics: map[string]float64{}, done: make(chan struct{})}
 	co.initMetrics()
 	return co, nil
@@ -237,7 +237,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 			c.log.Error().Err(err).Msg("event consumer stopped")
 		}
 	}()
-	t := time.NewTicker(c.o.Tick)
+	t := time.NewTicker(c.every)
 	defer t.Stop()
 	lastExpire := time.Now()
 	leading := false

@@ -32,11 +32,11 @@ func TestPromptOrderIsAShuffledPermutationPerEpoch(t *testing.T) {
 	cfg := config.Default()
 	cfg.RunID, cfg.PromptsPerStep = "order", 4
 	ps := testPrompts(t, 20)
-	c, err := New(nil, Options{Config: cfg, Prompts: ps, Node: &runstate.Node{}})
+	c, err := New(context.Background(), Deps{Prompts: ps, Node: &runstate.Node{}}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2, _ := New(nil, Options{Config: cfg, Prompts: ps, Node: &runstate.Node{}})
+	c2, _ := New(context.Background(), Deps{Prompts: ps, Node: &runstate.Node{}}, cfg)
 	var e0, e1 []string
 	seen := map[string]bool{}
 	for i := range int64(20) {
@@ -79,7 +79,8 @@ func TestRedispatchAndStepDone(t *testing.T) {
 	cfg := config.Default()
 	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.PromptsPerTask, cfg.GroupSize = "rd", 1, 2, 2, 4
 	cfg.RedispatchAfter = config.Duration(400 * time.Millisecond)
-	c, err := New(js, Options{Config: cfg, Prompts: testPrompts(t, 10), Node: node, HTTPAddr: "127.0.0.1:0", Tick: 50 * time.Millisecond, Log: zerolog.Nop()})
+	cfg.Wire.DispatchTick = config.Duration(50 * time.Millisecond)
+	c, err := New(ctx, Deps{JS: js, Prompts: testPrompts(t, 10), Node: node, HTTPAddr: "127.0.0.1:0", Log: zerolog.Nop()}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,14 +177,14 @@ func TestPromptsOutsideTheVocabularyAreSkipped(t *testing.T) {
 	ps = append(ps, prompts.Prompt{Prompt: "a photo of a zebra", TaskType: prompts.Object})
 	cfg := config.Default()
 	cfg.RunID, cfg.PromptsPerStep = "vocab", 2
-	c, err := New(nil, Options{Config: cfg, Prompts: ps, Node: &runstate.Node{}})
+	c, err := New(context.Background(), Deps{Prompts: ps, Node: &runstate.Node{}}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(c.o.Prompts) != 5 {
 		t.Errorf("kept %d prompts, want the 5 encodable ones", len(c.o.Prompts))
 	}
-	if _, err := New(nil, Options{Config: cfg, Prompts: ps[5:], Node: &runstate.Node{}}); err == nil {
+	if _, err := New(context.Background(), Deps{Prompts: ps[5:], Node: &runstate.Node{}}, cfg); err == nil {
 		t.Error("a file with no encodable prompt was accepted")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/natsd"
 
 	"github.com/rs/zerolog"
@@ -60,6 +61,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 	e := testEnv(t)
 	c := testConfig(t, 4)
 	c.RunID = "ha3"
+	c.Wire.DispatchTick, c.Wire.PollWait = config.Duration(50*time.Millisecond), config.Duration(2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	log := zerolog.Nop()
@@ -123,7 +125,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 			t.Fatal(err)
 		}
 		conns = append(conns, nc.Close)
-		co, err := coordinator.New(cjs, coordinator.Options{Config: c, Prompts: ps, Node: n.node, HTTPAddr: "127.0.0.1:0", Tick: 50 * time.Millisecond, Log: log})
+		co, err := coordinator.New(ctx, coordinator.Deps{JS: cjs, Node: n.node, Prompts: ps, HTTPAddr: "127.0.0.1:0", Log: log}, c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,8 +172,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	conns = append(conns, nc.Close)
-	rw, err := rolloutworker.New(rjs, rolloutworker.Options{Run: c.RunID, ID: "rollout-0", Backend: e.backend, Store: st, Consume: consume,
-		Heartbeat: c.Wire.Heartbeat.D(), Log: log})
+	rw, err := rolloutworker.New(ctx, rolloutworker.Deps{ID: "rollout-0", JS: rjs, Backend: e.backend, Store: st, Log: log}, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,8 +181,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	conns = append(conns, nc.Close)
-	sw, err := rewardworker.New(sjs, rewardworker.Options{Run: c.RunID, ID: "reward-0", Ensemble: e.ens, Codebook: e.cb, Consume: consume,
-		Heartbeat: c.Wire.Heartbeat.D(), Log: log})
+	sw, err := rewardworker.New(ctx, rewardworker.Deps{ID: "reward-0", JS: sjs, Ensemble: e.ens, Codebook: e.cb, Log: log}, c)
 	if err != nil {
 		t.Fatal(err)
 	}

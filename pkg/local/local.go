@@ -105,12 +105,12 @@ type Cluster struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu       sync.Mutex
-	conns    []*nats.Conn
-	rollouts []*rolloutworker.Worker
-	scorers  []*rewardworker.Worker
-	errs     []error
-	learnErr chan error
+	mu             sync.Mutex
+	conns          []*nats.Conn
+	rolloutWorkers []*rolloutworker.Worker
+	rewardWorkers  []*rewardworker.Worker
+	errs           []error
+	learnErr       chan error
 }
 
 // Start brings every role up and returns while the run proceeds.
@@ -211,7 +211,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Coordinator, err = coordinator.New(js, coordinator.Options{Config: cfg, Prompts: ps, Node: c.node, HTTPAddr: o.HTTPAddr, Log: c.log}); err != nil {
+	if c.Coordinator, err = coordinator.New(c.ctx, coordinator.Deps{JS: js, Node: c.node, Prompts: ps, HTTPAddr: o.HTTPAddr, Log: c.log}, cfg); err != nil {
 		return nil, err
 	}
 	if err := c.Coordinator.Listen(); err != nil {
@@ -242,12 +242,12 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		c.learnErr <- c.Learner.Run(c.ctx)
 	}()
 	for range o.RolloutWorkers {
-		if _, err := c.AddRollout(); err != nil {
+		if _, err := c.AddRolloutWorker(); err != nil {
 			return nil, err
 		}
 	}
 	for range o.RewardWorkers {
-		if _, err := c.AddScorer(); err != nil {
+		if _, err := c.AddRewardWorker(); err != nil {
 			return nil, err
 		}
 	}
@@ -298,43 +298,41 @@ type bytesBuffer struct{ data []byte }
 
 func (b *bytesBuffer) Write(p []byte) (int, error) { b.data = append(b.data, p...); return len(p), nil }
 
-// AddRollout starts one more rollout worker (workers may join at any time).
-func (c *Cluster) AddRollout() (*rolloutworker.Worker, error) {
+// AddRolloutWorker starts one more rollout worker (workers may join at any time).
+func (c *Cluster) AddRolloutWorker() (*rolloutworker.Worker, error) {
 	c.mu.Lock()
-	id := fmt.Sprintf("rollout-%d", len(c.rollouts))
+	id := fmt.Sprintf("rollout-%d", len(c.rolloutWorkers))
 	c.mu.Unlock()
 	js, err := c.connect(id)
 	if err != nil {
 		return nil, err
 	}
-	w, err := rolloutworker.New(js, rolloutworker.Options{Run: c.cfg.RunID, ID: id, Backend: c.backend, Store: c.st, Codebook: c.cb,
-		AttachPNG: c.cfg.Sampling.AttachPNG, Consume: c.consume(c.cfg.Wire.RolloutFetchers), Heartbeat: c.cfg.Wire.Heartbeat.D(), Log: c.log})
+	w, err := rolloutworker.New(c.ctx, rolloutworker.Deps{ID: id, JS: js, Backend: c.backend, Store: c.st, Codebook: c.cb, Log: c.log}, c.cfg)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.rollouts = append(c.rollouts, w)
+	c.rolloutWorkers = append(c.rolloutWorkers, w)
 	c.mu.Unlock()
 	c.goRun(id, w.Run)
 	return w, nil
 }
 
-// AddScorer starts one more reward worker.
-func (c *Cluster) AddScorer() (*rewardworker.Worker, error) {
+// AddRewardWorker starts one more reward worker.
+func (c *Cluster) AddRewardWorker() (*rewardworker.Worker, error) {
 	c.mu.Lock()
-	id := fmt.Sprintf("reward-%d", len(c.scorers))
+	id := fmt.Sprintf("reward-%d", len(c.rewardWorkers))
 	c.mu.Unlock()
 	js, err := c.connect(id)
 	if err != nil {
 		return nil, err
 	}
-	w, err := rewardworker.New(js, rewardworker.Options{Run: c.cfg.RunID, ID: id, Ensemble: c.ens, Codebook: c.cb,
-		Consume: c.consume(c.cfg.Wire.RewardFetchers), Heartbeat: c.cfg.Wire.Heartbeat.D(), Log: c.log})
+	w, err := rewardworker.New(c.ctx, rewardworker.Deps{ID: id, JS: js, Ensemble: c.ens, Codebook: c.cb, Log: c.log}, c.cfg)
 	if err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	c.scorers = append(c.scorers, w)
+	c.rewardWorkers = append(c.rewardWorkers, w)
 	c.mu.Unlock()
 	c.goRun(id, w.Run)
 	return w, nil
@@ -388,10 +386,10 @@ func (c *Cluster) Result() Result {
 	cancel()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, w := range c.rollouts {
+	for _, w := range c.rolloutWorkers {
 		r.Rollout = append(r.Rollout, w.Stats())
 	}
-	for _, w := range c.scorers {
+	for _, w := range c.rewardWorkers {
 		r.Scored = append(r.Scored, w.Scored())
 	}
 	return r

@@ -283,7 +283,7 @@ func TestRolloutWorkerJoinsMidRun(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	late, err := cl.AddRollout()
+	late, err := cl.AddRolloutWorker()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,22 +34,33 @@ type Scorer interface {
 	Score(ctx context.Context, items []reward.Item) ([]reward.Scores, error)
 }
 
-// Options configure a worker.
-type Options struct {
-	Run string
-	ID  string
-	// Ensemble computes the rewards.
+// Deps are what a reward worker is given: its name, connection, experts and codebook.
+// Everything else comes from the run config, so laptop mode and the reward-worker binary, which
+// both call New, cannot configure it differently.
+type Deps struct {
+	// ID names the worker in events.
+	ID string
+	JS jetstream.JetStream
+	// Ensemble computes the rewards (experts.BuildEnsemble builds the run's).
 	Ensemble Scorer
 	// Codebook decodes image tokens (samples without a PNG).
+	Codebook *vq.Codebook
+	Log      zerolog.Logger
+}
+
+// options are the worker's settings, derived from Deps and the run config by New.
+type options struct {
+	Run       string
+	ID        string
+	Ensemble  Scorer
 	Codebook  *vq.Codebook
 	Consume   bus.ConsumeOptions
 	Heartbeat time.Duration
-	Log       zerolog.Logger
 }
 
 // Worker scores samples.
 type Worker struct {
-	o   Options
+	o   options
 	js  jetstream.JetStream
 	rep *bus.Reporter
 	log zerolog.Logger
@@ -57,19 +68,22 @@ type Worker struct {
 	scored atomic.Int64
 }
 
-// New returns a worker; Run starts it.
-func New(js jetstream.JetStream, o Options) (*Worker, error) {
-	if err := config.ValidateRunID(o.Run); err != nil {
+// New returns a worker of the run cfg; Run starts it. ctx bounds set-up (none today: the streams
+// are ensured by Run).
+func New(_ context.Context, d Deps, cfg config.Config) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("reward worker: %w", err)
 	}
-	if o.ID == "" || o.Ensemble == nil || o.Codebook == nil {
-		return nil, errors.New("reward worker: id, ensemble and codebook are required")
+	if err := config.ValidateRunID(cfg.RunID); err != nil {
+		return nil, fmt.Errorf("reward worker: %w", err)
 	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = 5 * time.Second
+	if d.ID == "" || d.JS == nil || d.Ensemble == nil || d.Codebook == nil {
+		return nil, errors.New("reward worker: id, JetStream, ensemble and codebook are required")
 	}
-	log := logging.Component(o.Log, "reward").With().Str("worker", o.ID).Logger()
-	return &Worker{o: o, js: js, log: log, rep: bus.NewReporter(js, o.Run, o.ID, bus.RoleReward, log)}, nil
+	o := options{Run: cfg.RunID, ID: d.ID, Ensemble: d.Ensemble, Codebook: d.Codebook,
+		Consume: bus.ConsumeFrom(cfg.Wire, cfg.Wire.RewardFetchers), Heartbeat: cfg.Wire.Heartbeat.D()}
+	log := logging.Component(d.Log, "reward").With().Str("worker", o.ID).Logger()
+	return &Worker{o: o, js: d.JS, log: log, rep: bus.NewReporter(d.JS, o.Run, o.ID, bus.RoleReward, log)}, nil
 }
 
 // Scored is how many samples this worker scored.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/bus/bustest"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -51,8 +52,10 @@ func TestInvalidRewardIsNeverZero(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(js, Options{Run: "nan", ID: "r1", Ensemble: ens, Codebook: cb, Log: zerolog.Nop(),
-		Consume: bus.ConsumeOptions{MaxDeliver: 2, RetryDelay: 10 * time.Millisecond, PollWait: 200 * time.Millisecond}})
+	cfg := config.Default()
+	cfg.RunID, cfg.Wire.MaxDeliver = "nan", 2
+	cfg.Wire.RetryDelay, cfg.Wire.PollWait = config.Duration(10*time.Millisecond), config.Duration(200*time.Millisecond)
+	w, err := New(ctx, Deps{ID: "r1", JS: js, Ensemble: ens, Codebook: cb, Log: zerolog.Nop()}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/natsd"
 
 	"github.com/gomlx/gomlx/backends"
@@ -85,8 +86,9 @@ func drainOnce(b *testing.B, backend backends.Backend, run string, workers, task
 	}
 	ws := make([]*rolloutworker.Worker, workers)
 	for i := range ws {
-		ws[i], err = rolloutworker.New(js, rolloutworker.Options{Run: run, ID: fmt.Sprintf("w%d", i), Backend: backend, Store: st,
-			Log: zerolog.Nop(), Consume: bus.ConsumeOptions{PollWait: 200 * time.Millisecond}})
+		cfg := config.Default()
+		cfg.RunID, cfg.Wire.PollWait = run, config.Duration(200*time.Millisecond)
+		ws[i], err = rolloutworker.New(ctx, rolloutworker.Deps{ID: fmt.Sprintf("w%d", i), JS: js, Backend: backend, Store: st, Log: zerolog.Nop()}, cfg)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -37,21 +37,31 @@ import (
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
-// Options configure a worker.
-type Options struct {
-	Run string
+// Deps are what a rollout worker is given: its name, connection, compute and storage. Everything
+// else comes from the run config, so laptop mode and the rollout-worker binary, which both call
+// New, cannot configure it differently.
+type Deps struct {
 	// ID names the worker in events and samples.
 	ID      string
+	JS      jetstream.JetStream
 	Backend backends.Backend
 	Store   store.Store
-	// Codebook decodes images when AttachPNG is set.
-	Codebook  *vq.Codebook
-	AttachPNG bool
-	Consume   bus.ConsumeOptions
-	Heartbeat time.Duration
-	// PolicyWait bounds waiting for a task's policy version to be announced (default 10 min).
+	// Codebook decodes images for sampling.attach_png (unused otherwise).
+	Codebook *vq.Codebook
+	Log      zerolog.Logger
+}
+
+// options are the worker's settings, derived from Deps and the run config by New.
+type options struct {
+	Run        string
+	ID         string
+	Backend    backends.Backend
+	Store      store.Store
+	Codebook   *vq.Codebook
+	AttachPNG  bool
+	Consume    bus.ConsumeOptions
+	Heartbeat  time.Duration
 	PolicyWait time.Duration
-	Log        zerolog.Logger
 }
 
 // Stats count a worker's work.
@@ -64,7 +74,7 @@ type Stats struct {
 
 // Worker samples BatchTasks.
 type Worker struct {
-	o      Options
+	o      options
 	js     jetstream.JetStream
 	vocab  *tokenizer.Vocab
 	cache  *ckpt.WeightCache
@@ -81,26 +91,27 @@ type Worker struct {
 	samples atomic.Int64
 }
 
-// New returns a worker; Run starts it.
-func New(js jetstream.JetStream, o Options) (*Worker, error) {
-	if err := config.ValidateRunID(o.Run); err != nil {
+// New returns a worker of the run cfg; Run starts it. ctx bounds set-up (none today: the streams
+// are ensured by Run).
+func New(_ context.Context, d Deps, cfg config.Config) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("rollout: %w", err)
 	}
-	if o.ID == "" || o.Backend == nil || o.Store == nil {
-		return nil, errors.New("rollout: worker id, backend and store are required")
+	if err := config.ValidateRunID(cfg.RunID); err != nil {
+		return nil, fmt.Errorf("rollout: %w", err)
 	}
-	if o.AttachPNG && o.Codebook == nil {
-		return nil, errors.New("rollout: attach_png needs a codebook")
+	if d.ID == "" || d.JS == nil || d.Backend == nil || d.Store == nil {
+		return nil, errors.New("rollout: worker id, JetStream, backend and store are required")
 	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = 5 * time.Second
+	if cfg.Sampling.AttachPNG && d.Codebook == nil {
+		return nil, errors.New("rollout: sampling.attach_png needs a codebook")
 	}
-	if o.PolicyWait <= 0 {
-		o.PolicyWait = 10 * time.Minute
-	}
-	log := logging.Component(o.Log, "rollout").With().Str("worker", o.ID).Logger()
-	w := &Worker{o: o, js: js, vocab: tokenizer.New(), cache: ckpt.NewWeightCache(o.Store), log: log,
-		rep: bus.NewReporter(js, o.Run, o.ID, bus.RoleRollout, log)}
+	o := options{Run: cfg.RunID, ID: d.ID, Backend: d.Backend, Store: d.Store, Codebook: d.Codebook,
+		AttachPNG: cfg.Sampling.AttachPNG, Consume: bus.ConsumeFrom(cfg.Wire, cfg.Wire.RolloutFetchers),
+		Heartbeat: cfg.Wire.Heartbeat.D(), PolicyWait: cfg.Wire.PolicyWait.D()}
+	log := logging.Component(d.Log, "rollout").With().Str("worker", o.ID).Logger()
+	w := &Worker{o: o, js: d.JS, vocab: tokenizer.New(), cache: ckpt.NewWeightCache(o.Store), log: log,
+		rep: bus.NewReporter(d.JS, o.Run, o.ID, bus.RoleRollout, log)}
 	w.policy = &policyLoader{w: w, seen: map[int64]bus.PolicyAnnounce{}}
 	return w, nil
 }

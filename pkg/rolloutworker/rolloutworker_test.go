@@ -15,6 +15,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/bus/bustest"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -81,8 +82,9 @@ func TestSamplesAreDeterministicPerKey(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		w, err := rolloutworker.New(js, rolloutworker.Options{Run: run, ID: "w-" + run, Backend: backend, Store: st, Log: zerolog.Nop(),
-			Consume: bus.ConsumeOptions{PollWait: 200 * time.Millisecond}})
+		cfg := config.Default()
+		cfg.RunID, cfg.Wire.PollWait = run, config.Duration(200*time.Millisecond)
+		w, err := rolloutworker.New(ctx, rolloutworker.Deps{ID: "w-" + run, JS: js, Backend: backend, Store: st, Log: zerolog.Nop()}, cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
