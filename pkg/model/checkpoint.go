@@ -2,16 +2,11 @@ package model
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
-	"sort"
 	"strings"
 
 	"github.com/gomlx/gomlx/backends"
@@ -19,15 +14,15 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/shapes"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
+
+	"github.com/bicot-rl/bicot/pkg/tensorfile"
 )
 
-// Checkpoints are safetensors files, written here by hand: an 8-byte little-endian header length,
-// a JSON header mapping each tensor name to {dtype, shape, data_offsets}, then the raw
-// little-endian data. The header's __metadata__ holds the format name, the model config (JSON)
-// and the sha256 of the data section, so a checkpoint describes itself and corruption is caught.
-// Tensor names are the gomlx variable paths without the leading "/" (e.g.
-// "policy/layer_0/attn/query/dense/weights"); optimizer state, when saved, sits beside them
-// (e.g. "AdamOptimizer/...", "optimizers/learning_rate").
+// Checkpoints are safetensors files (pkg/tensorfile). The header's __metadata__ holds the format
+// name, the model config (JSON) and the sha256 of the data section, so a checkpoint describes
+// itself and corruption is caught. Tensor names are the gomlx variable paths without the leading
+// "/" (e.g. "policy/layer_0/attn/query/dense/weights"); optimizer state, when saved, sits beside
+// them (e.g. "AdamOptimizer/...", "optimizers/learning_rate").
 
 // CheckpointFormat names the metadata layout of policy checkpoints.
 const CheckpointFormat = "bicot-policy/1"
@@ -39,76 +34,87 @@ type SaveOptions struct {
 	Optimizer bool
 }
 
-type stEntry struct {
-	DType       string `json:"dtype"`
-	Shape       []int  `json:"shape"`
-	DataOffsets [2]int `json:"data_offsets"`
+// fileDType is the safetensors name of the gomlx dtypes a checkpoint may hold.
+func fileDType(d dtypes.DType) (tensorfile.DType, bool) {
+	switch d {
+	case dtypes.Float32:
+		return tensorfile.F32, true
+	case dtypes.Float64:
+		return tensorfile.F64, true
+	case dtypes.Int32:
+		return tensorfile.I32, true
+	case dtypes.Int64:
+		return tensorfile.I64, true
+	case dtypes.Uint64:
+		return tensorfile.U64, true
+	case dtypes.Uint32:
+		return tensorfile.U32, true
+	case dtypes.Uint8:
+		return tensorfile.U8, true
+	case dtypes.Int8:
+		return tensorfile.I8, true
+	}
+	return "", false
 }
 
-var stDTypes = map[dtypes.DType]string{
-	dtypes.Float32: "F32", dtypes.Float64: "F64", dtypes.Int32: "I32", dtypes.Int64: "I64",
-	dtypes.Uint64: "U64", dtypes.Uint32: "U32", dtypes.Uint8: "U8", dtypes.Int8: "I8",
-}
-
-func stDType(name string) (dtypes.DType, bool) {
-	for d, n := range stDTypes {
-		if n == name {
-			return d, true
-		}
+// modelDType is the inverse of fileDType.
+func modelDType(d tensorfile.DType) (dtypes.DType, bool) {
+	switch d {
+	case tensorfile.F32:
+		return dtypes.Float32, true
+	case tensorfile.F64:
+		return dtypes.Float64, true
+	case tensorfile.I32:
+		return dtypes.Int32, true
+	case tensorfile.I64:
+		return dtypes.Int64, true
+	case tensorfile.U64:
+		return dtypes.Uint64, true
+	case tensorfile.U32:
+		return dtypes.Uint32, true
+	case tensorfile.U8:
+		return dtypes.Uint8, true
+	case tensorfile.I8:
+		return dtypes.Int8, true
 	}
 	return dtypes.InvalidDType, false
 }
 
 // Save writes the checkpoint.
 func (m *Model) Save(w io.Writer, opts SaveOptions) error {
-	var vars []*context.Variable
+	f := &tensorfile.File{}
 	for v := range m.Ctx.IterVariables() {
-		if isPolicyVar(v) || opts.Optimizer {
-			vars = append(vars, v)
+		if !isPolicyVar(v) && !opts.Optimizer {
+			continue
 		}
-	}
-	sort.Slice(vars, func(i, j int) bool { return vars[i].ScopeAndName() < vars[j].ScopeAndName() })
-	header := map[string]any{}
-	var data bytes.Buffer
-	for _, v := range vars {
 		t, err := v.Value()
 		if err != nil {
 			return fmt.Errorf("save checkpoint: variable %s: %w", v.ScopeAndName(), err)
 		}
-		dt, ok := stDTypes[t.DType()]
+		dt, ok := fileDType(t.DType())
 		if !ok {
 			return fmt.Errorf("save checkpoint: variable %s: dtype %s has no safetensors name", v.ScopeAndName(), t.DType())
 		}
-		start := data.Len()
-		if err := t.ConstBytes(func(b []byte) { data.Write(b) }); err != nil {
+		var data []byte
+		if err := t.ConstBytes(func(b []byte) { data = bytes.Clone(b) }); err != nil {
 			return fmt.Errorf("save checkpoint: variable %s: %w", v.ScopeAndName(), err)
 		}
-		header[strings.TrimPrefix(v.ScopeAndName(), "/")] = stEntry{DType: dt, Shape: slices.Clone(t.Shape().Dimensions), DataOffsets: [2]int{start, data.Len()}}
+		// Scalars' dimensions are nil, written as "shape":null: kept so that optimizer checkpoints
+		// keep the bytes they always had.
+		f.Tensors = append(f.Tensors, tensorfile.Tensor{Name: strings.TrimPrefix(v.ScopeAndName(), "/"), DType: dt,
+			Shape: t.Shape().Dimensions, Data: data})
 	}
 	cfg, err := json.Marshal(m.Config)
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(data.Bytes())
-	header["__metadata__"] = map[string]string{
+	f.Metadata = map[string]string{
 		"format":    CheckpointFormat,
 		"config":    string(cfg),
-		"sha256":    hex.EncodeToString(sum[:]),
 		"optimizer": fmt.Sprint(opts.Optimizer),
 	}
-	hb, err := json.Marshal(header)
-	if err != nil {
-		return err
-	}
-	for len(hb)%8 != 0 {
-		hb = append(hb, ' ')
-	}
-	var lenBuf [8]byte
-	binary.LittleEndian.PutUint64(lenBuf[:], uint64(len(hb)))
-	for _, part := range [][]byte{lenBuf[:], hb, data.Bytes()} {
-		if _, err := w.Write(part); err != nil {
-			return fmt.Errorf("save checkpoint: %w", err)
-		}
+	if err := tensorfile.Write(w, f, tensorfile.Options{Checksum: true}); err != nil {
+		return fmt.Errorf("save checkpoint: %w", err)
 	}
 	return nil
 }
@@ -138,58 +144,32 @@ type Checkpoint struct {
 
 // ParseCheckpoint reads and verifies a checkpoint: header structure, checksum, dtypes and sizes.
 func ParseCheckpoint(b []byte) (*Checkpoint, error) {
-	if len(b) < 8 {
-		return nil, fmt.Errorf("checkpoint: %d bytes, too short for a safetensors header", len(b))
+	f, err := tensorfile.Parse(b, tensorfile.Options{Checksum: true})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	n := binary.LittleEndian.Uint64(b[:8])
-	if n > uint64(len(b)-8) {
-		return nil, fmt.Errorf("checkpoint: header length %d exceeds file size %d (truncated or not safetensors)", n, len(b))
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(b[8:8+n], &raw); err != nil {
-		return nil, fmt.Errorf("checkpoint: header is not valid JSON: %w", err)
-	}
-	data := b[8+n:]
-	var meta map[string]string
-	if err := json.Unmarshal(raw["__metadata__"], &meta); err != nil || meta == nil {
-		return nil, fmt.Errorf("checkpoint: missing or invalid __metadata__")
-	}
+	meta := f.Metadata
 	if meta["format"] != CheckpointFormat {
 		return nil, fmt.Errorf("checkpoint: format %q, want %q", meta["format"], CheckpointFormat)
 	}
-	sum := sha256.Sum256(data)
-	if got := hex.EncodeToString(sum[:]); got != meta["sha256"] {
-		return nil, fmt.Errorf("checkpoint: checksum mismatch: data sha256 %s, header says %s (file corrupt)", got, meta["sha256"])
-	}
-	ck := &Checkpoint{Optimizer: meta["optimizer"] == "true", Tensors: map[string]*tensors.Tensor{}}
+	ck := &Checkpoint{Optimizer: meta["optimizer"] == "true", Tensors: make(map[string]*tensors.Tensor, len(f.Tensors))}
 	if err := json.Unmarshal([]byte(meta["config"]), &ck.Config); err != nil {
 		return nil, fmt.Errorf("checkpoint: config in metadata: %w", err)
 	}
 	if err := ck.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	for name, msg := range raw {
-		if name == "__metadata__" {
-			continue
-		}
-		var e stEntry
-		if err := json.Unmarshal(msg, &e); err != nil {
-			return nil, fmt.Errorf("checkpoint: tensor %s: %w", name, err)
-		}
-		dt, ok := stDType(e.DType)
+	for _, ft := range f.Tensors {
+		dt, ok := modelDType(ft.DType)
 		if !ok {
-			return nil, fmt.Errorf("checkpoint: tensor %s: unsupported dtype %q", name, e.DType)
+			return nil, fmt.Errorf("checkpoint: tensor %s: unsupported dtype %q", ft.Name, ft.DType)
 		}
-		shape := shapes.Make(dt, e.Shape...)
-		lo, hi := e.DataOffsets[0], e.DataOffsets[1]
-		if lo < 0 || hi < lo || hi > len(data) || hi-lo != int(shape.Memory()) {
-			return nil, fmt.Errorf("checkpoint: tensor %s: data offsets [%d,%d) do not fit shape %s in %d data bytes", name, lo, hi, shape, len(data))
+		// tensorfile checked that the data is exactly the shape's size.
+		t := tensors.FromShape(shapes.Make(dt, ft.Shape...))
+		if err := t.MutableBytes(func(dst []byte) { copy(dst, ft.Data) }); err != nil {
+			return nil, fmt.Errorf("checkpoint: tensor %s: %w", ft.Name, err)
 		}
-		t := tensors.FromShape(shape)
-		if err := t.MutableBytes(func(dst []byte) { copy(dst, data[lo:hi]) }); err != nil {
-			return nil, fmt.Errorf("checkpoint: tensor %s: %w", name, err)
-		}
-		ck.Tensors[name] = t
+		ck.Tensors[ft.Name] = t
 	}
 	return ck, nil
 }

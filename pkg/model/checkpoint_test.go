@@ -4,8 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"os"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/tensorfile"
 )
 
 func tinyBatch(t *testing.T, m *Model) Batch {
@@ -122,15 +127,35 @@ func rewriteHeader(t *testing.T, b []byte, edit func(h map[string]json.RawMessag
 	return append(append(out, hb...), b[8+n:]...)
 }
 
+// withoutTensor rewrites a checkpoint without one tensor, as a valid file: its data goes too,
+// since a header entry dropped alone would leave a gap that the format refuses.
+func withoutTensor(t *testing.T, b []byte, name string) []byte {
+	t.Helper()
+	f, err := tensorfile.Parse(b, tensorfile.Options{Checksum: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Tensors = slices.DeleteFunc(f.Tensors, func(t tensorfile.Tensor) bool { return t.Name == name })
+	out, err := tensorfile.Encode(f, tensorfile.Options{Checksum: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func TestCheckpointErrors(t *testing.T) {
 	m := tinyModel(t, 6)
 	good := saveBytes(t, m, SaveOptions{})
 	corrupt := bytes.Clone(good)
 	corrupt[len(corrupt)-3] ^= 0x40
 	const weight = "policy/layer_0/attn/query/dense/weights"
-	missing := rewriteHeader(t, good, func(h map[string]json.RawMessage) { delete(h, weight) })
+	missing := withoutTensor(t, good, weight)
 	reshaped := rewriteHeader(t, good, func(h map[string]json.RawMessage) {
-		var e stEntry
+		var e struct {
+			DType       string `json:"dtype"`
+			Shape       []int  `json:"shape"`
+			DataOffsets [2]int `json:"data_offsets"`
+		}
 		_ = json.Unmarshal(h[weight], &e)
 		e.Shape = []int{e.Shape[0] * e.Shape[1], e.Shape[2]} // same bytes, wrong shape
 		h[weight], _ = json.Marshal(e)
@@ -167,5 +192,55 @@ func TestCheckpointErrors(t *testing.T) {
 	}
 	if !bytes.Equal(saveBytes(t, m, SaveOptions{}), good) {
 		t.Fatal("failed load changed the weights")
+	}
+}
+
+// The committed base policy re-saves to the same bytes: the writer has not changed the format.
+func TestBaseCheckpointResavesIdentically(t *testing.T) {
+	want, err := os.ReadFile("../../models/base.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(backend, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := saveBytes(t, m, SaveOptions{}); !bytes.Equal(got, want) {
+		t.Fatalf("re-saved base checkpoint differs: %d bytes, file has %d", len(got), len(want))
+	}
+}
+
+// Optimizer checkpoints hold scalars (step counters, learning rate), which have always been
+// written with "shape":null; they must still be, and must load back as scalars.
+func TestOptimizerCheckpointScalars(t *testing.T) {
+	m := tinyModel(t, 7)
+	tr, err := m.NewTrainer(1e-2, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tr.Step(tinyBatch(t, m)); err != nil {
+		t.Fatal(err)
+	}
+	b := saveBytes(t, m, SaveOptions{Optimizer: true})
+	n := binary.LittleEndian.Uint64(b[:8])
+	if !bytes.Contains(b[8:8+n], []byte(`"shape":null`)) {
+		t.Fatal("no scalar written with a null shape")
+	}
+	ck, err := ParseCheckpoint(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scalars := 0
+	for _, tt := range ck.Tensors {
+		if tt.Shape().IsScalar() {
+			scalars++
+		}
+	}
+	if scalars == 0 {
+		t.Fatal("no scalar tensors parsed back")
 	}
 }
