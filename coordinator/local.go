@@ -1,11 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,15 +9,16 @@ import (
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/local"
 	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
 // newLocalCmd is `coordinator local`: the whole run in one process.
-func newLocalCmd() *cobra.Command {
+func newLocalCmd(p *startup.Process) *cobra.Command {
 	var (
-		configPath, out, logLevel, httpAddr string
-		rollouts, rewards, natsPort         int
-		noEval, noFallback                  bool
-		cfg                                 = laptopDefaults()
+		configPath, out, httpAddr   string
+		rollouts, rewards, natsPort int
+		noEval, noFallback          bool
+		cfg                         = laptopDefaults()
 	)
 	cmd := &cobra.Command{
 		Use:   "local",
@@ -31,11 +28,10 @@ func newLocalCmd() *cobra.Command {
 			"writes the run under <out>/<run-id>/ and prints the oracle evaluation of the final policy.\n" +
 			"Settings come from configs/local.yaml-style YAML (--config) with flags on top.",
 		Args: cobra.NoArgs,
+		// Progress lines go to stdout; the log stays quiet unless asked.
+		Annotations: map[string]string{startup.DefaultLogLevelAnnotation: "warn"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logging.New(logging.Options{Level: logLevel})
-			if err != nil {
-				return err
-			}
+			log := p.Log()
 			if configPath != "" {
 				base, err := config.Load(configPath)
 				if err != nil {
@@ -47,14 +43,13 @@ func newLocalCmd() *cobra.Command {
 				}
 				cfg = base
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
+			ctx := cmd.Context()
 			var fb *local.Fallbacks
 			if !noFallback {
 				fb = &local.Fallbacks{}
 			}
 			cfg.Eval.LimitPerType = max(cfg.Eval.LimitPerType, 0)
-			_, err = local.Run(ctx, local.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: out,
+			_, err := local.Run(ctx, local.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: out,
 				HTTPAddr: httpAddr, NATSPort: natsPort, Progress: cmd.OutOrStdout(), Fallbacks: fb, SkipEval: noEval,
 				Log: logging.Component(log, "local")})
 			if err != nil {
@@ -73,7 +68,6 @@ func newLocalCmd() *cobra.Command {
 	f.IntVar(&natsPort, "nats-port", 0, "embedded NATS port (0: any free port)")
 	f.BoolVar(&noEval, "no-eval", false, "skip the final oracle evaluation")
 	f.BoolVar(&noFallback, "no-fallback", false, "fail instead of using an untrained policy / quick experts when models are missing")
-	f.StringVar(&logLevel, "log-level", "warn", "log level (progress lines go to stdout)")
 	return cmd
 }
 

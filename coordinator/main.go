@@ -4,22 +4,16 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
+
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
-func main() {
-	root := &cobra.Command{
-		Use:           "coordinator",
-		Short:         "Coordinate a distributed BiCoT-GRPO run",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(promptsCmd(), newLocalCmd(), newRunCmd(), newNatsServerCmd(), newResumeCmd())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "coordinator:", err)
-		os.Exit(1)
-	}
+func main() { startup.Execute(newRoot()) }
+
+// newRoot is the binary's command tree (tests run it with their own arguments).
+func newRoot() *cobra.Command {
+	root, p := startup.NewRoot("coordinator", "Coordinate a distributed BiCoT-GRPO run")
+	root.AddCommand(promptsCmd(), newLocalCmd(p), newRunCmd(p), newNatsServerCmd(), newResumeCmd(p))
+	return root
 }

@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/url"
-	"os"
-	"os/signal"
 	"path"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/bicot-rl/bicot/pkg/startup"
 
@@ -49,15 +45,15 @@ func splitTarget(target string) (storeSpec, run string, err error) {
 }
 
 // newResumeCmd is `coordinator resume TARGET`: continue a run from its newest good checkpoint.
-func newResumeCmd() *cobra.Command {
+func newResumeCmd(p *startup.Process) *cobra.Command {
 	var (
-		httpAddr, logLevel string
-		rf                 raftFlags
-		keep, inProcess    bool
-		noFallback, reset  bool
-		rollouts, rewards  int
-		out                string
-		override           = config.Default()
+		httpAddr          string
+		rf                raftFlags
+		keep, inProcess   bool
+		noFallback, reset bool
+		rollouts, rewards int
+		out               string
+		override          = config.Default()
 	)
 	cmd := &cobra.Command{
 		Use:   "resume TARGET",
@@ -77,7 +73,6 @@ func newResumeCmd() *cobra.Command {
 	var natsURL string
 	f.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s) (not with --local)")
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", "status API address")
-	f.StringVar(&logLevel, "log-level", "info", "log level")
 	rf.register(f)
 	f.BoolVar(&keep, "keep-serving", false, "keep serving the status API after the run is done")
 	f.BoolVar(&inProcess, "local", false, "run every role in this process (embedded NATS)")
@@ -88,17 +83,12 @@ func newResumeCmd() *cobra.Command {
 	f.BoolVar(&noFallback, "no-fallback", false, "with --local: fail instead of using an untrained policy / quick experts when models are missing (as `coordinator local`)")
 	f.IntVar(&override.Steps, "steps", 0, "train until this many steps (default: the stored config's)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
-		log, err := logging.New(logging.Options{Level: logLevel})
-		if err != nil {
-			return err
-		}
-		log = logging.Component(log, "coordinator")
+		log := logging.Component(p.Log(), "coordinator")
 		storeSpec, run, err := splitTarget(args[0])
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
+		ctx := cmd.Context()
 		st, closeStore, err := startup.OpenStore(ctx, storeSpec, log)
 		if err != nil {
 			return err

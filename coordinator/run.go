@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/bicot-rl/bicot/pkg/startup"
@@ -121,7 +119,7 @@ func freePort(host string) (string, error) {
 }
 
 // newRunCmd is `coordinator run`: one coordinator of a run whose roles are separate processes.
-func newRunCmd() *cobra.Command {
+func newRunCmd(p *startup.Process) *cobra.Command {
 	var httpAddr string
 	var rf raftFlags
 	var keep bool
@@ -136,7 +134,7 @@ func newRunCmd() *cobra.Command {
 			"(unless --keep-serving).",
 		Args: cobra.NoArgs,
 	}
-	cli := startup.NewCLI(cmd)
+	cli := startup.NewCLI(cmd, p)
 	f := cmd.Flags()
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", "status API address")
 	rf.register(f)
@@ -151,9 +149,7 @@ func newRunCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		return serve(ctx, cfg, nodeCfg, cli.NATS, httpAddr, keep, false, log)
+		return serve(cmd.Context(), cfg, nodeCfg, cli.NATS, httpAddr, keep, false, log)
 	}
 	return cmd
 }
@@ -247,9 +243,7 @@ func newNatsServerCmd() *cobra.Command {
 					return err
 				}
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			<-ctx.Done()
+			<-cmd.Context().Done()
 			return nil
 		},
 	}

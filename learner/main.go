@@ -4,22 +4,16 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
+
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
-func main() {
-	root := &cobra.Command{
-		Use:           "learner",
-		Short:         "Train and evaluate the policy",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(newCodebookCmd(), newPretrainCmd(), newEvalCmd(), newRunCmd(), newExperimentCmd(), newResultsCmd(), newCompareCmd())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "learner:", err)
-		os.Exit(1)
-	}
+func main() { startup.Execute(newRoot()) }
+
+// newRoot is the binary's command tree (tests run it with their own arguments).
+func newRoot() *cobra.Command {
+	root, p := startup.NewRoot("learner", "Train and evaluate the policy")
+	root.AddCommand(newCodebookCmd(), newPretrainCmd(), newEvalCmd(), newRunCmd(p), newExperimentCmd(), newResultsCmd(), newCompareCmd())
+	return root
 }

@@ -12,7 +12,7 @@ import (
 )
 
 // newRunCmd is `learner run`: the learner of a run whose roles are separate processes.
-func newRunCmd() *cobra.Command {
+func newRunCmd(p *startup.Process) *cobra.Command {
 	var id, coordURL string
 	var coordinators []string
 	cmd := &cobra.Command{
@@ -24,7 +24,7 @@ func newRunCmd() *cobra.Command {
 			"run's last step.",
 		Args: cobra.NoArgs,
 	}
-	cli := startup.NewCLI(cmd)
+	cli := startup.NewCLI(cmd, p)
 	cmd.Flags().StringVar(&id, "id", "learner", "learner id")
 	cmd.Flags().StringVar(&coordURL, "coordinator", "", "coordinator status API (http://host:port): checkpoints then hold the run state and data cursor")
 	cmd.Flags().StringSliceVar(&coordinators, "coordinators", nil, "run-state endpoints (--raft-http) of the coordinator cluster, any or all of them: the leader is found and followed across failovers; checkpoints then hold the run state and data cursor")

@@ -11,19 +11,20 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/startup"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
-func newAlignmentCmd() *cobra.Command {
+func newAlignmentCmd(p *startup.Process) *cobra.Command {
 	var (
 		policy, models, codebook, promptFile, jsonOut, backend, expertConfig string
 		o                                                                    = evaluate.Options{LimitPerType: 12, G: 8, Seed: 1, CFGWeight: 3}
 		tieSpread                                                            = reward.TieSpread
-		lf                                                                   logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "alignment",
@@ -36,10 +37,7 @@ func newAlignmentCmd() *cobra.Command {
 			"there turns noise into advantages.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := lf.logger("alignment")
-			if err != nil {
-				return err
-			}
+			log := logging.Component(p.Log(), "alignment")
 			b, err := mlx.NewBackend(backend)
 			if err != nil {
 				return err
@@ -67,8 +65,7 @@ func newAlignmentCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := interruptible(cmd.Context())
-			defer stop()
+			ctx := cmd.Context()
 			start := time.Now()
 			a, err := evaluate.RewardAlignment(ctx, m, cb, ps, ens, o, tieSpread)
 			if err != nil {
@@ -101,7 +98,6 @@ func newAlignmentCmd() *cobra.Command {
 	f.StringVar(&expertConfig, "expert-config", "", "expert ensemble YAML (weights, rules, remote servers); default: the built-in experts in --models")
 	f.Float64Var(&tieSpread, "tie-spread", tieSpread, "groups the oracle ties count as agreement when the reward spans less than this, else as 0 (0: leave them out)")
 	f.StringVar(&backend, "backend", "", "gomlx backend (default $BICOT_BACKEND or go:parallelism=-1)")
-	lf.add(cmd)
 	return cmd
 }
 

@@ -9,25 +9,23 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
-func newExpertsEvalCmd() *cobra.Command {
+func newExpertsEvalCmd(p *startup.Process) *cobra.Command {
 	var (
 		models, jsonOut, backend string
 		n                        int
 		seed                     uint64
-		lf                       logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "experts-eval",
 		Short: "Measure the built-in experts and their ensemble against ground truth on held-out renders",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := lf.logger("experts-eval")
-			if err != nil {
-				return err
-			}
+			log := logging.Component(p.Log(), "experts-eval")
 			if n < 2 {
 				return fmt.Errorf("--n %d: need at least 2", n)
 			}
@@ -39,8 +37,7 @@ func newExpertsEvalCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, stop := interruptible(cmd.Context())
-			defer stop()
+			ctx := cmd.Context()
 			start := time.Now()
 			rep, err := experts.Evaluate(ctx, set, ens, n, seed)
 			if err != nil {
@@ -65,6 +62,5 @@ func newExpertsEvalCmd() *cobra.Command {
 	cmd.Flags().IntVar(&n, "n", 512, "samples per metric")
 	cmd.Flags().Uint64Var(&seed, "seed", 7, "evaluation seed (draws differ from training draws of any seed)")
 	cmd.Flags().StringVar(&backend, "backend", "", "gomlx backend (default $BICOT_BACKEND or go:parallelism=-1)")
-	lf.add(cmd)
 	return cmd
 }

@@ -41,8 +41,8 @@ func TestServeExpertCommand(t *testing.T) {
 	addr := ln.Addr().String()
 	_ = ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := newServeExpertCmd()
-	cmd.SetArgs([]string{"--expert", "hps", "--addr", addr, "--models", modelsDir, "--log-level", "error"})
+	cmd, sub := newRoot(), "serve-expert"
+	cmd.SetArgs([]string{sub, "--expert", "hps", "--addr", addr, "--models", modelsDir, "--log-level", "error"})
 	cmd.SetContext(ctx)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Execute() }()
@@ -65,8 +65,8 @@ func TestServeExpertCommand(t *testing.T) {
 }
 
 func TestServeExpertRejectsUnknownExpert(t *testing.T) {
-	cmd := newServeExpertCmd()
-	cmd.SetArgs([]string{"--expert", "clip"})
+	cmd, sub := newRoot(), "serve-expert"
+	cmd.SetArgs([]string{sub, "--expert", "clip"})
 	cmd.SetOut(&bytes.Buffer{})
 	cmd.SetErr(&bytes.Buffer{})
 	if err := cmd.Execute(); err == nil || !strings.Contains(err.Error(), `"clip"`) {
@@ -77,10 +77,10 @@ func TestServeExpertRejectsUnknownExpert(t *testing.T) {
 func TestExpertsEvalCommand(t *testing.T) {
 	needModels(t)
 	out := filepath.Join(t.TempDir(), "eval.json")
-	cmd := newExpertsEvalCmd()
+	cmd, sub := newRoot(), "experts-eval"
 	var stdout bytes.Buffer
 	cmd.SetOut(&stdout)
-	cmd.SetArgs([]string{"--models", modelsDir, "--n", "32", "--json", out, "--log-level", "error"})
+	cmd.SetArgs([]string{sub, "--models", modelsDir, "--n", "32", "--json", out, "--log-level", "error"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)
 	}
@@ -102,10 +102,10 @@ func TestExpertsEvalCommand(t *testing.T) {
 func TestAlignmentCommand(t *testing.T) {
 	needModels(t)
 	out := filepath.Join(t.TempDir(), "alignment.json")
-	cmd := newAlignmentCmd()
+	cmd, sub := newRoot(), "alignment"
 	var stdout bytes.Buffer
 	cmd.SetOut(&stdout)
-	cmd.SetArgs([]string{"--models", modelsDir, "--policy", "../models/base.safetensors", "--codebook", "../models/codebook.vq",
+	cmd.SetArgs([]string{sub, "--models", modelsDir, "--policy", "../models/base.safetensors", "--codebook", "../models/codebook.vq",
 		"--prompts", "../data/prompts/eval.jsonl", "--limit", "2", "--g", "4", "--json", out, "--log-level", "error"})
 	if err := cmd.Execute(); err != nil {
 		t.Fatal(err)

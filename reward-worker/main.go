@@ -3,22 +3,16 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
+
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
-func main() {
-	root := &cobra.Command{
-		Use:           "reward-worker",
-		Short:         "Score samples with vision experts",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(newTrainExpertsCmd(), newServeExpertCmd(), newExpertsEvalCmd(), newAlignmentCmd(), newRunCmd())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "reward-worker:", err)
-		os.Exit(1)
-	}
+func main() { startup.Execute(newRoot()) }
+
+// newRoot is the binary's command tree (tests run it with their own arguments).
+func newRoot() *cobra.Command {
+	root, p := startup.NewRoot("reward-worker", "Score samples with vision experts")
+	root.AddCommand(newTrainExpertsCmd(p), newServeExpertCmd(p), newExpertsEvalCmd(p), newAlignmentCmd(p), newRunCmd(p))
+	return root
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // newRunCmd is `reward-worker run`: one reward worker of a run.
-func newRunCmd() *cobra.Command {
+func newRunCmd(p *startup.Process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Score a run's samples from NATS with the expert ensemble",
@@ -20,7 +20,7 @@ func newRunCmd() *cobra.Command {
 			"Exits 0 when the run's last step is learned (unless --keep-running).",
 		Args: cobra.NoArgs,
 	}
-	cli := startup.NewWorkerCLI(cmd, "reward")
+	cli := startup.NewWorkerCLI(cmd, p, "reward")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		r, err := cli.Start(cmd)
 		if err != nil {

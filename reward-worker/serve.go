@@ -11,25 +11,23 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
-func newServeExpertCmd() *cobra.Command {
+func newServeExpertCmd(p *startup.Process) *cobra.Command {
 	var (
 		name, addr, models, backend string
 		maxBatch                    int
-		lf                          logFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "serve-expert",
 		Short: "Serve one built-in expert over the expert HTTP/JSON protocol (docs/expert-protocol.md)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := lf.logger("serve-expert")
-			if err != nil {
-				return err
-			}
+			log := logging.Component(p.Log(), "serve-expert")
 			if _, err := experts.Rule(name); err != nil {
 				return fmt.Errorf("--expert: %w", err)
 			}
@@ -49,8 +47,7 @@ func newServeExpertCmd() *cobra.Command {
 				return fmt.Errorf("listen %s: %w", addr, err)
 			}
 			srv := &http.Server{Handler: reward.NewHandler(name, m, reward.HandlerOptions{MaxBatch: maxBatch}), ReadHeaderTimeout: 10 * time.Second}
-			ctx, stop := interruptible(cmd.Context())
-			defer stop()
+			ctx := cmd.Context()
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			log.Info().Str("expert", name).Str("addr", ln.Addr().String()).Msg("serving expert")
@@ -76,6 +73,5 @@ func newServeExpertCmd() *cobra.Command {
 	cmd.Flags().IntVar(&maxBatch, "max-batch", 64, "most items per request")
 	cmd.Flags().StringVar(&backend, "backend", "", "gomlx backend (default $BICOT_BACKEND or go:parallelism=-1)")
 	_ = cmd.MarkFlagRequired("expert")
-	lf.add(cmd)
 	return cmd
 }

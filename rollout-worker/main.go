@@ -2,22 +2,16 @@
 package main
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/spf13/cobra"
+
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
-func main() {
-	root := &cobra.Command{
-		Use:           "rollout-worker",
-		Short:         "Sample plans and images from the policy",
-		SilenceUsage:  true,
-		SilenceErrors: true,
-	}
-	root.AddCommand(newRunCmd())
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "rollout-worker:", err)
-		os.Exit(1)
-	}
+func main() { startup.Execute(newRoot()) }
+
+// newRoot is the binary's command tree (tests run it with their own arguments).
+func newRoot() *cobra.Command {
+	root, p := startup.NewRoot("rollout-worker", "Sample plans and images from the policy")
+	root.AddCommand(newRunCmd(p))
+	return root
 }

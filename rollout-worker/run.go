@@ -10,7 +10,7 @@ import (
 )
 
 // newRunCmd is `rollout-worker run`: one rollout worker of a run.
-func newRunCmd() *cobra.Command {
+func newRunCmd(p *startup.Process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Sample prompt batches of a run from NATS with the announced policy",
@@ -19,7 +19,7 @@ func newRunCmd() *cobra.Command {
 			"Exits 0 when the run's last step is learned (unless --keep-running).",
 		Args: cobra.NoArgs,
 	}
-	cli := startup.NewWorkerCLI(cmd, "rollout")
+	cli := startup.NewWorkerCLI(cmd, p, "rollout")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		r, err := cli.Start(cmd)
 		if err != nil {

@@ -12,38 +12,32 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/config"
-	"github.com/bicot-rl/bicot/pkg/logging"
 )
 
-// CLI holds the flags every role's `run` command shares: --config, --nats, --log-level and the
-// run settings of config.Config.Flags.
+// CLI holds the flags every role's `run` command shares: --config, --nats and the run settings of
+// config.Config.Flags (the logger's flags are the process's, see NewRoot).
 type CLI struct {
 	ConfigPath string
 	NATS       string
-	LogLevel   string
-	LogFormat  string
+	proc       *Process
 	flags      config.Config
 }
 
-// NewCLI registers the shared flags on cmd.
-func NewCLI(cmd *cobra.Command) *CLI {
-	c := &CLI{flags: config.Default()}
+// NewCLI registers the shared flags on cmd, a command of the process p.
+func NewCLI(cmd *cobra.Command, p *Process) *CLI {
+	c := &CLI{flags: config.Default(), proc: p}
 	f := cmd.Flags()
 	f.StringVar(&c.ConfigPath, "config", "", "run config YAML")
 	f.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
-	f.StringVar(&c.LogLevel, "log-level", "info", "log level")
-	f.StringVar(&c.LogFormat, "log-format", "console", "log format: console or json")
 	c.flags.Flags(f)
 	return c
 }
 
-// Load reads the config file, applies the flags given on the command line over it, validates the
-// result and builds the logger. A run id is required: every process of a run must name it.
+// Load reads the config file, applies the flags given on the command line over it and validates
+// the result; the logger is the process's. A run id is required: every process of a run must
+// name it.
 func (c *CLI) Load(cmd *cobra.Command) (config.Config, zerolog.Logger, error) {
-	log, err := logging.New(logging.Options{Level: c.LogLevel, Format: c.LogFormat})
-	if err != nil {
-		return config.Config{}, log, err
-	}
+	log := c.proc.Log()
 	cfg, err := config.Load(c.ConfigPath)
 	if err != nil {
 		return config.Config{}, log, err

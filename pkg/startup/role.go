@@ -3,10 +3,8 @@ package startup
 import (
 	"context"
 	"os"
-	"os/signal"
 	"slices"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
@@ -21,8 +19,8 @@ import (
 )
 
 // Role is what every role's `run` command sets up before its own work: the checked config, the
-// logger, a context that SIGINT or SIGTERM cancels, the compute backend and a JetStream
-// connection named after the process. Close releases them (and a store opened with OpenStore).
+// logger, the command's context (which SIGINT or SIGTERM cancel, see Execute), the compute backend
+// and a JetStream connection named after the process. Close releases them (and a store opened with OpenStore).
 type Role struct {
 	Config  config.Config
 	Log     zerolog.Logger
@@ -41,9 +39,11 @@ func (c *CLI) Start(cmd *cobra.Command, id string) (*Role, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &Role{Config: cfg, Log: log}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	r.Ctx, r.closers = ctx, append(r.closers, stop)
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	r := &Role{Config: cfg, Log: log, Ctx: ctx}
 	if r.Backend, err = mlx.NewBackend(cfg.Backend); err != nil {
 		r.Close()
 		return nil, err
@@ -66,8 +66,8 @@ type WorkerCLI struct {
 }
 
 // NewWorkerCLI registers the worker flags on cmd; kind names the default id, <kind>-<pid>.
-func NewWorkerCLI(cmd *cobra.Command, kind string) *WorkerCLI {
-	w := &WorkerCLI{CLI: NewCLI(cmd), kind: kind}
+func NewWorkerCLI(cmd *cobra.Command, p *Process, kind string) *WorkerCLI {
+	w := &WorkerCLI{CLI: NewCLI(cmd, p), kind: kind}
 	cmd.Flags().StringVar(&w.ID, "id", "", "worker id (default "+kind+"-<pid>)")
 	cmd.Flags().BoolVar(&w.KeepRunning, "keep-running", false, "keep running after the run's last step")
 	return w

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/bicot-rl/bicot/pkg/natsd"
 
 	"github.com/spf13/cobra"
@@ -16,7 +18,8 @@ import (
 func startRole(t *testing.T, args ...string) (*Role, error) {
 	t.Helper()
 	cmd := &cobra.Command{Use: "run"}
-	cli := NewCLI(cmd)
+	cmd.SetContext(t.Context())
+	cli := NewCLI(cmd, &Process{log: zerolog.Nop()})
 	if err := cmd.ParseFlags(args); err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +36,7 @@ func TestRoleStartAndClose(t *testing.T) {
 	}
 	defer srv.Shutdown()
 	before := goleak.IgnoreCurrent()
-	r, err := startRole(t, "--run-id", "r1", "--nats", srv.URL(), "--store", t.TempDir(), "--log-level", "warn")
+	r, err := startRole(t, "--run-id", "r1", "--nats", srv.URL(), "--store", t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,9 +50,10 @@ func TestRoleStartAndClose(t *testing.T) {
 	if c.Fetchers != 3 || c.AckWait != r.Config.Wire.AckWait.D() || c.MaxDeliver != r.Config.Wire.MaxDeliver || c.PollWait != PollWait {
 		t.Fatalf("consume options %+v", c)
 	}
+	nc := r.JS.Conn()
 	r.Close()
-	if r.Ctx.Err() == nil {
-		t.Fatal("the role's context is still live after Close")
+	if !nc.IsClosed() {
+		t.Fatal("the role's NATS connection is still open after Close")
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for goleak.Find(before) != nil && time.Now().Before(deadline) {
@@ -64,7 +68,7 @@ func TestRoleStartAndClose(t *testing.T) {
 // half-built role stays behind.
 func TestRoleStartFailsWithoutNATS(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	_, err := startRole(t, "--run-id", "r1", "--nats", "nats://127.0.0.1:1", "--log-level", "warn")
+	_, err := startRole(t, "--run-id", "r1", "--nats", "nats://127.0.0.1:1")
 	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "connect") {
 		t.Fatalf("error %v, want a connection error", err)
 	}
@@ -88,8 +92,9 @@ func TestWorkerCLIIDs(t *testing.T) {
 		{[]string{"--id", "r7", "--keep-running"}, "r7"},
 	} {
 		cmd := &cobra.Command{Use: "run"}
-		cli := NewWorkerCLI(cmd, "reward")
-		if err := cmd.ParseFlags(append([]string{"--run-id", "r1", "--nats", srv.URL(), "--log-level", "warn"}, tc.args...)); err != nil {
+		cmd.SetContext(t.Context())
+		cli := NewWorkerCLI(cmd, &Process{log: zerolog.Nop()}, "reward")
+		if err := cmd.ParseFlags(append([]string{"--run-id", "r1", "--nats", srv.URL()}, tc.args...)); err != nil {
 			t.Fatal(err)
 		}
 		r, err := cli.Start(cmd)
