@@ -1,0 +1,54 @@
+package learner
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/ckpt"
+)
+
+// reannounceEvery is how often a learner waiting for groups publishes its current version again:
+// a no-op while the policy stream still holds it (same message id), and what brings rollout
+// workers back after the run's streams were reset (coordinator resume) or lost.
+const reannounceEvery = 10 * time.Second
+
+// announce publishes the trainer's current weights as its version.
+func (l *Learner) announce(ctx context.Context, step int64) error {
+	w, err := l.trainer.Weights()
+	if err != nil {
+		return fmt.Errorf("announce: %w", err)
+	}
+	v := l.trainer.Version()
+	key, sum, err := ckpt.PutWeights(ctx, l.o.Store, l.cfg.RunID, v, w)
+	if err != nil {
+		return fmt.Errorf("announce version %d: %w", v, err)
+	}
+	ann := bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum}
+	if _, err := bus.AnnouncePolicy(ctx, l.js, ann); err != nil {
+		return fmt.Errorf("announce version %d: %w", v, err)
+	}
+	l.mu.Lock()
+	l.lastAnn, l.annAt = ann, time.Now()
+	l.mu.Unlock()
+	l.log.Info().Int64("version", v).Int64("step", step).Msg("policy announced")
+	return nil
+}
+
+// reannounceIfDue publishes the last announcement again once reannounceEvery has passed. A failure
+// is only logged: the next round tries again.
+func (l *Learner) reannounceIfDue(ctx context.Context) {
+	l.mu.Lock()
+	ann, due := l.lastAnn, time.Since(l.annAt) > reannounceEvery
+	l.mu.Unlock()
+	if !due || ann.Run == "" {
+		return
+	}
+	if _, err := bus.AnnouncePolicy(ctx, l.js, ann); err != nil && ctx.Err() == nil {
+		l.log.Warn().Err(err).Int64("version", ann.Version).Msg("announcing the policy again")
+	}
+	l.mu.Lock()
+	l.annAt = time.Now()
+	l.mu.Unlock()
+}

@@ -1,0 +1,138 @@
+// Package learner is the learner role of a distributed run: it pulls ScoredSamples from the
+// run's scored queue, assembles complete groups with bus.Collector (each sample keyed by
+// (step, prompt, sample), duplicates dropped, never a partial group), and when all P groups of
+// the current step are in runs one BiCoT-GRPO update (pkg/trainer's Trainer). After each update
+// it writes the new weights to the object store, announces the new policy version on the bus,
+// appends a line to <run>/metrics.jsonl, every checkpoint_every steps and at the last step commits
+// a checkpoint (trainer state with optimizer, weights, run-state snapshot) through pkg/ckpt, and
+// reports the step and its learned groups to the coordinator.
+//
+// At start it resumes from the newest committed checkpoint of the run (dropping metrics lines and
+// checkpoint debris of later steps, which it learns again identically), or starts from the initial
+// policy, and (re-)announces its current version, which makes version 0 available to rollout
+// workers. When DAPO filtering drops every group of a step (trainer.ErrAllFiltered) it makes no
+// update and asks the coordinator for fresh prompts for the step, up to max_resample_rounds. The
+// staleness bound is the trainer's: a group holding a sample drawn with a policy more than k
+// versions behind is not trained.
+package learner
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/config"
+	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/store"
+	"github.com/bicot-rl/bicot/pkg/trainer"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+// Options configure the learner.
+type Options struct {
+	Config  config.Config
+	ID      string
+	Backend backends.Backend
+	Store   store.Store
+	// Init is the initial policy checkpoint (model.Save bytes), used when the run has no
+	// checkpoint yet.
+	Init []byte
+	// Codebook, when set, writes the images of the final step's samples as PNGs under
+	// <run>/samples/step-<N>/.
+	Codebook *vq.Codebook
+	// RunState, when set, supplies the run-state snapshot (runstate.EncodeSnapshot) stored in
+	// checkpoints, with the data cursor it holds as its own part.
+	RunState  func() ([]byte, error)
+	Consume   bus.ConsumeOptions
+	Heartbeat time.Duration
+	// OnStep is called after every step (laptop mode's progress display).
+	OnStep func(StepRecord)
+	Log    zerolog.Logger
+}
+
+// Learner is the learner role.
+type Learner struct {
+	o       Options
+	cfg     config.Config
+	js      jetstream.JetStream
+	trainer *trainer.Trainer
+	coll    *bus.Collector
+	rep     *bus.Reporter
+	log     zerolog.Logger
+
+	mu       sync.Mutex
+	wake     chan struct{}
+	next     int64 // the step being collected / trained next
+	complete map[int64][]bus.Group
+	dropped  map[int64][]string // group keys of whole-filtered rounds, reported as consumed at step_done
+	acct     Accounting
+	// resumed is the checkpoint the learner started from (nil: a fresh run), whose step_done it
+	// reports again at start in case the previous learner died between the two.
+	resumed       *ckpt.Manifest
+	resumeLearned []string
+	metrics       bytes.Buffer
+	lastAnn       bus.PolicyAnnounce
+	annAt         time.Time
+}
+
+// New prepares the learner: it resumes from the run's newest checkpoint or builds a trainer over
+// the initial policy.
+func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, error) {
+	c := o.Config
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if c.RunID == "" {
+		return nil, errors.New("learner: run id is required")
+	}
+	if o.ID == "" {
+		o.ID = "learner"
+	}
+	if o.Backend == nil || o.Store == nil {
+		return nil, errors.New("learner: backend and store are required")
+	}
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = c.Wire.Heartbeat.D()
+	}
+	log := logging.Component(o.Log, "learner").With().Str("run", c.RunID).Logger()
+	topts, err := TrainerOptions(c)
+	if err != nil {
+		return nil, fmt.Errorf("learner: %w", err)
+	}
+	l := &Learner{o: o, cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
+		rep:  bus.NewReporter(js, c.RunID, o.ID, bus.RoleLearner, log),
+		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
+		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}
+	if err := l.start(ctx, topts); err != nil {
+		return nil, fmt.Errorf("learner: %w", err)
+	}
+	if topts.SFTCoef > 0 {
+		src, err := Anchor(c, l.trainer.Policy().Config, o.Codebook)
+		if err != nil {
+			return nil, fmt.Errorf("learner: %w", err)
+		}
+		if err := l.trainer.SetSupervised(src); err != nil {
+			return nil, fmt.Errorf("learner: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// Trainer exposes the trainer (its policy is the current one).
+func (l *Learner) Trainer() *trainer.Trainer { return l.trainer }
+
+// NextStep is the step the learner trains next.
+func (l *Learner) NextStep() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.next
+}

@@ -1,0 +1,145 @@
+package learner
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/runstate"
+	"github.com/bicot-rl/bicot/pkg/store"
+	"github.com/bicot-rl/bicot/pkg/trainer"
+)
+
+// start builds the trainer from the run's newest committed checkpoint, or from the initial policy
+// when the run has none.
+func (l *Learner) start(ctx context.Context, topts trainer.Options) error {
+	m, err := ckpt.Latest(ctx, l.o.Store, l.cfg.RunID, ckpt.WithLogger(l.log))
+	switch {
+	case err == nil:
+		return l.resume(ctx, m, topts)
+	case errors.Is(err, ckpt.ErrNoCheckpoint):
+		if len(l.o.Init) == 0 {
+			return errors.New("no checkpoint to resume and no initial policy")
+		}
+		policy, err := model.Load(l.o.Backend, l.o.Init)
+		if err != nil {
+			return fmt.Errorf("initial policy: %w", err)
+		}
+		l.trainer, err = trainer.NewTrainer(policy, topts)
+		return err
+	default:
+		return err
+	}
+}
+
+// resume restores the trainer of checkpoint m and continues at the step after it.
+func (l *Learner) resume(ctx context.Context, m ckpt.Manifest, topts trainer.Options) error {
+	state, err := ckpt.Load(ctx, l.o.Store, m, PartTrainer)
+	if err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	if l.trainer, err = trainer.Load(l.o.Backend, state, &topts); err != nil {
+		return fmt.Errorf("resume from %s: %w", m.Key, err)
+	}
+	l.next = m.Step + 1
+	l.resumed = &m
+	if b, err := ckpt.Load(ctx, l.o.Store, m, PartLearned); err == nil {
+		_ = json.Unmarshal(b, &l.resumeLearned)
+	}
+	if prev, err := readMetrics(ctx, l.o.Store, l.cfg.RunID); err == nil {
+		// Lines of steps after the checkpoint belong to the interrupted run: the resumed run
+		// learns those steps again (with the same result) and writes them anew.
+		l.metrics.Write(metricsUpTo(prev, m.Step))
+	}
+	if err := dropNewer(ctx, l.o.Store, l.cfg.RunID, m.Step, l.log); err != nil {
+		return fmt.Errorf("resume: %w", err)
+	}
+	l.log.Info().Int64("step", l.next).Int64("version", l.trainer.Version()).Str("checkpoint", m.Key).Msg("resumed")
+	return nil
+}
+
+// dropNewer deletes what checkpoints of steps after the resumed one left in the store (a
+// corrupted or partial newest checkpoint that Latest skipped, parts of a save cut short), so the
+// resumed run can commit those steps again.
+func dropNewer(ctx context.Context, st store.Store, run string, step int64, log zerolog.Logger) error {
+	objs, err := st.List(ctx, ckpt.Prefix(run))
+	if err != nil {
+		return fmt.Errorf("list checkpoints: %w", err)
+	}
+	// Manifests first, so an interrupted clean-up never leaves a manifest without its parts.
+	slices.SortFunc(objs, func(a, b store.ObjectInfo) int {
+		am, bm := strings.HasSuffix(a.Key, "/"+ckpt.ManifestName), strings.HasSuffix(b.Key, "/"+ckpt.ManifestName)
+		switch {
+		case am && !bm:
+			return -1
+		case bm && !am:
+			return 1
+		}
+		return strings.Compare(a.Key, b.Key)
+	})
+	removed := map[string]bool{}
+	for _, o := range objs {
+		rest := strings.TrimPrefix(o.Key, ckpt.Prefix(run))
+		dir, _, ok := strings.Cut(rest, "/")
+		if !ok {
+			continue
+		}
+		var s int64
+		if _, err := fmt.Sscanf(dir, "%d", &s); err != nil || s <= step {
+			continue
+		}
+		if err := st.Delete(ctx, o.Key); err != nil {
+			return fmt.Errorf("drop checkpoint step %d: %w", s, err)
+		}
+		if !removed[dir] {
+			removed[dir] = true
+			log.Warn().Int64("step", s).Int64("resumed_from", step).Msg("dropping checkpoint newer than the one resumed from")
+		}
+	}
+	return nil
+}
+
+// checkRunState warns when the coordinators' run state is past the step this learner starts at:
+// steps after its checkpoint were recorded as learned (a newer checkpoint was corrupted, or
+// checkpoints are sparser than steps) and would never be dispatched again. Resuming through
+// `coordinator resume` rebuilds the run state from the checkpoint instead.
+func (l *Learner) checkRunState() {
+	if l.o.RunState == nil {
+		return
+	}
+	b, err := l.o.RunState()
+	if err != nil {
+		return
+	}
+	st, err := runstate.DecodeSnapshot(bytes.NewReader(b))
+	if err != nil || st.RunID != l.cfg.RunID {
+		return
+	}
+	if st.Step > l.next {
+		l.log.Error().Int64("run_state_step", st.Step).Int64("learner_step", l.next).
+			Msg("the coordinators' run state is past the newest good checkpoint: steps in between will not be dispatched again; resume the run with `coordinator resume` instead")
+	}
+}
+
+// reportResumed reports the resumed checkpoint's step as done again. It is idempotent at the
+// coordinator (a finished step's StepDone is a no-op); it matters when the previous learner
+// committed the checkpoint and died before reporting the step.
+func (l *Learner) reportResumed(ctx context.Context) {
+	m := l.resumed
+	if m == nil || l.resumeLearned == nil {
+		return
+	}
+	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, m.Step, m.PolicyVersion, bus.StepReport{Learned: l.resumeLearned},
+		fmt.Sprintf("learner/step/%d", m.Step)); err != nil {
+		l.log.Warn().Err(err).Int64("step", m.Step).Msg("step done not reported again")
+	}
+}
