@@ -59,8 +59,8 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 		case coordURL != "":
 			runState = learner.RunStateFrom(coordURL)
 		}
-		l, err := learner.New(r.Ctx, r.JS, learner.Options{Config: cfg, ID: id, Backend: r.Backend, Store: st, Init: init,
-			Codebook: cb, RunState: runState, Heartbeat: cfg.Wire.Heartbeat.D(), Log: log, Consume: r.Consume(0)})
+		l, err := learner.New(r.Ctx, learner.Deps{ID: id, JS: r.JS, Backend: r.Backend, Store: st, Init: init,
+			Codebook: cb, RunState: runState, Log: log}, cfg)
 		if err != nil {
 			return err
 		}

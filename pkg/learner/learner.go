@@ -37,10 +37,13 @@ import (
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
-// Options configure the learner.
-type Options struct {
-	Config  config.Config
+// Deps are what a learner is given: its name, connection, compute, storage, initial policy and
+// hooks. Every setting comes from the run config, so laptop mode and the learner binary, which
+// both call New, cannot configure it differently.
+type Deps struct {
+	// ID names the learner in events (default "learner").
 	ID      string
+	JS      jetstream.JetStream
 	Backend backends.Backend
 	Store   store.Store
 	// Init is the initial policy checkpoint (model.Save bytes), used when the run has no
@@ -51,9 +54,7 @@ type Options struct {
 	Codebook *vq.Codebook
 	// RunState, when set, supplies the run-state snapshot (runstate.EncodeSnapshot) stored in
 	// checkpoints, with the data cursor it holds as its own part.
-	RunState  func() ([]byte, error)
-	Consume   bus.ConsumeOptions
-	Heartbeat time.Duration
+	RunState func() ([]byte, error)
 	// OnStep is called after every step (laptop mode's progress display).
 	OnStep func(StepRecord)
 	Log    zerolog.Logger
@@ -61,7 +62,9 @@ type Options struct {
 
 // Learner is the learner role.
 type Learner struct {
-	o       Options
+	o       Deps
+	consume bus.ConsumeOptions
+	beat    time.Duration // heartbeat interval
 	cfg     config.Config
 	js      jetstream.JetStream
 	trainer *trainer.Trainer
@@ -84,10 +87,9 @@ type Learner struct {
 	annAt         time.Time
 }
 
-// New prepares the learner: it resumes from the run's newest checkpoint or builds a trainer over
-// the initial policy.
-func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, error) {
-	c := o.Config
+// New prepares the learner of the run c: it resumes from the run's newest checkpoint or builds a
+// trainer over the initial policy (ctx bounds that I/O); Run learns.
+func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -97,18 +99,16 @@ func New(ctx context.Context, js jetstream.JetStream, o Options) (*Learner, erro
 	if o.ID == "" {
 		o.ID = "learner"
 	}
-	if o.Backend == nil || o.Store == nil {
-		return nil, errors.New("learner: backend and store are required")
-	}
-	if o.Heartbeat <= 0 {
-		o.Heartbeat = c.Wire.Heartbeat.D()
+	if o.JS == nil || o.Backend == nil || o.Store == nil {
+		return nil, errors.New("learner: JetStream, backend and store are required")
 	}
 	log := logging.Component(o.Log, "learner").With().Str("run", c.RunID).Logger()
 	topts, err := TrainerOptions(c)
 	if err != nil {
 		return nil, fmt.Errorf("learner: %w", err)
 	}
-	l := &Learner{o: o, cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
+	js := o.JS
+	l := &Learner{o: o, consume: bus.ConsumeFrom(c.Wire, 1), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
 		rep:  bus.NewReporter(js, c.RunID, o.ID, bus.RoleLearner, log),
 		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
 		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}

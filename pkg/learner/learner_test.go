@@ -80,9 +80,9 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	cfg := config.Default()
 	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "lr1", 1, 2, 4
 	cfg.Sampling.MaxPlanTokens = 5
-	opts := learner.Options{Config: cfg, Backend: backend, Store: st, Init: init, Codebook: cb, Log: zerolog.Nop(),
-		Consume: bus.ConsumeOptions{PollWait: time.Second}}
-	l, err := learner.New(ctx, js, opts)
+	cfg.Wire.PollWait = config.Duration(time.Second)
+	deps := learner.Deps{JS: js, Backend: backend, Store: st, Init: init, Codebook: cb, Log: zerolog.Nop()}
+	l, err := learner.New(ctx, deps, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 		t.Error(err)
 	}
 	// A learner started again resumes after the checkpointed step.
-	l2, err := learner.New(ctx, js, opts)
+	l2, err := learner.New(ctx, deps, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -219,21 +219,21 @@ func TestLearnerWithSupervisedAnchor(t *testing.T) {
 	cfg.Sampling.MaxPlanTokens = 12
 	cfg.Codebook = filepath.Join(r, "models/codebook.vq")
 	cfg.GRPO = map[string]any{"sft_coef": 1.0}
-	opts := learner.Options{Config: cfg, Backend: backend, Store: st, Init: init, Log: zerolog.Nop(),
-		Consume: bus.ConsumeOptions{PollWait: time.Second}}
+	cfg.Wire.PollWait = config.Duration(time.Second)
+	deps := learner.Deps{JS: js, Backend: backend, Store: st, Init: init, Log: zerolog.Nop()}
 
-	bad := opts
-	bad.Config.PretrainPrompts = filepath.Join(r, "data/prompts/eval.jsonl")
-	if _, err := learner.New(ctx, js, bad); err == nil || !strings.Contains(err.Error(), "eval.jsonl") {
+	bad := cfg
+	bad.PretrainPrompts = filepath.Join(r, "data/prompts/eval.jsonl")
+	if _, err := learner.New(ctx, deps, bad); err == nil || !strings.Contains(err.Error(), "eval.jsonl") {
 		t.Fatalf("held-out pretrain prompts: %v", err)
 	}
-	bad.Config.PretrainPrompts = ""
-	if _, err := learner.New(ctx, js, bad); err == nil || !strings.Contains(err.Error(), "pretrain_prompts") {
+	bad.PretrainPrompts = ""
+	if _, err := learner.New(ctx, deps, bad); err == nil || !strings.Contains(err.Error(), "pretrain_prompts") {
 		t.Fatalf("no pretrain prompts: %v", err)
 	}
 
-	opts.Config.PretrainPrompts = filepath.Join(r, "data/prompts/train.jsonl")
-	l, err := learner.New(ctx, js, opts)
+	cfg.PretrainPrompts = filepath.Join(r, "data/prompts/train.jsonl")
+	l, err := learner.New(ctx, deps, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,12 +28,12 @@ func (l *Learner) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		l.rep.Heartbeat(cctx, l.o.Heartbeat)
+		l.rep.Heartbeat(cctx, l.beat)
 	}()
 	consumeErr := make(chan error, 1)
 	go func() {
 		defer wg.Done()
-		co := l.o.Consume
+		co := l.consume
 		lg := l.log
 		co.Logger = &lg
 		consumeErr <- bus.Consume(cctx, l.js, topo.Scored, bus.Typed(l.handle), co)

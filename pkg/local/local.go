@@ -224,8 +224,8 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	started := time.Now()
-	if c.Learner, err = learner.New(ctx, ljs, learner.Options{Config: cfg, Backend: c.backend, Store: st, Init: init,
-		Codebook: c.cb, RunState: c.runState, Consume: c.consume(1), Log: c.log,
+	if c.Learner, err = learner.New(ctx, learner.Deps{JS: ljs, Backend: c.backend, Store: st, Init: init,
+		Codebook: c.cb, RunState: c.runState, Log: c.log,
 		OnStep: func(r learner.StepRecord) {
 			elapsed := time.Since(started)
 			done := r.Step + 1
@@ -233,7 +233,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			fmt.Fprintf(o.Progress, "step %d/%d  reward %.3f  loss %+.4f  kl %.4f  ratio %.4f  zero-std %.2f  %5.1fs  %s elapsed, ETA %s\n",
 				done, cfg.Steps, r.Stats.RewardMean, r.Stats.Loss, r.Stats.KL, r.Stats.RatioMean, r.Stats.ZeroStdRatio,
 				r.StepSeconds, elapsed.Round(time.Second), eta.Round(time.Second))
-		}}); err != nil {
+		}}, cfg); err != nil {
 		return nil, err
 	}
 	c.wg.Add(1)
@@ -254,11 +254,6 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	fmt.Fprintf(o.Progress, "run %s: %d steps of %d prompts x %d samples, %d rollout and %d reward workers, status http://%s/v1/status\n",
 		cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize, o.RolloutWorkers, o.RewardWorkers, c.Coordinator.Addr())
 	return c, nil
-}
-
-func (c *Cluster) consume(fetchers int) bus.ConsumeOptions {
-	return bus.ConsumeOptions{Fetchers: fetchers, AckWait: c.cfg.Wire.AckWait.D(), MaxDeliver: c.cfg.Wire.MaxDeliver,
-		PollWait: 30 * time.Second, RetryDelay: 200 * time.Millisecond}
 }
 
 func (c *Cluster) connect(name string) (jetstream.JetStream, error) {

@@ -3,14 +3,12 @@ package local
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,10 +19,8 @@ import (
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
-	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/learner"
-	"github.com/bicot-rl/bicot/pkg/mlx"
-	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/local/localtest"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
@@ -46,81 +42,18 @@ type env struct {
 	ens     *reward.Ensemble
 }
 
-var (
-	envOnce sync.Once
-	shared  env
-	envErr  error
-)
-
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-}
+// sharedEnv is built once for this test binary.
+var sharedEnv localtest.Shared
 
 func testEnv(t testing.TB) env {
 	t.Helper()
-	root := repoRoot(t)
-	envOnce.Do(func() {
-		var e env
-		if e.backend, envErr = mlx.NewBackend(""); envErr != nil {
-			return
-		}
-		if e.cb, envErr = vq.Load(filepath.Join(root, "models/codebook.vq")); envErr != nil {
-			return
-		}
-		if e.policy, envErr = model.TinyCheckpoint(e.backend, e.cb, 7); envErr != nil {
-			return
-		}
-		dir, err := os.MkdirTemp("", "bicot-experts-")
-		if err != nil {
-			envErr = err
-			return
-		}
-		defer os.RemoveAll(dir)
-		if envErr = experts.TrainAll(context.Background(), e.backend, dir, experts.TrainOptions{Seed: 1, Steps: 3, Log: zerolog.Nop()}); envErr != nil {
-			return
-		}
-		if e.ens, _, envErr = experts.LocalEnsemble(e.backend, dir); envErr != nil {
-			return
-		}
-		shared = e
-	})
-	if envErr != nil {
-		t.Fatal(envErr)
-	}
-	return shared
+	e := sharedEnv.Get(t)
+	return env{backend: e.Backend, cb: e.Codebook, policy: e.Policy, ens: e.Ensemble}
 }
 
-func testConfig(t testing.TB, steps int) config.Config {
-	root := repoRoot(t)
-	c := config.Default()
-	c.RunID = "t" + strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-")
-	if len(c.RunID) > 40 {
-		c.RunID = c.RunID[:40]
-	}
-	c.Prompts = filepath.Join(root, "data/prompts/train.jsonl")
-	c.Codebook = filepath.Join(root, "models/codebook.vq")
-	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 3, 4, 2, steps
-	c.Sampling.MaxPlanTokens = 6
-	c.CheckpointEvery = 2
-	c.Wire.Heartbeat = config.Duration(200 * time.Millisecond)
-	c.Wire.AckWait = config.Duration(30 * time.Second)
-	c.Eval.LimitPerType = 0
-	return c
-}
+func repoRoot(t testing.TB) string { return localtest.RepoRoot(t) }
+
+func testConfig(t testing.TB, steps int) config.Config { return localtest.Config(t, steps) }
 
 func start(t *testing.T, c config.Config, rollouts int) *Cluster {
 	t.Helper()
@@ -145,37 +78,8 @@ func wait(t *testing.T, cl *Cluster) {
 	}
 }
 
-// checkLearned asserts that every step learned exactly P complete groups of G distinct samples.
 func checkLearned(t *testing.T, c config.Config, a learner.Accounting) {
-	t.Helper()
-	if len(a.Learned) != c.Steps {
-		t.Fatalf("learned %d steps, want %d", len(a.Learned), c.Steps)
-	}
-	for step := range int64(c.Steps) {
-		gs := a.Learned[step]
-		if len(gs) != c.PromptsPerStep {
-			t.Errorf("step %d learned %d groups, want %d", step, len(gs), c.PromptsPerStep)
-		}
-		seen := map[int]bool{}
-		for _, g := range gs {
-			if seen[g.PromptIndex] {
-				t.Errorf("step %d learned prompt %d twice", step, g.PromptIndex)
-			}
-			seen[g.PromptIndex] = true
-			if g.Samples != c.GroupSize {
-				t.Errorf("step %d prompt %d: %d samples, want %d", step, g.PromptIndex, g.Samples, c.GroupSize)
-			}
-			for i, idx := range g.SampleIndices {
-				if idx != i {
-					t.Errorf("step %d prompt %d: sample indices %v, want 0..%d once each", step, g.PromptIndex, g.SampleIndices, c.GroupSize-1)
-					break
-				}
-			}
-			if n := a.Received[bus.GroupKey{Step: step, PromptIndex: g.PromptIndex}]; n != c.GroupSize {
-				t.Errorf("step %d prompt %d: accepted %d samples, want %d (each once)", step, g.PromptIndex, n, c.GroupSize)
-			}
-		}
-	}
+	localtest.CheckLearned(t, c, a)
 }
 
 // TestPipelineLearnsCompleteGroupsOnce runs coordinator, one rollout worker, one reward worker and
@@ -376,48 +280,6 @@ func TestRunEvaluatesInitialAndFinal(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(res.Dir, "eval.json")); err != nil {
 		t.Error(err)
-	}
-}
-
-// TestResumeContinuesExactly runs 3 steps straight, and 2 steps then a restart of the whole run
-// (same run id and directory) for the third: the resumed run's third step has exactly the
-// statistics of the straight run's (same samples, same weights, same optimizer state).
-func TestResumeContinuesExactly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a full pipeline run; skipped with -short")
-	}
-	e := testEnv(t)
-	run := func(out string, steps int) Result {
-		c := testConfig(t, steps)
-		c.CheckpointEvery = 1
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		res, err := Run(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: out,
-			Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return res
-	}
-	straight := run(t.TempDir(), 3)
-	out := t.TempDir()
-	run(out, 2)
-	resumed := run(out, 3)
-	if len(resumed.Accounting.Stats) != 1 {
-		t.Fatalf("the resumed run trained %d steps, want 1", len(resumed.Accounting.Stats))
-	}
-	a, b := straight.Accounting.Stats[2], resumed.Accounting.Stats[0]
-	a.Seconds, a.RefSeconds, a.UpdateSeconds = 0, 0, 0
-	b.Seconds, b.RefSeconds, b.UpdateSeconds = 0, 0, 0
-	if fmt.Sprint(a) != fmt.Sprint(b) {
-		t.Errorf("third step differs after resume:\nstraight %+v\nresumed  %+v", a, b)
-	}
-	lines, err := os.ReadFile(filepath.Join(resumed.Dir, "metrics.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(string(lines), "\n"); n != 3 {
-		t.Errorf("metrics.jsonl of the resumed run has %d lines, want 3", n)
 	}
 }
 

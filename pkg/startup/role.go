@@ -5,7 +5,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"time"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go/jetstream"
@@ -29,9 +28,6 @@ type Role struct {
 	JS      jetstream.JetStream
 	closers []func()
 }
-
-// PollWait bounds one pull of a role's consumers; an idle pull simply starts the next one.
-const PollWait = 30 * time.Second
 
 // Start loads the config as Load does and sets up the role of the process named id.
 func (c *CLI) Start(cmd *cobra.Command, id string) (*Role, error) {
@@ -89,13 +85,6 @@ func (r *Role) OpenStore() (store.Store, error) {
 	}
 	r.closers = append(r.closers, closeStore)
 	return st, nil
-}
-
-// Consume is the run's consumer settings (ack wait, redeliveries) with fetchers pull loops
-// (0: the bus default).
-func (r *Role) Consume(fetchers int) bus.ConsumeOptions {
-	w := r.Config.Wire
-	return bus.ConsumeOptions{Fetchers: fetchers, AckWait: w.AckWait.D(), MaxDeliver: w.MaxDeliver, PollWait: PollWait}
 }
 
 // Close releases what Start and OpenStore set up, newest first.

@@ -46,10 +46,6 @@ func TestRoleStartAndClose(t *testing.T) {
 	if _, err := r.OpenStore(); err != nil {
 		t.Fatal(err)
 	}
-	c := r.Consume(3)
-	if c.Fetchers != 3 || c.AckWait != r.Config.Wire.AckWait.D() || c.MaxDeliver != r.Config.Wire.MaxDeliver || c.PollWait != PollWait {
-		t.Fatalf("consume options %+v", c)
-	}
 	nc := r.JS.Conn()
 	r.Close()
 	if !nc.IsClosed() {

@@ -1,4 +1,4 @@
-package local
+package e2e
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bicot-rl/bicot/pkg/config"
+	"github.com/bicot-rl/bicot/pkg/local/localtest"
 	"github.com/bicot-rl/bicot/pkg/natsd"
 
 	"github.com/rs/zerolog"
@@ -58,8 +59,8 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a full pipeline run with three coordinators; skipped with -short")
 	}
-	e := testEnv(t)
-	c := testConfig(t, 4)
+	e := sharedEnv.Get(t)
+	c := localtest.Config(t, 4)
 	c.RunID = "ha3"
 	c.Wire.DispatchTick, c.Wire.PollWait = config.Duration(50*time.Millisecond), config.Duration(2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -154,14 +155,13 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer wcancel()
-	consume := bus.ConsumeOptions{Fetchers: 1, AckWait: c.Wire.AckWait.D(), MaxDeliver: c.Wire.MaxDeliver, PollWait: 2 * time.Second}
 	nc, ljs, err := bus.Connect(ctx, srv.URL(), bus.ConnectOptions{Name: "learner"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	conns = append(conns, nc.Close)
-	learner, err := learner.New(ctx, ljs, learner.Options{Config: c, Backend: e.backend, Store: st, Init: e.policy,
-		RunState: learner.RunStateFromCluster(client), Consume: consume, Log: log})
+	learner, err := learner.New(ctx, learner.Deps{JS: ljs, Backend: e.Backend, Store: st, Init: e.Policy,
+		RunState: learner.RunStateFromCluster(client), Log: log}, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	conns = append(conns, nc.Close)
-	rw, err := rolloutworker.New(ctx, rolloutworker.Deps{ID: "rollout-0", JS: rjs, Backend: e.backend, Store: st, Log: log}, c)
+	rw, err := rolloutworker.New(ctx, rolloutworker.Deps{ID: "rollout-0", JS: rjs, Backend: e.Backend, Store: st, Log: log}, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +181,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	conns = append(conns, nc.Close)
-	sw, err := rewardworker.New(ctx, rewardworker.Deps{ID: "reward-0", JS: sjs, Ensemble: e.ens, Codebook: e.cb, Log: log}, c)
+	sw, err := rewardworker.New(ctx, rewardworker.Deps{ID: "reward-0", JS: sjs, Ensemble: e.Ensemble, Codebook: e.Codebook, Log: log}, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the new leader did not see the run finish")
 	}
-	checkLearned(t, c, learner.Accounting())
+	localtest.CheckLearned(t, c, learner.Accounting())
 	rs := survivor.node.State()
 	if rs.Step != int64(c.Steps) || rs.PolicyVersion != int64(c.Steps) || len(rs.Groups) != 0 {
 		t.Errorf("replicated state at the end: step %d, version %d, %d groups in flight; want %d, %d, 0",

@@ -1,4 +1,4 @@
-package local
+package e2e
 
 import (
 	"bytes"
@@ -8,12 +8,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/local"
+	"github.com/bicot-rl/bicot/pkg/local/localtest"
 	"github.com/bicot-rl/bicot/pkg/startup"
 
 	"github.com/minio/minio-go/v7"
@@ -118,7 +121,7 @@ func sameOutcome(t *testing.T, name string, want, got outcome) {
 }
 
 func resumeConfig(t *testing.T, steps int) config.Config {
-	c := testConfig(t, steps)
+	c := localtest.Config(t, steps)
 	c.RunID = "resume"
 	c.CheckpointEvery = 1
 	c.Retention = config.Retention{KeepLast: 5}
@@ -129,11 +132,11 @@ func resumeConfig(t *testing.T, steps int) config.Config {
 // the learner has finished `after` steps.
 func killAfter(t *testing.T, c config.Config, out string, workers, after int) {
 	t.Helper()
-	e := testEnv(t)
+	e := sharedEnv.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cl, err := Start(ctx, Options{Config: c, RolloutWorkers: workers, RewardWorkers: workers, Out: out,
-		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+	cl, err := local.Start(ctx, local.Options{Config: c, RolloutWorkers: workers, RewardWorkers: workers, Out: out,
+		Backend: e.Backend, Ensemble: e.Ensemble, InitPolicy: e.Policy, SkipEval: true, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,9 +152,9 @@ func killAfter(t *testing.T, c config.Config, out string, workers, after int) {
 
 // resume continues the run in out from its newest good checkpoint the way `coordinator resume
 // --local` does: the run state stored with the checkpoint seeds a fresh raft directory.
-func resume(t *testing.T, c config.Config, out string, workers int, log zerolog.Logger) (Result, coordinator.Resume) {
+func resume(t *testing.T, c config.Config, out string, workers int, log zerolog.Logger) (local.Result, coordinator.Resume) {
 	t.Helper()
-	e := testEnv(t)
+	e := sharedEnv.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	st, closeStore, err := startup.OpenStore(ctx, c.Store, log)
@@ -170,8 +173,8 @@ func resume(t *testing.T, c config.Config, out string, workers int, log zerolog.
 	if err := coordinator.SeedRaft(dir, []runstate.Peer{{ID: "coordinator-0", RaftAddr: "127.0.0.1:0"}}, r.State); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Run(ctx, Options{Config: c, RolloutWorkers: workers, RewardWorkers: workers, Out: out,
-		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: log})
+	res, err := local.Run(ctx, local.Options{Config: c, RolloutWorkers: workers, RewardWorkers: workers, Out: out,
+		Backend: e.Backend, Ensemble: e.Ensemble, InitPolicy: e.Policy, SkipEval: true, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +184,7 @@ func resume(t *testing.T, c config.Config, out string, workers int, log zerolog.
 
 // checkResumed: the resumed run learned exactly the steps after its checkpoint, each once, and
 // the replicated state ends at the last step with nothing in flight.
-func checkResumed(t *testing.T, c config.Config, r coordinator.Resume, res Result) {
+func checkResumed(t *testing.T, c config.Config, r coordinator.Resume, res local.Result) {
 	t.Helper()
 	for step := range int64(c.Steps) {
 		_, learned := res.Accounting.Learned[step]
@@ -209,11 +212,11 @@ func TestResumeIsExact(t *testing.T) {
 	const steps = 4
 	straight := resumeConfig(t, steps)
 	straight.Store = t.TempDir()
-	e := testEnv(t)
+	e := sharedEnv.Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	if _, err := Run(ctx, Options{Config: straight, RolloutWorkers: 1, RewardWorkers: 1, Out: straight.Store,
-		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()}); err != nil {
+	if _, err := local.Run(ctx, local.Options{Config: straight, RolloutWorkers: 1, RewardWorkers: 1, Out: straight.Store,
+		Backend: e.Backend, Ensemble: e.Ensemble, InitPolicy: e.Policy, SkipEval: true, Log: zerolog.Nop()}); err != nil {
 		t.Fatal(err)
 	}
 	st, closeStore, err := startup.OpenStore(ctx, straight.Store, zerolog.Nop())
@@ -323,4 +326,46 @@ func st2(t *testing.T, spec string) store.Store {
 	}
 	t.Cleanup(closeStore)
 	return st
+}
+
+// TestResumeContinuesExactly runs 3 steps straight, and 2 steps then a restart of the whole run
+// (same run id and directory) for the third: the resumed run's third step has exactly the
+// statistics of the straight run's (same samples, same weights, same optimizer state).
+func TestResumeContinuesExactly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a full pipeline run; skipped with -short")
+	}
+	e := sharedEnv.Get(t)
+	run := func(out string, steps int) local.Result {
+		c := localtest.Config(t, steps)
+		c.CheckpointEvery = 1
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		defer cancel()
+		res, err := local.Run(ctx, local.Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: out,
+			Backend: e.Backend, Ensemble: e.Ensemble, InitPolicy: e.Policy, SkipEval: true, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	straight := run(t.TempDir(), 3)
+	out := t.TempDir()
+	run(out, 2)
+	resumed := run(out, 3)
+	if len(resumed.Accounting.Stats) != 1 {
+		t.Fatalf("the resumed run trained %d steps, want 1", len(resumed.Accounting.Stats))
+	}
+	a, b := straight.Accounting.Stats[2], resumed.Accounting.Stats[0]
+	a.Seconds, a.RefSeconds, a.UpdateSeconds = 0, 0, 0
+	b.Seconds, b.RefSeconds, b.UpdateSeconds = 0, 0, 0
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("third step differs after resume:\nstraight %+v\nresumed  %+v", a, b)
+	}
+	lines, err := os.ReadFile(filepath.Join(resumed.Dir, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(lines), "\n"); n != 3 {
+		t.Errorf("metrics.jsonl of the resumed run has %d lines, want 3", n)
+	}
 }
