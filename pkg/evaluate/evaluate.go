@@ -5,6 +5,11 @@
 // RewardAlignment compares a reward ensemble's ranking of those samples with the oracle's
 // (`reward-worker alignment`). Seeds are fixed, so the same policy and options give the same
 // numbers.
+//
+// Checkpoint is `learner eval`: it evaluates a checkpoint file and writes the sample grid (PNG)
+// and the per-sample records (JSONL) beside a Report, the Result with its settings, which
+// WriteTable prints and WriteFile stores; CompareFiles is `learner compare`, two stored reports
+// side by side with the paired change of the mean.
 package evaluate
 
 import (

@@ -6,7 +6,10 @@
 //
 // It is the harness behind the learning curves, the reward ladder and the ablations
 // (`learner experiment`, docs/learner.md): the training budget is wall-clock time spent training,
-// evaluations excluded, so runs of different settings get the same compute.
+// evaluations excluded, so runs of different settings get the same compute. RunFromConfig sets
+// the harness up from a run config and Settings and keeps a record of the run (JSON lines);
+// WriteResults tabulates a directory of records against the base policy's evaluation
+// (`learner results`).
 package experiment
 
 import (

@@ -1,8 +1,14 @@
-// Package pretrain makes the scene world's teacher-forced examples: for a training prompt, a
-// scene drawn for it (promptgen.TrainingScene, so no held-out combination is ever asked for), its
-// plan and its rendered image's codes, mixed with plan-less and unconditional rows. The `learner
-// pretrain` command fits the base policy on them, and the learner's supervised anchor
-// (grpo.sft_coef) adds their loss to each BiCoT-GRPO update, so both draw the same distribution.
+// Package pretrain fits the base policy by supervised learning, and makes the scene world's
+// teacher-forced examples it learns from: for a training prompt, a scene drawn for it
+// (promptgen.TrainingScene, so no held-out combination is ever asked for), its plan and its
+// rendered image's codes, mixed with plan-less and unconditional rows. The learner's supervised
+// anchor (grpo.sft_coef) adds the loss of the same examples to each BiCoT-GRPO update, so both
+// draw the same distribution.
+//
+// Run is `learner pretrain`: Config (configs/pretrain.yaml) sizes the policy, whose vocabularies
+// and learning aids (tied cells, phrase bags, code words) come from the tokenizer and the
+// codebook, and trains it with warm-up and cosine decay, writing the checkpoint and its model
+// config side by side.
 package pretrain
 
 import (

@@ -8,7 +8,8 @@
 // a fixed piece of one object template in one colour, or background. With K at least the number of
 // distinct patches the codebook reproduces every scene exactly; smaller K trades exactness for a
 // smaller output head. The file format (format.go) is self-describing and checksummed; training
-// lives in train.go.
+// lives in train.go, and Build (build.go, `learner codebook`) trains, measures on held-out scenes
+// and writes a codebook from a BuildConfig.
 package vq
 
 import (
