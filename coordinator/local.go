@@ -81,7 +81,7 @@ func laptopDefaults() config.Config {
 	c.Wire.Heartbeat = config.Duration(2e9)
 	c.RedispatchAfter = config.Duration(5 * time.Minute)
 	c.Prompts = "data/prompts/rl.jsonl"
-	c.GRPO = map[string]any{"optimizer": map[string]any{"lr": 0.001}, "sft_coef": 1.0, "min_spread": 0.05}
+	c.GRPO.Optimizer.LR, c.GRPO.SFTCoef, c.GRPO.MinSpread = 0.001, 1, 0.05
 	c.Eval.LimitPerType, c.Eval.G = 40, 4
 	return c
 }

@@ -7,11 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/bicot-rl/bicot/pkg/startup"
-
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/bicot-rl/bicot/pkg/startup"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/local"

@@ -8,14 +8,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bicot-rl/bicot/pkg/startup"
-
-	"github.com/bicot-rl/bicot/pkg/natsd"
-
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/bicot-rl/bicot/pkg/startup"
+	"github.com/bicot-rl/bicot/pkg/natsd"
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"

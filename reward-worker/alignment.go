@@ -9,13 +9,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
-	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/startup"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
@@ -24,7 +24,7 @@ func newAlignmentCmd(p *startup.Process) *cobra.Command {
 	var (
 		policy, models, codebook, promptFile, jsonOut, backend, expertConfig string
 		o                                                                    = evaluate.Options{LimitPerType: 12, G: 8, Seed: 1, CFGWeight: 3}
-		tieSpread                                                            = reward.TieSpread
+		tieSpread                                                            = config.DefaultMinSpread
 	)
 	cmd := &cobra.Command{
 		Use:   "alignment",

@@ -4,7 +4,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/startup"
-
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/vq"

@@ -101,9 +101,9 @@ type Config struct {
 	// Steps to train; the run ends when the learner has finished this many.
 	Steps    int      `yaml:"steps" json:"steps"`
 	Sampling Sampling `yaml:"sampling" json:"sampling"`
-	// GRPO holds the learner's options, passed through to the trainer unchanged (its own
-	// package defines and validates them).
-	GRPO map[string]any `yaml:"grpo" json:"grpo,omitempty"`
+	// GRPO is the learner's BiCoT-GRPO hyper-parameters (grpo.go); a file's grpo section is
+	// decoded over DefaultGRPO, so it names only what it changes.
+	GRPO GRPO `yaml:"grpo" json:"grpo"`
 	// Staleness k: step s may be sampled with a policy up to k versions behind; 0 is strictly
 	// on-policy (step s waits for version s).
 	Staleness int `yaml:"staleness" json:"staleness"`
@@ -190,6 +190,7 @@ func Default() Config {
 		PromptsPerTask:    2,
 		Steps:             100,
 		Sampling:          Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: ImageLogpConditional},
+		GRPO:              DefaultGRPO(),
 		CheckpointEvery:   10,
 		Retention:         Retention{KeepLast: 5, KeepBest: 1, Metric: "reward_mean"},
 		MaxResampleRounds: 8,
@@ -353,6 +354,9 @@ func (c Config) Validate() error {
 	}
 	if c.Eval.LimitPerType > 0 && (c.Eval.G < 1 || c.Eval.Prompts == "") {
 		bad("eval: g %d and prompts %q: want g >= 1 and a prompt file", c.Eval.G, c.Eval.Prompts)
+	}
+	if err := c.GRPO.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("run config: %w", err)

@@ -137,7 +137,46 @@ func TestShippedClusterConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.RunID != "cluster-1" || c.Staleness != 1 || c.GRPO == nil {
+	if c.RunID != "cluster-1" || c.Staleness != 1 || c.GRPO.Optimizer.LR != 1e-3 || c.GRPO.SFTCoef != 1 || !c.Effective().GRPO.Loss.Clip {
 		t.Errorf("cluster config: %+v", c)
+	}
+}
+
+// The grpo section is typed: a file names only what it changes, a misspelt key or a bad value is
+// an error at load naming the field, and Effective fills in what the trainer will run with.
+func TestGRPOSectionTyped(t *testing.T) {
+	var c Config
+	c = Default()
+	if err := Parse([]byte("grpo: {optimizer: {lr: 0.002}, sft_coef: 0.5}\n"), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.GRPO.Optimizer.LR != 0.002 || c.GRPO.SFTCoef != 0.5 || c.GRPO.Loss.Beta != DefaultLossOptions().Beta || c.GRPO.MinSpread != DefaultMinSpread {
+		t.Fatalf("grpo decoded over the defaults: %+v", c.GRPO)
+	}
+	c = Default()
+	if err := Parse([]byte("grpo: {betta: 1}\n"), &c); err == nil || !strings.Contains(err.Error(), "betta") {
+		t.Fatalf("misspelt grpo key: %v", err)
+	}
+	for _, tc := range []struct{ yaml, want string }{
+		{"grpo: {optimizer: {lr: -1}}", "grpo.optimizer: lr"},
+		{"grpo: {loss: {norm: tokens}}", "grpo.loss: norm"},
+		{"grpo: {sft_coef: .nan}", "grpo.sft_coef"},
+		{"grpo: {update_epochs: 3}", "grpo.update_epochs 3 > 1 needs grpo.loss.clip"},
+		{"grpo: {adv_scale: mad}", "grpo.adv_scale"},
+		{"grpo: {optimizer: {schedule: cosine, total_steps: 5, warmup_steps: 10}}", "cosine schedule"},
+	} {
+		c = Default()
+		if err := Parse([]byte(tc.yaml+"\n"), &c); err != nil {
+			t.Fatalf("%s: parse: %v", tc.yaml, err)
+		}
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.yaml, err, tc.want)
+		}
+	}
+	c = Default()
+	c.PromptsPerStep, c.GroupSize, c.Staleness = 8, 8, 1
+	e := c.Effective()
+	if e.GRPO.BatchSize != 64 || !e.GRPO.Loss.Clip || e.GRPO.UpdateEpochs != 1 || e.GRPO.AdvScale != AdvScaleStd || e.GRPO.Optimizer.Schedule != ScheduleConstant {
+		t.Errorf("effective grpo %+v", e.GRPO)
 	}
 }

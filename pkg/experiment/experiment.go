@@ -20,9 +20,7 @@ import (
 	"time"
 
 	"github.com/bicot-rl/bicot/pkg/config"
-
 	"github.com/bicot-rl/bicot/pkg/wire"
-
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/model"

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/bicot-rl/bicot/pkg/config"
-
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/trainer"

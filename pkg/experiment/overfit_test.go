@@ -6,13 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bicot-rl/bicot/pkg/config"
-
 	"go.uber.org/goleak"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
-	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -105,10 +103,10 @@ func TestOverfitOnePromptWithTheOracle(t *testing.T) {
 	const cfg = 3.0
 	evalOpts := evaluate.Options{G: 16, Seed: 99, CFGWeight: cfg}
 	for _, tc := range []struct {
-		level    grpo.Level
+		level    config.Level
 		prompt   string
 		maxSteps int
-	}{{grpo.LevelBoth, planPrompt, 60}, {grpo.LevelPlan, planPrompt, 60}, {grpo.LevelImage, imagePrompt, 60}} {
+	}{{config.LevelBoth, planPrompt, 60}, {config.LevelPlan, planPrompt, 60}, {config.LevelImage, imagePrompt, 60}} {
 		t.Run(string(tc.level), func(t *testing.T) {
 			p := find(tc.prompt)
 			policy := a.freshPolicy(t)

@@ -11,10 +11,10 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/pretrain"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
-	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -138,7 +138,7 @@ func optionsFromConfig(ctx context.Context, c config.Config, s Settings, log zer
 // newTrainer makes the run's trainer of policy, with the supervised anchor when grpo.sft_coef
 // asks for one.
 func newTrainer(c config.Config, policy *model.Model, cb *vq.Codebook) (*trainer.Trainer, trainer.Options, error) {
-	topts, err := learner.TrainerOptions(c)
+	topts, err := trainer.OptionsFor(c)
 	if err != nil {
 		return nil, topts, err
 	}
@@ -149,7 +149,7 @@ func newTrainer(c config.Config, policy *model.Model, cb *vq.Codebook) (*trainer
 	if topts.SFTCoef <= 0 {
 		return tr, topts, nil
 	}
-	src, err := learner.Anchor(c, policy.Config, cb)
+	src, err := pretrain.Anchor(c, policy.Config, cb)
 	if err != nil {
 		return nil, topts, fmt.Errorf("experiment: %w", err)
 	}

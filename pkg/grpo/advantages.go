@@ -13,14 +13,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-)
 
-// DefaultStdEps is added to the group's standard deviation, as in the reference.
-const DefaultStdEps = 1e-4
+	"github.com/bicot-rl/bicot/pkg/config"
+)
 
 // AdvantageOptions configure ComputeAdvantages.
 type AdvantageOptions struct {
-	// StdEps is added to the unbiased standard deviation; default DefaultStdEps.
+	// StdEps is added to the unbiased standard deviation; default config.DefaultStdEps.
 	StdEps float64
 	// FilterZeroStd drops groups whose rewards all tie (DAPO's dynamic sampling filter): they have
 	// zero advantage everywhere, so they only dilute the batch and add KL.
@@ -29,16 +28,10 @@ type AdvantageOptions struct {
 	// experts never tie exactly, so without it a group whose samples differ only by the experts'
 	// noise gets unit-size advantages from the std division. 0: only exact ties.
 	MinSpread float64
-	// Scale divides the centred rewards: ScaleStd (the reference; "" too) by std + StdEps, or
-	// ScaleNone (Dr. GRPO) by nothing, so a group's advantages are as large as its rewards differ.
+	// Scale divides the centred rewards: config.AdvScaleStd (the reference; "" too) by std + StdEps, or
+	// config.AdvScaleNone (Dr. GRPO) by nothing, so a group's advantages are as large as its rewards differ.
 	Scale string
 }
-
-// Advantage scales.
-const (
-	ScaleStd  = "std"
-	ScaleNone = "none"
-)
 
 // Validate checks the options.
 func (o AdvantageOptions) Validate() error {
@@ -48,8 +41,8 @@ func (o AdvantageOptions) Validate() error {
 	if math.IsNaN(o.MinSpread) || math.IsInf(o.MinSpread, 0) || o.MinSpread < 0 {
 		return fmt.Errorf("advantage min spread %v: want a finite value >= 0", o.MinSpread)
 	}
-	if o.Scale != "" && o.Scale != ScaleStd && o.Scale != ScaleNone {
-		return fmt.Errorf("advantage scale %q: want %q or %q", o.Scale, ScaleStd, ScaleNone)
+	if o.Scale != "" && o.Scale != config.AdvScaleStd && o.Scale != config.AdvScaleNone {
+		return fmt.Errorf("advantage scale %q: want %q or %q", o.Scale, config.AdvScaleStd, config.AdvScaleNone)
 	}
 	return nil
 }
@@ -89,12 +82,12 @@ func (a Advantages) Flat() []float32 {
 }
 
 // ComputeAdvantages turns the rewards of each group (the G samples of one prompt) into
-// A_i = (r_i - mean) / (std + eps), std unbiased (n-1) (or A_i = r_i - mean with ScaleNone). A group whose rewards all tie gets exactly
+// A_i = (r_i - mean) / (std + eps), std unbiased (n-1) (or A_i = r_i - mean with config.AdvScaleNone). A group whose rewards all tie gets exactly
 // zero advantages (and is counted in ZeroStd); a group of one sample counts as tied. A NaN or
 // infinite reward is an error naming the group and sample, never silently zeroed.
 func ComputeAdvantages(groups [][]float64, o AdvantageOptions) (Advantages, error) {
 	if o.StdEps == 0 {
-		o.StdEps = DefaultStdEps
+		o.StdEps = config.DefaultStdEps
 	}
 	if err := o.Validate(); err != nil {
 		return Advantages{}, err
@@ -130,7 +123,7 @@ func ComputeAdvantages(groups [][]float64, o AdvantageOptions) (Advantages, erro
 		mean, std := meanStd(g)
 		adv := make([]float64, len(g))
 		div := std + o.StdEps
-		if o.Scale == ScaleNone {
+		if o.Scale == config.AdvScaleNone {
 			div = 1
 		}
 		for i, r := range g {

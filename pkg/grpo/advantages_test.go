@@ -4,6 +4,8 @@ import (
 	"math"
 	"strings"
 	"testing"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 func near(a, b, tol float64) bool { return math.Abs(a-b) <= tol }
@@ -122,7 +124,7 @@ func TestAdvantagesMinSpreadAndScale(t *testing.T) {
 	if a.Stats.ZeroStd != 0 || math.Abs(a.PerGroup[0][3]) < 0.8 {
 		t.Fatalf("no threshold: zero std %d, advantages %v", a.Stats.ZeroStd, a.PerGroup)
 	}
-	a, err = ComputeAdvantages(groups, AdvantageOptions{Scale: ScaleNone, FilterZeroStd: true, MinSpread: 0.05})
+	a, err = ComputeAdvantages(groups, AdvantageOptions{Scale: config.AdvScaleNone, FilterZeroStd: true, MinSpread: 0.05})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,8 @@ import (
 
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 // BenchmarkLossAndGradient: one batch of 32 samples with 24 plan and 36 image tokens (the
@@ -12,7 +14,7 @@ import (
 func BenchmarkLossAndGradient(b *testing.B) {
 	const B, Tp, Ti = 32, 24, 36
 	exec, err := NewExecAny(backend(b), func(in []*Node) []*Node {
-		o := DefaultLossOptions()
+		o := config.DefaultLossOptions()
 		o.Clip = true
 		out := Loss(LossInputs{
 			PlanLogp: in[0], PlanOld: in[0], PlanRef: in[0], PlanMask: in[1],

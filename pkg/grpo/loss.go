@@ -2,82 +2,12 @@ package grpo
 
 import (
 	"fmt"
-	"math"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
-
-// Normalization chooses how per-token losses become one scalar.
-type Normalization string
-
-const (
-	// NormTokenMean averages over every unmasked token of the batch, plan and image together
-	// (the reference). Image tokens outnumber plan tokens, so they dominate.
-	NormTokenMean Normalization = "token"
-	// NormSequenceMean averages each sample's tokens, then the samples.
-	NormSequenceMean Normalization = "sequence"
-	// NormLevelMean averages the plan tokens and the image tokens separately (over the batch)
-	// and then the two means, so each level weighs the same whatever its length.
-	NormLevelMean Normalization = "level"
-)
-
-// Level selects which CoT levels the loss trains (the paper's ablation).
-type Level string
-
-const (
-	LevelBoth  Level = "both"  // semantic-level (plan) and token-level (image)
-	LevelPlan  Level = "plan"  // semantic-level only
-	LevelImage Level = "image" // token-level only
-)
-
-// LossOptions configure Loss.
-type LossOptions struct {
-	// Beta weighs the k3 KL penalty against the reference policy (reference: 0.01).
-	Beta float64 `yaml:"beta"`
-	// Clip turns on PPO clipping of the ratio to [1-EpsLow, 1+EpsHigh] (needed once samples are
-	// older than the policy being trained: staleness > 0 or several updates per batch).
-	Clip    bool    `yaml:"clip"`
-	EpsLow  float64 `yaml:"eps_low"`
-	EpsHigh float64 `yaml:"eps_high"`
-	// Norm: token (default), sequence or level.
-	Norm Normalization `yaml:"norm"`
-	// Level: both (default), plan or image.
-	Level Level `yaml:"level"`
-}
-
-// DefaultLossOptions are the reference's settings (beta 0.01, no clipping, token mean, both
-// levels) with the usual PPO epsilons ready for when clipping is turned on.
-func DefaultLossOptions() LossOptions {
-	return LossOptions{Beta: 0.01, EpsLow: 0.2, EpsHigh: 0.2, Norm: NormTokenMean, Level: LevelBoth}
-}
-
-// Validate checks the options; empty Norm and Level mean the defaults.
-func (o LossOptions) Validate() error {
-	fin := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
-	if !fin(o.Beta) || o.Beta < 0 {
-		return fmt.Errorf("grpo loss: beta %v: want a finite value >= 0", o.Beta)
-	}
-	if o.Clip {
-		if !fin(o.EpsLow) || o.EpsLow <= 0 || o.EpsLow >= 1 {
-			return fmt.Errorf("grpo loss: eps_low %v: want 0 < eps_low < 1", o.EpsLow)
-		}
-		if !fin(o.EpsHigh) || o.EpsHigh <= 0 {
-			return fmt.Errorf("grpo loss: eps_high %v: want a finite value > 0", o.EpsHigh)
-		}
-	}
-	switch o.Norm {
-	case "", NormTokenMean, NormSequenceMean, NormLevelMean:
-	default:
-		return fmt.Errorf("grpo loss: norm %q: want token, sequence or level", o.Norm)
-	}
-	switch o.Level {
-	case "", LevelBoth, LevelPlan, LevelImage:
-	default:
-		return fmt.Errorf("grpo loss: level %q: want both, plan or image", o.Level)
-	}
-	return nil
-}
 
 // LossInputs are the graph nodes of one batch of B samples. Plan tensors are [B, Tp] and image
 // tensors [B, Ti] (padded to fixed lengths); either level may be left nil when the batch has none
@@ -119,15 +49,15 @@ type level struct {
 // r = exp(logp - logp_old) and KL = exp(ref - logp) - (ref - logp) - 1, reduced per o.Norm over
 // the levels o.Level selects. Like every gomlx graph function it panics on misuse (invalid
 // options, mismatched shapes); call o.Validate first to get an error instead.
-func Loss(in LossInputs, o LossOptions) LossOutputs {
+func Loss(in LossInputs, o config.LossOptions) LossOutputs {
 	if err := o.Validate(); err != nil {
 		panic(err)
 	}
 	if o.Norm == "" {
-		o.Norm = NormTokenMean
+		o.Norm = config.NormTokenMean
 	}
 	if o.Level == "" {
-		o.Level = LevelBoth
+		o.Level = config.LevelBoth
 	}
 	if in.Advantages == nil {
 		panic(fmt.Errorf("grpo loss: advantages missing"))
@@ -143,10 +73,10 @@ func Loss(in LossInputs, o LossOptions) LossOutputs {
 	}
 	// A level switched off still takes part in the graph (fixed shapes) but with an all-zero mask,
 	// so it adds nothing to numerators or denominators.
-	if o.Level == LevelImage && plan.present {
+	if o.Level == config.LevelImage && plan.present {
 		plan = plan.zeroed()
 	}
-	if o.Level == LevelPlan && image.present {
+	if o.Level == config.LevelPlan && image.present {
 		image = image.zeroed()
 	}
 	g := adv.Graph()
@@ -186,9 +116,9 @@ func Loss(in LossInputs, o LossOptions) LossOutputs {
 	out.PlanKL, out.ImageKL = levelKL(plan), levelKL(image)
 
 	switch o.Norm {
-	case NormTokenMean:
+	case config.NormTokenMean:
 		out.Loss = safeDiv(sumAll(func(l level) *Node { return l.loss }), tokens)
-	case NormSequenceMean:
+	case config.NormSequenceMean:
 		var seqLoss, seqTok *Node
 		for _, l := range levels {
 			sl, st := ReduceSum(l.loss, 1), ReduceSum(l.mask, 1)
@@ -201,7 +131,7 @@ func Loss(in LossInputs, o LossOptions) LossOutputs {
 		perSeq := Div(seqLoss, Max(seqTok, OnesLike(seqTok)))
 		hasTok := ConvertDType(GreaterThan(seqTok, ZerosLike(seqTok)), dt)
 		out.Loss = safeDiv(ReduceAllSum(perSeq), ReduceAllSum(hasTok))
-	case NormLevelMean:
+	case config.NormLevelMean:
 		var sum, n *Node
 		for _, l := range levels {
 			cnt := ReduceAllSum(l.mask)
@@ -218,7 +148,7 @@ func Loss(in LossInputs, o LossOptions) LossOutputs {
 	return out
 }
 
-func buildLevel(name string, logp, old, ref, mask, adv *Node, o LossOptions) level {
+func buildLevel(name string, logp, old, ref, mask, adv *Node, o config.LossOptions) level {
 	if logp == nil && old == nil && ref == nil && mask == nil {
 		return level{}
 	}

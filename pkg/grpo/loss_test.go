@@ -10,6 +10,8 @@ import (
 	_ "github.com/gomlx/gomlx/backends/simplego"
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 // backend is the pure-Go backend with ops run one after another: gomlx v0.26's parallel op
@@ -40,7 +42,7 @@ type lossResult struct {
 }
 
 // evalLoss runs Loss on the pure-Go backend.
-func evalLoss(t *testing.T, b batch, o LossOptions) lossResult {
+func evalLoss(t *testing.T, b batch, o config.LossOptions) lossResult {
 	t.Helper()
 	exec, err := NewExecAny(backend(t), func(in []*Node) []*Node {
 		out := Loss(LossInputs{
@@ -92,23 +94,23 @@ func onPolicy() batch {
 func TestLossOnPolicyByHand(t *testing.T) {
 	// Every token's loss is -A: ratio 1, KL 0.
 	cases := []struct {
-		norm  Normalization
-		level Level
+		norm  config.Normalization
+		level config.Level
 		want  float64
 	}{
 		// 5 tokens at -1 and 3 at +0.5 over 8 tokens.
-		{NormTokenMean, LevelBoth, -(5*1 - 3*0.5) / 8.0},
+		{config.NormTokenMean, config.LevelBoth, -(5*1 - 3*0.5) / 8.0},
 		// Sample means -1 and +0.5, averaged.
-		{NormSequenceMean, LevelBoth, -(1 - 0.5) / 2},
+		{config.NormSequenceMean, config.LevelBoth, -(1 - 0.5) / 2},
 		// Plan: (-1 -1 +0.5)/3 = -0.5; image: (-1 -1 -1 +0.5 +0.5)/5 = -0.4; mean -0.45.
-		{NormLevelMean, LevelBoth, -0.45},
-		{NormTokenMean, LevelPlan, -0.5},
-		{NormTokenMean, LevelImage, -0.4},
-		{NormSequenceMean, LevelPlan, -(1 - 0.5) / 2},
-		{NormLevelMean, LevelImage, -0.4},
+		{config.NormLevelMean, config.LevelBoth, -0.45},
+		{config.NormTokenMean, config.LevelPlan, -0.5},
+		{config.NormTokenMean, config.LevelImage, -0.4},
+		{config.NormSequenceMean, config.LevelPlan, -(1 - 0.5) / 2},
+		{config.NormLevelMean, config.LevelImage, -0.4},
 	}
 	for _, c := range cases {
-		o := DefaultLossOptions()
+		o := config.DefaultLossOptions()
 		o.Norm, o.Level = c.norm, c.level
 		r := evalLoss(t, onPolicy(), o)
 		if !near(r.loss, c.want, 1e-12) {
@@ -122,7 +124,7 @@ func TestLossOnPolicyByHand(t *testing.T) {
 
 func TestLossGradientOnPolicy(t *testing.T) {
 	// d/dlogp of -exp(logp-old)*A / N is -A/N at ratio 1 (KL has zero gradient at ref == logp).
-	o := DefaultLossOptions()
+	o := config.DefaultLossOptions()
 	r := evalLoss(t, onPolicy(), o)
 	wantPlan := [][]float64{{-1.0 / 8, -1.0 / 8}, {0.5 / 8, 0}}
 	wantImage := [][]float64{{-1.0 / 8, -1.0 / 8, -1.0 / 8}, {0.5 / 8, 0.5 / 8, 0}}
@@ -141,13 +143,13 @@ func TestLossGradientOnPolicy(t *testing.T) {
 }
 
 func TestLevelSwitchZeroesOtherLevel(t *testing.T) {
-	for _, lvl := range []Level{LevelPlan, LevelImage} {
-		o := DefaultLossOptions()
+	for _, lvl := range []config.Level{config.LevelPlan, config.LevelImage} {
+		o := config.DefaultLossOptions()
 		o.Level = lvl
 		b := onPolicy()
 		// Make the switched-off level wildly different: it must not matter.
 		r1 := evalLoss(t, b, o)
-		if lvl == LevelPlan {
+		if lvl == config.LevelPlan {
 			b.imageRef = fill(2, 3, -5)
 			b.imageOld = fill(2, 3, -3)
 		} else {
@@ -159,7 +161,7 @@ func TestLevelSwitchZeroesOtherLevel(t *testing.T) {
 			t.Errorf("level %s: loss moved with the other level: %g vs %g", lvl, r1.loss, r2.loss)
 		}
 		other := r2.gradImage
-		if lvl == LevelImage {
+		if lvl == config.LevelImage {
 			other = r2.gradPlan
 		}
 		for _, row := range other {
@@ -170,7 +172,7 @@ func TestLevelSwitchZeroesOtherLevel(t *testing.T) {
 			}
 		}
 		wantTokens := 3.0
-		if lvl == LevelImage {
+		if lvl == config.LevelImage {
 			wantTokens = 5
 		}
 		if r2.tokens != wantTokens {
@@ -190,7 +192,7 @@ func one(logp, old, ref, adv float64) batch {
 
 func TestKLByHand(t *testing.T) {
 	// ref - logp = -1: KL = e^-1 - (-1) - 1 = e^-1. Loss = -(1*0.5 - 0.1*e^-1).
-	o := DefaultLossOptions()
+	o := config.DefaultLossOptions()
 	o.Beta = 0.1
 	r := evalLoss(t, one(-1, -1, -2, 0.5), o)
 	if !near(r.kl, math.Exp(-1), 1e-15) || !near(r.imageKL, math.Exp(-1), 1e-15) || r.planKL != 0 {
@@ -211,7 +213,7 @@ func TestKLByHand(t *testing.T) {
 }
 
 func TestClippingByHand(t *testing.T) {
-	o := DefaultLossOptions()
+	o := config.DefaultLossOptions()
 	o.Beta = 0
 	o.Clip = true
 	o.EpsLow, o.EpsHigh = 0.2, 0.28
@@ -248,13 +250,13 @@ func TestClippingByHand(t *testing.T) {
 }
 
 // referenceLoss is the loss written out token by token, for random batches.
-func referenceLoss(b batch, o LossOptions) float64 {
+func referenceLoss(b batch, o config.LossOptions) float64 {
 	type lv struct{ lp, old, ref, m [][]float64 }
 	var lvs []lv
-	if o.Level != LevelImage {
+	if o.Level != config.LevelImage {
 		lvs = append(lvs, lv{b.planLogp, b.planOld, b.planRef, b.planMask})
 	}
-	if o.Level != LevelPlan {
+	if o.Level != config.LevelPlan {
 		lvs = append(lvs, lv{b.imageLogp, b.imageOld, b.imageRef, b.imageMask})
 	}
 	tok := func(l lv, i, j int) float64 {
@@ -287,7 +289,7 @@ func referenceLoss(b batch, o LossOptions) float64 {
 		}
 	}
 	switch o.Norm {
-	case NormSequenceMean:
+	case config.NormSequenceMean:
 		var s, k float64
 		for i := range seqSum {
 			if seqN[i] > 0 {
@@ -296,7 +298,7 @@ func referenceLoss(b batch, o LossOptions) float64 {
 			}
 		}
 		return s / k
-	case NormLevelMean:
+	case config.NormLevelMean:
 		var s float64
 		for _, m := range levelMeans {
 			s += m
@@ -336,9 +338,9 @@ func TestLossMatchesReferenceOnRandomBatches(t *testing.T) {
 		}
 		b.imageMask[0][0] = 1 // never an empty batch
 		b.planMask[0][0] = 1
-		for _, norm := range []Normalization{NormTokenMean, NormSequenceMean, NormLevelMean} {
-			for _, lvl := range []Level{LevelBoth, LevelPlan, LevelImage} {
-				o := LossOptions{Beta: 0.04, Clip: trial%2 == 1, EpsLow: 0.2, EpsHigh: 0.28, Norm: norm, Level: lvl}
+		for _, norm := range []config.Normalization{config.NormTokenMean, config.NormSequenceMean, config.NormLevelMean} {
+			for _, lvl := range []config.Level{config.LevelBoth, config.LevelPlan, config.LevelImage} {
+				o := config.LossOptions{Beta: 0.04, Clip: trial%2 == 1, EpsLow: 0.2, EpsHigh: 0.28, Norm: norm, Level: lvl}
 				got := evalLoss(t, b, o).loss
 				want := referenceLoss(b, o)
 				if !near(got, want, 1e-10) {
@@ -355,7 +357,7 @@ func TestMaskedPositionsCannotPoison(t *testing.T) {
 	b.imageLogp = [][]float64{{-1, -0.5, -2.5}, {-0.1, -1.5, math.Inf(-1)}}
 	b.imageOld = [][]float64{{-1, -0.5, -2.5}, {-0.1, -1.5, math.NaN()}}
 	b.imageRef = b.imageOld
-	r := evalLoss(t, b, DefaultLossOptions())
+	r := evalLoss(t, b, config.DefaultLossOptions())
 	if !near(r.loss, -(5*1-3*0.5)/8.0, 1e-12) {
 		t.Fatalf("loss %g with poisoned padding", r.loss)
 	}
@@ -370,7 +372,7 @@ func TestMaskedPositionsCannotPoison(t *testing.T) {
 
 func TestLossBoolMasksAndImageOnlyBatch(t *testing.T) {
 	exec, err := NewExecAny(backend(t), func(in []*Node) []*Node {
-		out := Loss(LossInputs{ImageLogp: in[0], ImageOld: in[0], ImageRef: in[0], ImageMask: in[1], Advantages: in[2]}, DefaultLossOptions())
+		out := Loss(LossInputs{ImageLogp: in[0], ImageOld: in[0], ImageRef: in[0], ImageMask: in[1], Advantages: in[2]}, config.DefaultLossOptions())
 		return []*Node{out.Loss, out.PlanKL}
 	})
 	if err != nil {
@@ -388,7 +390,7 @@ func TestLossBoolMasksAndImageOnlyBatch(t *testing.T) {
 
 func TestLossShapeErrors(t *testing.T) {
 	exec, err := NewExecAny(backend(t), func(in []*Node) []*Node {
-		return []*Node{Loss(LossInputs{ImageLogp: in[0], ImageOld: in[0], ImageRef: in[0], ImageMask: in[1], Advantages: in[2]}, DefaultLossOptions()).Loss}
+		return []*Node{Loss(LossInputs{ImageLogp: in[0], ImageOld: in[0], ImageRef: in[0], ImageMask: in[1], Advantages: in[2]}, config.DefaultLossOptions()).Loss}
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -404,22 +406,22 @@ func TestLossShapeErrors(t *testing.T) {
 }
 
 func TestLossOptionsValidate(t *testing.T) {
-	if err := DefaultLossOptions().Validate(); err != nil {
+	if err := config.DefaultLossOptions().Validate(); err != nil {
 		t.Fatal(err)
 	}
 	bad := []struct {
-		edit func(*LossOptions)
+		edit func(*config.LossOptions)
 		want string
 	}{
-		{func(o *LossOptions) { o.Beta = -1 }, "beta"},
-		{func(o *LossOptions) { o.Beta = math.NaN() }, "beta"},
-		{func(o *LossOptions) { o.Clip, o.EpsLow = true, 1 }, "eps_low"},
-		{func(o *LossOptions) { o.Clip, o.EpsHigh = true, 0 }, "eps_high"},
-		{func(o *LossOptions) { o.Norm = "mean" }, `norm "mean"`},
-		{func(o *LossOptions) { o.Level = "text" }, `level "text"`},
+		{func(o *config.LossOptions) { o.Beta = -1 }, "beta"},
+		{func(o *config.LossOptions) { o.Beta = math.NaN() }, "beta"},
+		{func(o *config.LossOptions) { o.Clip, o.EpsLow = true, 1 }, "eps_low"},
+		{func(o *config.LossOptions) { o.Clip, o.EpsHigh = true, 0 }, "eps_high"},
+		{func(o *config.LossOptions) { o.Norm = "mean" }, `norm "mean"`},
+		{func(o *config.LossOptions) { o.Level = "text" }, `level "text"`},
 	}
 	for _, c := range bad {
-		o := DefaultLossOptions()
+		o := config.DefaultLossOptions()
 		c.edit(&o)
 		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("want error about %s, got %v", c.want, err)

@@ -8,97 +8,18 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
 	"github.com/gomlx/gomlx/pkg/ml/context"
 	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
-
-// Schedule kinds for the learning rate.
-const (
-	ScheduleConstant = "constant" // optional linear warm-up, then constant
-	ScheduleCosine   = "cosine"   // optional linear warm-up, then cosine decay to MinLR
-)
-
-// OptimizerOptions configure the update: global-norm gradient clipping, then AdamW.
-//
-// AdamW is gomlx v0.26's optimizers.Adam().WeightDecay(wd): decoupled decay lr*wd*w added to the
-// step, applied to every trainable variable. gomlx has no global-norm clipping (only per-value
-// step clipping) and its cosine schedule restarts each period and warms up from MinLR, so this
-// package computes gradients itself, clips them, sets the learning-rate variable from its own
-// schedule, and hands the result to Adam's UpdateGraphWithGradients.
-type OptimizerOptions struct {
-	LR          float64 `yaml:"lr"`
-	Beta1       float64 `yaml:"beta1"`
-	Beta2       float64 `yaml:"beta2"`
-	Epsilon     float64 `yaml:"epsilon"`
-	WeightDecay float64 `yaml:"weight_decay"`
-	// ClipNorm is the maximum global L2 norm of the gradients; 0 disables clipping.
-	ClipNorm float64 `yaml:"clip_norm"`
-	// Schedule: constant (default) or cosine.
-	Schedule    string  `yaml:"schedule"`
-	WarmupSteps int     `yaml:"warmup_steps"`
-	TotalSteps  int     `yaml:"total_steps"` // cosine: steps until MinLR (warm-up included)
-	MinLR       float64 `yaml:"min_lr"`
-}
-
-// DefaultOptimizerOptions follow the reference (lr 1e-6, AdamW betas 0.9/0.999, eps 1e-8, weight
-// decay 0, grad-norm clip 1.0, constant schedule).
-func DefaultOptimizerOptions() OptimizerOptions {
-	return OptimizerOptions{LR: 1e-6, Beta1: 0.9, Beta2: 0.999, Epsilon: 1e-8, ClipNorm: 1, Schedule: ScheduleConstant}
-}
-
-// Validate checks the options.
-func (o OptimizerOptions) Validate() error {
-	fin := func(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
-	switch {
-	case !fin(o.LR) || o.LR <= 0:
-		return fmt.Errorf("optimizer: lr %v: want a finite value > 0", o.LR)
-	case !fin(o.Beta1) || o.Beta1 < 0 || o.Beta1 >= 1:
-		return fmt.Errorf("optimizer: beta1 %v: want 0 <= beta1 < 1", o.Beta1)
-	case !fin(o.Beta2) || o.Beta2 < 0 || o.Beta2 >= 1:
-		return fmt.Errorf("optimizer: beta2 %v: want 0 <= beta2 < 1", o.Beta2)
-	case !fin(o.Epsilon) || o.Epsilon <= 0:
-		return fmt.Errorf("optimizer: epsilon %v: want a finite value > 0", o.Epsilon)
-	case !fin(o.WeightDecay) || o.WeightDecay < 0:
-		return fmt.Errorf("optimizer: weight_decay %v: want a finite value >= 0", o.WeightDecay)
-	case !fin(o.ClipNorm) || o.ClipNorm < 0:
-		return fmt.Errorf("optimizer: clip_norm %v: want a finite value >= 0 (0 = off)", o.ClipNorm)
-	case o.WarmupSteps < 0:
-		return fmt.Errorf("optimizer: warmup_steps %d: want >= 0", o.WarmupSteps)
-	case !fin(o.MinLR) || o.MinLR < 0 || o.MinLR > o.LR:
-		return fmt.Errorf("optimizer: min_lr %v: want 0 <= min_lr <= lr (%v)", o.MinLR, o.LR)
-	}
-	switch o.Schedule {
-	case "", ScheduleConstant:
-	case ScheduleCosine:
-		if o.TotalSteps <= o.WarmupSteps {
-			return fmt.Errorf("optimizer: cosine schedule needs total_steps (%d) > warmup_steps (%d)", o.TotalSteps, o.WarmupSteps)
-		}
-	default:
-		return fmt.Errorf("optimizer: schedule %q: want constant or cosine", o.Schedule)
-	}
-	return nil
-}
-
-// LearningRate is the schedule on the host: the rate used by update number step (0-based).
-// Warm-up rises linearly lr*(step+1)/warmup, so the first update is not wasted at zero.
-func (o OptimizerOptions) LearningRate(step int64) float64 {
-	if step < int64(o.WarmupSteps) {
-		return o.LR * float64(step+1) / float64(o.WarmupSteps)
-	}
-	if o.Schedule != ScheduleCosine {
-		return o.LR
-	}
-	p := float64(step-int64(o.WarmupSteps)) / float64(o.TotalSteps-o.WarmupSteps)
-	p = min(p, 1)
-	return o.MinLR + (o.LR-o.MinLR)*0.5*(1+math.Cos(math.Pi*p))
-}
 
 // scheduleScope holds the schedule's own step counter (checkpointed with the context).
 const scheduleScope = "grpo_schedule"
 
-// learningRateGraph is LearningRate in the graph, driven by a step counter it increments.
-func (o OptimizerOptions) learningRateGraph(ctx *context.Context, g *Graph, dt dtypes.DType) *Node {
+// learningRateGraph is o.LearningRate in the graph, driven by a step counter it increments.
+func learningRateGraph(o config.OptimizerOptions, ctx *context.Context, g *Graph, dt dtypes.DType) *Node {
 	step := MinusOne(optimizers.IncrementGlobalStepGraph(ctx.In(scheduleScope), g, dt)) // before increment
 	lr := Scalar(g, dt, o.LR)
-	if o.Schedule == ScheduleCosine {
+	if o.Schedule == config.ScheduleCosine {
 		p := DivScalar(SubScalar(step, float64(o.WarmupSteps)), float64(o.TotalSteps-o.WarmupSteps))
 		p = ClipScalar(p, 0, 1)
 		cos := DivScalar(OnePlus(Cos(MulScalar(p, math.Pi))), 2)
@@ -114,7 +35,7 @@ func (o OptimizerOptions) learningRateGraph(ctx *context.Context, g *Graph, dt d
 // Optimizer is global-norm clipping + AdamW + schedule. It implements optimizers.Interface, so it
 // also plugs into gomlx's train.Trainer.
 type Optimizer struct {
-	o    OptimizerOptions
+	o    config.OptimizerOptions
 	adam withGradients
 }
 
@@ -127,9 +48,9 @@ type withGradients interface {
 var _ optimizers.Interface = (*Optimizer)(nil)
 
 // NewOptimizer validates o and builds the optimizer.
-func NewOptimizer(o OptimizerOptions) (*Optimizer, error) {
+func NewOptimizer(o config.OptimizerOptions) (*Optimizer, error) {
 	if o.Schedule == "" {
-		o.Schedule = ScheduleConstant
+		o.Schedule = config.ScheduleConstant
 	}
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -143,7 +64,7 @@ func NewOptimizer(o OptimizerOptions) (*Optimizer, error) {
 }
 
 // Options returns the optimizer's settings.
-func (opt *Optimizer) Options() OptimizerOptions { return opt.o }
+func (opt *Optimizer) Options() config.OptimizerOptions { return opt.o }
 
 // StepDiagnostics are scalars of one update.
 type StepDiagnostics struct {
@@ -168,7 +89,7 @@ func (opt *Optimizer) Step(ctx *context.Context, g *Graph, loss *Node) StepDiagn
 // StepWithGradients is Step from precomputed gradients (in ctx's trainable-variable order).
 func (opt *Optimizer) StepWithGradients(ctx *context.Context, g *Graph, grads []*Node, dt dtypes.DType) StepDiagnostics {
 	grads, norm := ClipByGlobalNorm(grads, opt.o.ClipNorm)
-	lr := opt.o.learningRateGraph(ctx, g, dt)
+	lr := learningRateGraph(opt.o, ctx, g, dt)
 	// Adam reads the learning-rate variable; setting its graph value first makes it use ours.
 	optimizers.LearningRateVar(ctx, dt, opt.o.LR).SetValueGraph(lr)
 	opt.adam.UpdateGraphWithGradients(ctx, grads, dt)

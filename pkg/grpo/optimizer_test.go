@@ -8,16 +8,18 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 func TestScheduleByHand(t *testing.T) {
-	c := OptimizerOptions{LR: 1, Schedule: ScheduleConstant, WarmupSteps: 4}
+	c := config.OptimizerOptions{LR: 1, Schedule: config.ScheduleConstant, WarmupSteps: 4}
 	for step, want := range []float64{0.25, 0.5, 0.75, 1, 1, 1} {
 		if got := c.LearningRate(int64(step)); !near(got, want, 1e-15) {
 			t.Errorf("constant step %d: lr %g, want %g", step, got, want)
 		}
 	}
-	cos := OptimizerOptions{LR: 1, MinLR: 0.1, Schedule: ScheduleCosine, WarmupSteps: 2, TotalSteps: 6}
+	cos := config.OptimizerOptions{LR: 1, MinLR: 0.1, Schedule: config.ScheduleCosine, WarmupSteps: 2, TotalSteps: 6}
 	for step, want := range map[int64]float64{0: 0.5, 1: 1, 2: 1, 4: 0.55, 6: 0.1, 100: 0.1} {
 		if got := cos.LearningRate(step); !near(got, want, 1e-12) {
 			t.Errorf("cosine step %d: lr %g, want %g", step, got, want)
@@ -27,7 +29,7 @@ func TestScheduleByHand(t *testing.T) {
 
 // runSteps builds w (float64 [2]) with loss = sum(w*c), takes n optimiser steps and returns w
 // after each step with the step's LR and pre-clip gradient norm.
-func runSteps(t *testing.T, o OptimizerOptions, w0, c []float64, n int) (ws [][]float64, lrs, norms []float64) {
+func runSteps(t *testing.T, o config.OptimizerOptions, w0, c []float64, n int) (ws [][]float64, lrs, norms []float64) {
 	t.Helper()
 	opt, err := NewOptimizer(o)
 	if err != nil {
@@ -60,7 +62,7 @@ func runSteps(t *testing.T, o OptimizerOptions, w0, c []float64, n int) (ws [][]
 }
 
 func TestAdamWStepByHand(t *testing.T) {
-	o := OptimizerOptions{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Epsilon: 1e-8, WeightDecay: 0.01, ClipNorm: 1}
+	o := config.OptimizerOptions{LR: 0.1, Beta1: 0.9, Beta2: 0.999, Epsilon: 1e-8, WeightDecay: 0.01, ClipNorm: 1}
 	ws, lrs, norms := runSteps(t, o, []float64{1, -2}, []float64{3, -4}, 2)
 	if norms[0] != 5 || lrs[0] != 0.1 {
 		t.Fatalf("grad norm %g lr %g, want 5 and 0.1", norms[0], lrs[0])
@@ -89,8 +91,8 @@ func TestAdamWStepByHand(t *testing.T) {
 }
 
 func TestScheduleInGraphMatchesHost(t *testing.T) {
-	o := DefaultOptimizerOptions()
-	o.LR, o.MinLR, o.Schedule, o.WarmupSteps, o.TotalSteps = 0.5, 0.05, ScheduleCosine, 2, 7
+	o := config.DefaultOptimizerOptions()
+	o.LR, o.MinLR, o.Schedule, o.WarmupSteps, o.TotalSteps = 0.5, 0.05, config.ScheduleCosine, 2, 7
 	_, lrs, _ := runSteps(t, o, []float64{1, 1}, []float64{1, 1}, 9)
 	for step, got := range lrs {
 		if want := o.LearningRate(int64(step)); !near(got, want, 1e-12) {
@@ -133,27 +135,29 @@ func TestClipByGlobalNorm(t *testing.T) {
 }
 
 func TestOptimizerOptionsValidate(t *testing.T) {
-	if err := DefaultOptimizerOptions().Validate(); err != nil {
+	if err := config.DefaultOptimizerOptions().Validate(); err != nil {
 		t.Fatal(err)
 	}
 	bad := []struct {
-		edit func(*OptimizerOptions)
+		edit func(*config.OptimizerOptions)
 		want string
 	}{
-		{func(o *OptimizerOptions) { o.LR = 0 }, "lr"},
-		{func(o *OptimizerOptions) { o.LR = math.Inf(1) }, "lr"},
-		{func(o *OptimizerOptions) { o.Beta1 = 1 }, "beta1"},
-		{func(o *OptimizerOptions) { o.Beta2 = -0.1 }, "beta2"},
-		{func(o *OptimizerOptions) { o.Epsilon = 0 }, "epsilon"},
-		{func(o *OptimizerOptions) { o.WeightDecay = -1 }, "weight_decay"},
-		{func(o *OptimizerOptions) { o.ClipNorm = math.NaN() }, "clip_norm"},
-		{func(o *OptimizerOptions) { o.Schedule = "linear" }, `schedule "linear"`},
-		{func(o *OptimizerOptions) { o.Schedule, o.WarmupSteps, o.TotalSteps = ScheduleCosine, 5, 5 }, "total_steps"},
-		{func(o *OptimizerOptions) { o.MinLR = 1 }, "min_lr"},
-		{func(o *OptimizerOptions) { o.WarmupSteps = -1 }, "warmup_steps"},
+		{func(o *config.OptimizerOptions) { o.LR = 0 }, "lr"},
+		{func(o *config.OptimizerOptions) { o.LR = math.Inf(1) }, "lr"},
+		{func(o *config.OptimizerOptions) { o.Beta1 = 1 }, "beta1"},
+		{func(o *config.OptimizerOptions) { o.Beta2 = -0.1 }, "beta2"},
+		{func(o *config.OptimizerOptions) { o.Epsilon = 0 }, "epsilon"},
+		{func(o *config.OptimizerOptions) { o.WeightDecay = -1 }, "weight_decay"},
+		{func(o *config.OptimizerOptions) { o.ClipNorm = math.NaN() }, "clip_norm"},
+		{func(o *config.OptimizerOptions) { o.Schedule = "linear" }, `schedule "linear"`},
+		{func(o *config.OptimizerOptions) {
+			o.Schedule, o.WarmupSteps, o.TotalSteps = config.ScheduleCosine, 5, 5
+		}, "total_steps"},
+		{func(o *config.OptimizerOptions) { o.MinLR = 1 }, "min_lr"},
+		{func(o *config.OptimizerOptions) { o.WarmupSteps = -1 }, "warmup_steps"},
 	}
 	for _, c := range bad {
-		o := DefaultOptimizerOptions()
+		o := config.DefaultOptimizerOptions()
 		c.edit(&o)
 		if err := o.Validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("want error about %s, got %v", c.want, err)

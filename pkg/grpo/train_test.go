@@ -6,6 +6,8 @@ import (
 	. "github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 // TestGRPOStepsFavourHighReward trains a 4-way categorical "policy" (one logit vector shared by
@@ -24,9 +26,9 @@ func TestGRPOStepsFavourHighReward(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := DefaultLossOptions()
+	o := config.DefaultLossOptions()
 	o.Clip = true
-	opt, err := NewOptimizer(OptimizerOptions{LR: 0.05, Beta1: 0.9, Beta2: 0.999, Epsilon: 1e-8, ClipNorm: 1})
+	opt, err := NewOptimizer(config.OptimizerOptions{LR: 0.05, Beta1: 0.9, Beta2: 0.999, Epsilon: 1e-8, ClipNorm: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

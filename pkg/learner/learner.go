@@ -28,6 +28,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/pretrain"
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
 	"github.com/bicot-rl/bicot/pkg/config"
@@ -103,7 +104,7 @@ func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 		return nil, errors.New("learner: JetStream, backend and store are required")
 	}
 	log := logging.Component(o.Log, "learner").With().Str("run", c.RunID).Logger()
-	topts, err := TrainerOptions(c)
+	topts, err := trainer.OptionsFor(c)
 	if err != nil {
 		return nil, fmt.Errorf("learner: %w", err)
 	}
@@ -116,7 +117,7 @@ func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 		return nil, fmt.Errorf("learner: %w", err)
 	}
 	if topts.SFTCoef > 0 {
-		src, err := Anchor(c, l.trainer.Policy().Config, o.Codebook)
+		src, err := pretrain.Anchor(c, l.trainer.Policy().Config, o.Codebook)
 		if err != nil {
 			return nil, fmt.Errorf("learner: %w", err)
 		}

@@ -218,7 +218,7 @@ func TestLearnerWithSupervisedAnchor(t *testing.T) {
 	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "sft1", 1, 2, 4
 	cfg.Sampling.MaxPlanTokens = 12
 	cfg.Codebook = filepath.Join(r, "models/codebook.vq")
-	cfg.GRPO = map[string]any{"sft_coef": 1.0}
+	cfg.GRPO.SFTCoef = 1
 	cfg.Wire.PollWait = config.Duration(time.Second)
 	deps := learner.Deps{JS: js, Backend: backend, Store: st, Init: init, Log: zerolog.Nop()}
 

@@ -60,7 +60,7 @@ func TestAllTiedStepIsResampled(t *testing.T) {
 	for _, rounds := range []int{8, 0} {
 		c := testConfig(t, 2)
 		c.RunID = "tied" + string(rune('0'+rounds))
-		c.GRPO = map[string]any{"filter_zero_std": true}
+		c.GRPO.FilterZeroStd = true
 		c.MaxResampleRounds = rounds
 		ts := &tieScorer{inner: e.ens}
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)

@@ -20,15 +20,13 @@ import (
 	"sync"
 	"time"
 
-	"github.com/bicot-rl/bicot/pkg/startup"
-
-	"github.com/bicot-rl/bicot/pkg/natsd"
-
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/startup"
+	"github.com/bicot-rl/bicot/pkg/natsd"
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
@@ -147,11 +145,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			c.Stop()
 		}
 	}()
-	eff, err := learner.EffectiveConfig(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("laptop: %w", err)
-	}
-	if y, err := eff.YAML(); err == nil {
+	if y, err := cfg.Effective().YAML(); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "config.yaml"), y, 0o644)
 	}
 	ps, err := prompts.ReadFile(cfg.Prompts)

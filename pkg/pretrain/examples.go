@@ -17,7 +17,6 @@ import (
 	"math/rand/v2"
 
 	"github.com/bicot-rl/bicot/pkg/wire"
-
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/plan"
 	"github.com/bicot-rl/bicot/pkg/promptgen"

@@ -20,11 +20,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/prompts"
 )
 
-// TieSpread is the reward span under which a group's samples count as tied: the trainer gives
-// such groups no advantage (its min_spread default) and `reward-worker alignment` counts them as
-// the reward's ties. docs/learner.md has the measurement behind the value.
-const TieSpread = 0.05
-
 // Item is one sample to score: the prompt it was generated for and the decoded image.
 type Item struct {
 	Prompt prompts.Prompt

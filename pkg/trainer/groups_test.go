@@ -9,7 +9,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
-	"github.com/bicot-rl/bicot/pkg/grpo"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/model"
 )
 
@@ -271,9 +271,9 @@ func TestCollectorGroupsTrain(t *testing.T) {
 // (Adam's step is exactly 0 where the gradient is 0 and weight decay is off).
 func TestLevelSwitch(t *testing.T) {
 	for _, tc := range []struct {
-		level          grpo.Level
+		level          config.Level
 		frozen, moving string
-	}{{grpo.LevelPlan, "image_head", "text_head"}, {grpo.LevelImage, "text_head", "image_head"}} {
+	}{{config.LevelPlan, "image_head", "text_head"}, {config.LevelImage, "text_head", "image_head"}} {
 		m := newPolicy(t, tinyConfig(), 11)
 		favourEOS(t, m, 4)
 		groups := rollout{g: 4, maxPlan: 4, seed: 7, promptIDs: []int{0, 1}, reward: targetReward(1)}.groups(t, m)
@@ -292,7 +292,7 @@ func TestLevelSwitch(t *testing.T) {
 		if !slices.Equal(head(tc.frozen), frozen) || slices.Equal(head(tc.moving), moving) {
 			t.Errorf("level %s: %s changed or %s did not", tc.level, tc.frozen, tc.moving)
 		}
-		if (tc.level == grpo.LevelPlan) != (st.ImageTokens == 0) || (tc.level == grpo.LevelImage) != (st.PlanTokens == 0) {
+		if (tc.level == config.LevelPlan) != (st.ImageTokens == 0) || (tc.level == config.LevelImage) != (st.PlanTokens == 0) {
 			t.Errorf("level %s: plan tokens %d image tokens %d", tc.level, st.PlanTokens, st.ImageTokens)
 		}
 	}

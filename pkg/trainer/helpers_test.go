@@ -5,11 +5,10 @@ import (
 	"math"
 	"testing"
 
-	"github.com/bicot-rl/bicot/pkg/wire"
-
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"go.uber.org/goleak"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"

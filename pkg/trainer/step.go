@@ -8,6 +8,7 @@ import (
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/wire"
 )
@@ -170,10 +171,10 @@ func (t *Trainer) prepareBatch(groups []Group, adv grpo.Advantages, st *StepStat
 	// The level switch zeroes the other level's mask here as well as in the loss, so the token
 	// counts and ratio extremes describe what was trained.
 	for i := range b.rows {
-		if t.opts.Loss.Level == grpo.LevelImage {
+		if t.opts.Loss.Level == config.LevelImage {
 			clear(b.rows[i].textMask)
 		}
-		if t.opts.Loss.Level == grpo.LevelPlan {
+		if t.opts.Loss.Level == config.LevelPlan {
 			clear(b.rows[i].imageMask)
 		}
 		for _, m := range b.rows[i].textMask {

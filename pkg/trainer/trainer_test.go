@@ -6,9 +6,7 @@ import (
 	"testing"
 
 	"github.com/bicot-rl/bicot/pkg/config"
-
 	"github.com/bicot-rl/bicot/pkg/wire"
-
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/model"
@@ -118,7 +116,7 @@ func TestOnPolicyRatioIsOne(t *testing.T) {
 		if st.PlanTokens != plan || st.ImageTokens != 16*tinyConfig().ImageTokens || st.Samples != 16 {
 			t.Errorf("cfg %g: tokens plan %d image %d samples %d, want %d, %d, 16", cfgW, st.PlanTokens, st.ImageTokens, st.Samples, plan, 16*tinyConfig().ImageTokens)
 		}
-		if st.PolicyVersion != 1 || tr.Version() != 1 || !(st.GradNorm > 0) || st.LearningRate != float64(float32(DefaultLR)) {
+		if st.PolicyVersion != 1 || tr.Version() != 1 || !(st.GradNorm > 0) || st.LearningRate != float64(float32(config.DefaultLR)) {
 			t.Errorf("cfg %g: version %d/%d grad norm %g lr %g", cfgW, st.PolicyVersion, tr.Version(), st.GradNorm, st.LearningRate)
 		}
 		if math.Abs(st.PerExpert["half"]-st.RewardMean/2) > 1e-12 || math.Abs(st.AdvAbsMean) == 0 {

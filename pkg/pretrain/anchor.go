@@ -1,4 +1,4 @@
-package learner
+package pretrain
 
 import (
 	"errors"
@@ -6,7 +6,6 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/model"
-	"github.com/bicot-rl/bicot/pkg/pretrain"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -17,7 +16,7 @@ import (
 // samples' streams). Batch s depends only on (seed, s), and the trainer asks for the batch of its
 // own update count, so a resumed run draws the same batches. cb may be nil: the run's codebook is
 // loaded.
-func Anchor(c config.Config, mcfg model.Config, cb *vq.Codebook) (*pretrain.Examples, error) {
+func Anchor(c config.Config, mcfg model.Config, cb *vq.Codebook) (*Examples, error) {
 	if c.PretrainPrompts == "" {
 		return nil, errors.New("supervised anchor: pretrain_prompts is empty")
 	}
@@ -30,9 +29,9 @@ func Anchor(c config.Config, mcfg model.Config, cb *vq.Codebook) (*pretrain.Exam
 			return nil, fmt.Errorf("supervised anchor: %w", err)
 		}
 	}
-	mix := pretrain.DefaultMix()
+	mix := DefaultMix()
 	mix.Seed = c.Seed + 1000
-	src, err := pretrain.NewExamples(mix, mcfg, tokenizer.New(), cb, ps)
+	src, err := NewExamples(mix, mcfg, tokenizer.New(), cb, ps)
 	if err != nil {
 		return nil, fmt.Errorf("supervised anchor: %s: %w", c.PretrainPrompts, err)
 	}

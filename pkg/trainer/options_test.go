@@ -1,4 +1,4 @@
-package learner_test
+package trainer_test
 
 import (
 	"path/filepath"
@@ -7,50 +7,47 @@ import (
 	"testing"
 
 	"github.com/bicot-rl/bicot/pkg/config"
-	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 )
 
-// TestTrainerOptions passes the config's grpo section through and refuses unknown keys.
-func TestTrainerOptions(t *testing.T) {
+// OptionsFor takes the config's grpo section and the run's sampling settings and staleness.
+func TestOptionsFor(t *testing.T) {
 	c := config.Default()
-	c.GRPO = map[string]any{"loss": map[string]any{"beta": 0.05}, "filter_zero_std": true}
-	o, err := learner.TrainerOptions(c)
+	c.GRPO.Loss.Beta, c.GRPO.FilterZeroStd = 0.05, true
+	o, err := trainer.OptionsFor(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Loss.Beta != 0.05 || !o.FilterZeroStd || o.BatchSize < c.PromptsPerStep*c.GroupSize || o.CFGWeight != c.Sampling.CFGWeight {
+	if o.Loss.Beta != 0.05 || !o.FilterZeroStd || o.BatchSize < c.PromptsPerStep*c.GroupSize || o.CFGWeight != c.Sampling.CFGWeight ||
+		o.ImageLogp != c.Sampling.ImageLogp {
 		t.Errorf("options %+v", o)
-	}
-	c.GRPO = map[string]any{"betta": 1}
-	if _, err := learner.TrainerOptions(c); err == nil {
-		t.Error("unknown grpo key accepted")
 	}
 	shipped, err := config.Load(filepath.Join("..", "..", "configs", "cluster.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := learner.TrainerOptions(shipped); err != nil {
+	if _, err := trainer.OptionsFor(shipped); err != nil {
 		t.Errorf("configs/cluster.yaml: %v", err)
 	}
-	c.GRPO = nil
+	c = config.Default()
 	c.Staleness = 2
-	if o, err := learner.TrainerOptions(c); err != nil || !o.Loss.Clip || o.MaxStaleness != 2 {
+	if o, err := trainer.OptionsFor(c); err != nil || !o.Loss.Clip || o.MaxStaleness != 2 {
 		t.Errorf("staleness 2: clip %v max %d err %v", o.Loss.Clip, o.MaxStaleness, err)
+	}
+	c.GRPO.Optimizer.LR = -1
+	if _, err := trainer.OptionsFor(c); err == nil || !strings.Contains(err.Error(), "lr") {
+		t.Errorf("negative lr: %v", err)
 	}
 }
 
-// A run's recorded config names every trainer setting in force, and reading it back gives the
-// same trainer options.
+// A run's recorded config (config.Config.Effective) names every trainer setting in force, and
+// reading it back gives the same trainer options.
 func TestEffectiveConfigRecordsEveryTrainerSetting(t *testing.T) {
 	c := config.Default()
 	if err := config.Parse([]byte("grpo: {optimizer: {lr: 0.0003}}\n"), &c); err != nil {
 		t.Fatal(err)
 	}
-	eff, err := learner.EffectiveConfig(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := eff.YAML()
+	y, err := c.Effective().YAML()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,11 +60,11 @@ func TestEffectiveConfigRecordsEveryTrainerSetting(t *testing.T) {
 	if err := config.Parse(y, &back); err != nil {
 		t.Fatal(err)
 	}
-	a, err := learner.TrainerOptions(c)
+	a, err := trainer.OptionsFor(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := learner.TrainerOptions(back)
+	b, err := trainer.OptionsFor(back)
 	if err != nil {
 		t.Fatal(err)
 	}
