@@ -19,9 +19,8 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/bicot-rl/bicot/pkg/config"
-	"github.com/bicot-rl/bicot/pkg/wire"
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -29,6 +28,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
+	"github.com/bicot-rl/bicot/pkg/wire"
 )
 
 // Sampling are the rollout settings (the run config's sampling section).

@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 
-	"github.com/bicot-rl/bicot/pkg/wire"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/plan"
 	"github.com/bicot-rl/bicot/pkg/promptgen"
@@ -24,6 +23,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/scene"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
+	"github.com/bicot-rl/bicot/pkg/wire"
 )
 
 // Mix says how a batch of examples is made.

@@ -5,12 +5,12 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/bicot-rl/bicot/pkg/config"
-	"github.com/bicot-rl/bicot/pkg/wire"
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/grpo"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
+	"github.com/bicot-rl/bicot/pkg/wire"
 )
 
 // The wire form of a sample rebuilds exactly the sequence, masks and log-probs the model sampled,
