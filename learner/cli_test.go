@@ -32,22 +32,22 @@ func writeFile(t *testing.T, body string) string {
 func TestFlagsOverrideConfigFiles(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		cmd  func() *cobra.Command
+		sub  string
 		file string
 		args []string
 		want string
 	}{
-		{"pretrain file", newPretrainCmd, "steps: 3\nwarmup: -1\n", nil, "warmup -1 < 0"},
-		{"pretrain flag wins", newPretrainCmd, "steps: 0\nwarmup: -1\n", []string{"--steps", "3"}, "warmup -1 < 0"},
-		{"pretrain flag first", newPretrainCmd, "steps: 3\n", []string{"--steps", "0"}, "steps 0 < 1"},
-		{"pretrain typo", newPretrainCmd, "stepz: 3\n", nil, "settings.yaml"},
-		{"codebook file", newCodebookCmd, "heldout: 0\n", nil, "heldout 0 < 1"},
-		{"codebook flag wins", newCodebookCmd, "heldout: 0\nk: 0\n", []string{"--heldout", "2"}, "k 0 < 1"},
+		{"pretrain file", "pretrain", "steps: 3\nwarmup: -1\n", nil, "warmup -1 < 0"},
+		{"pretrain flag wins", "pretrain", "steps: 0\nwarmup: -1\n", []string{"--steps", "3"}, "warmup -1 < 0"},
+		{"pretrain flag first", "pretrain", "steps: 3\n", []string{"--steps", "0"}, "steps 0 < 1"},
+		{"pretrain typo", "pretrain", "stepz: 3\n", nil, "settings.yaml"},
+		{"codebook file", "codebook", "heldout: 0\n", nil, "heldout 0 < 1"},
+		{"codebook flag wins", "codebook", "heldout: 0\nk: 0\n", []string{"--heldout", "2"}, "k 0 < 1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := writeFile(t, tc.file)
-			args := append(append([]string{}, tc.args...), "--config", path, "--log-level", "warn")
-			if err := execute(tc.cmd(), args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			args := append(append([]string{tc.sub}, tc.args...), "--config", path, "--log-level", "warn")
+			if err := execute(newRoot(), args...); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("%v: error %v, want one with %q", args, err, tc.want)
 			}
 		})
@@ -55,13 +55,13 @@ func TestFlagsOverrideConfigFiles(t *testing.T) {
 }
 
 func TestCommandsCheckTheirArguments(t *testing.T) {
-	if err := execute(newCompareCmd(), "only-one.json"); err == nil {
+	if err := execute(newRoot(), "compare", "only-one.json"); err == nil {
 		t.Error("compare with one file accepted")
 	}
-	if err := execute(newResultsCmd()); err == nil {
+	if err := execute(newRoot(), "results"); err == nil {
 		t.Error("results without a directory accepted")
 	}
-	if err := execute(newEvalCmd(), "--g", "0", "--log-level", "warn"); err == nil || !strings.Contains(err.Error(), "g (0)") {
+	if err := execute(newRoot(), "eval", "--g", "0", "--log-level", "warn"); err == nil || !strings.Contains(err.Error(), "g (0)") {
 		t.Errorf("eval --g 0: %v", err)
 	}
 }

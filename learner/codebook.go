@@ -4,12 +4,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/startup"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
-func newCodebookCmd() *cobra.Command {
+func newCodebookCmd(p *startup.Process) *cobra.Command {
 	c := vq.DefaultBuildConfig()
-	var configPath, logLevel string
+	var configPath string
 	cmd := &cobra.Command{
 		Use:   "codebook",
 		Short: "Train the VQ image codebook by k-means over rendered scenes and write it",
@@ -23,11 +24,7 @@ func newCodebookCmd() *cobra.Command {
 					return err
 				}
 			}
-			log, err := logging.New(logging.Options{Level: logLevel})
-			if err != nil {
-				return err
-			}
-			log = logging.Component(log, "codebook")
+			log := logging.Component(p.Log(), "codebook")
 			sum, err := vq.Build(c)
 			if err != nil {
 				return err
@@ -43,7 +40,6 @@ func newCodebookCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&configPath, "config", "", "YAML file with grid, cell, k, patch, seed, scenes, iters, heldout, out (flags override it)")
-	f.StringVar(&logLevel, "log-level", "info", "log level")
 	f.IntVar(&c.Grid, "grid", c.Grid, "grid cells per image side")
 	f.IntVar(&c.Cell, "cell", c.Cell, "cell side in pixels")
 	f.IntVar(&c.K, "k", c.K, "number of codes (capped at the number of distinct training patches)")

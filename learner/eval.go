@@ -11,11 +11,12 @@ import (
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
-func newEvalCmd() *cobra.Command {
+func newEvalCmd(p *startup.Process) *cobra.Command {
 	o := evaluate.DefaultCheckpointOptions()
-	var backend, jsonOut, logLevel string
+	var backend, jsonOut string
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Sample the evaluation prompts with a checkpoint and score the images with the oracle",
@@ -25,11 +26,7 @@ func newEvalCmd() *cobra.Command {
 			"their prompt and plans. Fixed seeds: the same flags give the same numbers.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := logging.New(logging.Options{Level: logLevel})
-			if err != nil {
-				return err
-			}
-			log = logging.Component(log, "eval")
+			log := logging.Component(p.Log(), "eval")
 			if err := o.Validate(); err != nil {
 				return err // before the backend, which announces itself
 			}
@@ -53,7 +50,6 @@ func newEvalCmd() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&logLevel, "log-level", "info", "log level")
 	f.StringVar(&o.Checkpoint, "checkpoint", o.Checkpoint, "policy checkpoint (.safetensors)")
 	f.StringVar(&o.Prompts, "prompts", o.Prompts, "evaluation prompt file (JSONL)")
 	f.StringVar(&o.Codebook, "codebook", o.Codebook, "VQ codebook file")

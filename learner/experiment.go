@@ -8,12 +8,13 @@ import (
 	"github.com/bicot-rl/bicot/pkg/experiment"
 	"github.com/bicot-rl/bicot/pkg/local"
 	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
 // newExperimentCmd is `learner experiment`: BiCoT-GRPO in one process with a learning curve.
-func newExperimentCmd() *cobra.Command {
+func newExperimentCmd(p *startup.Process) *cobra.Command {
 	s := experiment.DefaultSettings()
-	var configPath, logLevel string
+	var configPath string
 	cmd := &cobra.Command{
 		Use:   "experiment",
 		Short: "Train with BiCoT-GRPO in one process and record a learning curve on held-out prompts",
@@ -37,7 +38,6 @@ func newExperimentCmd() *cobra.Command {
 	f.IntVar(&s.MaxDraws, "max-draws", s.MaxDraws, "prompts sampled per step at most with --informative")
 	f.StringVar(&s.Out, "out", "", "write steps and evaluations as JSON lines here")
 	f.StringVar(&s.Save, "save", "", "write the final policy checkpoint (.safetensors) here")
-	f.StringVar(&logLevel, "log-level", "info", "log level")
 	steps := f.Int("steps", 0, "training steps (default: the config's when --budget is 0, else until the budget)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		c, err := config.Load(configPath)
@@ -49,10 +49,7 @@ func newExperimentCmd() *cobra.Command {
 		} else if s.Budget > 0 {
 			c.Steps = 1 << 30 // the budget bounds the run
 		}
-		log, err := logging.New(logging.Options{Level: logLevel})
-		if err != nil {
-			return err
-		}
+		log := p.Log()
 		res, err := experiment.RunFromConfig(cmd.Context(), c, s, logging.Component(log, "experiment"))
 		if err != nil {
 			return err

@@ -11,11 +11,12 @@ import (
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/pretrain"
+	"github.com/bicot-rl/bicot/pkg/startup"
 )
 
-func newPretrainCmd() *cobra.Command {
+func newPretrainCmd(p *startup.Process) *cobra.Command {
 	c := pretrain.DefaultConfig()
-	var cfgFile, logLevel string
+	var cfgFile string
 	cmd := &cobra.Command{
 		Use:   "pretrain",
 		Short: "Fit the base policy by supervised learning on (prompt, plan, image) triples",
@@ -31,10 +32,7 @@ func newPretrainCmd() *cobra.Command {
 					return err
 				}
 			}
-			log, err := logging.New(logging.Options{Level: logLevel})
-			if err != nil {
-				return err
-			}
+			log := p.Log()
 			if err := c.Validate(); err != nil {
 				return err // before the backend, which announces itself
 			}
@@ -51,7 +49,6 @@ func newPretrainCmd() *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfgFile, "config", "", "YAML file with the settings below (flags override it)")
-	f.StringVar(&logLevel, "log-level", "info", "log level")
 	f.Uint64Var(&c.Seed, "seed", c.Seed, "seed of the weights and of the example stream")
 	f.IntVar(&c.Steps, "steps", c.Steps, "training steps")
 	f.IntVar(&c.Batch, "batch", c.Batch, "examples per step")
