@@ -46,11 +46,9 @@ const ManifestName = "MANIFEST.json"
 
 // Conventional part names.
 const (
-	PartWeights   = "weights"
-	PartOptimizer = "optimizer"
-	PartRNG       = "rng"
-	PartCursor    = "cursor"
-	PartRunState  = "runstate"
+	PartWeights  = "weights"
+	PartCursor   = "cursor"
+	PartRunState = "runstate"
 )
 
 // Errors.

@@ -50,11 +50,11 @@ var created = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 
 func parts(step int64) map[string][]byte {
 	return map[string][]byte{
-		ckpt.PartWeights:   bytes.Repeat([]byte{byte(step)}, 4096+int(step)),
-		ckpt.PartOptimizer: bytes.Repeat([]byte{byte(step + 1)}, 8192),
-		ckpt.PartRNG:       []byte(fmt.Sprintf("pcg:%d", step)),
-		ckpt.PartCursor:    []byte(fmt.Sprintf(`{"epoch":0,"offset":%d}`, step*8)),
-		ckpt.PartRunState:  []byte(`{"format":1}`),
+		ckpt.PartWeights:  bytes.Repeat([]byte{byte(step)}, 4096+int(step)),
+		"optimizer":       bytes.Repeat([]byte{byte(step + 1)}, 8192),
+		"rng":             []byte(fmt.Sprintf("pcg:%d", step)),
+		ckpt.PartCursor:   []byte(fmt.Sprintf(`{"epoch":0,"offset":%d}`, step*8)),
+		ckpt.PartRunState: []byte(`{"format":1}`),
 	}
 }
 
@@ -140,11 +140,11 @@ func TestCorruptedCheckpointFallsBack(t *testing.T) {
 			return st.Put(ctx, p.Key, bytes.NewReader(data), int64(len(data)))
 		}, "sha256"},
 		{"part truncated", func(ctx context.Context, st store.Store, m ckpt.Manifest) error {
-			p, _ := m.Part(ckpt.PartOptimizer)
+			p, _ := m.Part("optimizer")
 			return st.Put(ctx, p.Key, bytes.NewReader([]byte("short")), 5)
 		}, "bytes, manifest says"},
 		{"part missing", func(ctx context.Context, st store.Store, m ckpt.Manifest) error {
-			p, _ := m.Part(ckpt.PartRNG)
+			p, _ := m.Part("rng")
 			return st.Delete(ctx, p.Key)
 		}, "not found"},
 		{"manifest garbled", func(ctx context.Context, st store.Store, m ckpt.Manifest) error {

@@ -83,9 +83,6 @@ func (v vocab) encode(s string, dst []int32) {
 	}
 }
 
-// Attribute slots of a VQA question: one multi-hot vector over every attribute value.
-const attrDim = 5 + 6 + 2 + 4
-
 // questionAttrs encodes the attribute words of a question ("small striped red circle?") as a
 // multi-hot vector; plurals count as their shape.
 func questionAttrs(q string, dst []float32) {

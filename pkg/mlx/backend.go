@@ -1,6 +1,6 @@
 // Package mlx is the one place where the project talks to gomlx v0.26 below the model level: it
 // creates the compute backend and holds the graph building blocks that work around that version's
-// problems on the pure-Go backend (design section 6):
+// problems on the pure-Go backend:
 //
 //   - Backend selection. The pure-Go backend ("go") with the default parallelism deadlocks on
 //     2-CPU machines, so the default configuration is "go:parallelism=-1,ops_sequential": graph

@@ -5,7 +5,12 @@
 //     temperature, classifier-free guidance on image tokens and per-sample random streams;
 //   - teacher-forced scoring of plan and image tokens, as executables and as graph functions the
 //     RL learner differentiates (LogProbsGraph);
-//   - supervised training steps (pretraining) and self-describing safetensors checkpoints.
+//   - the supervised (teacher-forced) loss, SupervisedLossGraph, and self-describing safetensors
+//     checkpoints.
+//
+// The supervised trainer that steps that loss with Adam (pretraining) is pretrain.Trainer: the
+// rollout and reward workers link this package to sample and score, and keeping the trainer out
+// of it keeps it out of them.
 //
 // Sequence layout (fixed shapes, so nothing recompiles per prompt or per token):
 //
@@ -164,7 +169,7 @@ func (c Config) Equal(o Config) bool {
 		slices.EqualFunc(c.CodeWords, o.CodeWords, slices.Equal[[]int32])
 }
 
-// DefaultConfig is sized for 2 CPU cores (design 6b: d_model 64 / 3 layers); vocabulary sizes and
+// DefaultConfig is sized for 2 CPU cores (d_model 64 / 3 layers); vocabulary sizes and
 // special ids must be filled in from the tokenizer and the codebook. TextLen 36 holds the longest
 // prompt plus plan of the scene world's default grid (32 words) and the three specials.
 func DefaultConfig() Config {

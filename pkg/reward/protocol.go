@@ -104,5 +104,4 @@ const (
 	CodeMethodNotAllowed    = "method_not_allowed"   // 405
 	CodeNotFound            = "not_found"            // 404
 	CodeInternal            = "internal"             // 500: the model failed
-	CodeOverloaded          = "overloaded"           // 503: try again later
 )

@@ -1,4 +1,4 @@
-// Package trainer is the learner's BiCoT-GRPO update on the policy (T2I-R1, design section 1): it
+// Package trainer is the learner's BiCoT-GRPO update on the policy (T2I-R1): it
 // takes complete groups of scored samples (the G rollouts of one prompt with their rewards, as
 // they arrive over the bus), turns rewards into group-relative advantages, rebuilds each sample's
 // token sequence in the policy's layout, and applies one AdamW update of the per-token loss

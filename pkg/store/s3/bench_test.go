@@ -24,10 +24,10 @@ func benchParts() map[string][]byte {
 		return b
 	}
 	return map[string][]byte{
-		ckpt.PartWeights:   fill(16<<20-4096, 1),
-		ckpt.PartOptimizer: fill(16<<20-4096, 2),
-		ckpt.PartRNG:       fill(4096, 3),
-		ckpt.PartCursor:    fill(4096, 4),
+		ckpt.PartWeights: fill(16<<20-4096, 1),
+		"optimizer":      fill(16<<20-4096, 2),
+		"rng":            fill(4096, 3),
+		ckpt.PartCursor:  fill(4096, 4),
 	}
 }
 
