@@ -84,7 +84,7 @@ func modelDType(d tensorfile.DType) (dtypes.DType, bool) {
 func (m *Model) Save(w io.Writer, opts SaveOptions) error {
 	f := &tensorfile.File{}
 	for v := range m.Ctx.IterVariables() {
-		if !isPolicyVar(v) && !opts.Optimizer {
+		if !IsPolicyVariable(v) && !opts.Optimizer {
 			continue
 		}
 		t, err := v.Value()
@@ -220,7 +220,7 @@ func (m *Model) apply(ck *Checkpoint) error {
 	var errs []error
 	seen := map[string]bool{}
 	for v := range m.Ctx.IterVariables() {
-		if !isPolicyVar(v) {
+		if !IsPolicyVariable(v) {
 			continue
 		}
 		name := strings.TrimPrefix(v.ScopeAndName(), "/")

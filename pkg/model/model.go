@@ -62,8 +62,13 @@ func New(backend backends.Backend, cfg Config, seed uint64) (*Model, error) {
 	return m, nil
 }
 
-// exec returns the cached executable named key, building it with fn on first use.
-func (m *Model) exec(key string, fn any) (*context.Exec, error) {
+// Exec returns the executable cached under key, building it over m.Ctx with fn (any function
+// context.NewExecAny takes) on first use. A later call with the same key gets the first
+// executable whatever its fn, so the key must name everything the graph bakes in (e.g. the
+// optimizer's hyperparameters), and callers outside this package prefix theirs (pkg/pretrain
+// uses "train/") to stay clear of the policy's own. It is exported so that the supervised trainer
+// in pkg/pretrain compiles its steps once per model, in the same cache as sampling and scoring.
+func (m *Model) Exec(key string, fn any) (*context.Exec, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if e, ok := m.execs[key]; ok {
@@ -369,14 +374,17 @@ func (m *Model) SupervisedLossGraph(ctx *context.Context, tokens, textMask, imag
 func (m *Model) NumParameters() int {
 	n := 0
 	for v := range m.Ctx.IterVariables() {
-		if isPolicyVar(v) {
+		if IsPolicyVariable(v) {
 			n += v.Shape().Size()
 		}
 	}
 	return n
 }
 
-func isPolicyVar(v *context.Variable) bool {
+// IsPolicyVariable reports whether v is one of the policy's weights (under Scope) rather than
+// optimizer state kept in the same context: what a trainer updates and what a weights-only
+// checkpoint holds.
+func IsPolicyVariable(v *context.Variable) bool {
 	s := v.Scope()
 	return s == "/"+Scope || len(s) > len(Scope)+1 && s[:len(Scope)+2] == "/"+Scope+"/"
 }

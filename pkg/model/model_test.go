@@ -5,6 +5,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+
 	"github.com/bicot-rl/bicot/pkg/mlx"
 )
 
@@ -214,5 +217,54 @@ func TestConditionalLogpDrawsTheSameTokens(t *testing.T) {
 	}
 	if differ == 0 {
 		t.Fatal("conditional image log-probs equal the guided ones everywhere")
+	}
+}
+
+// The host-side bag weights (used by the KV-cache sampler one position at a time) equal the
+// graph's (used by scoring and training) at every position, including a cell named twice, cells
+// no phrase names (weight on eos) and the unconditional context (no eos: no weight).
+func TestBagWeightsHostMatchesGraph(t *testing.T) {
+	m := tinyModel(t, 1)
+	c := m.Config
+	plan := []int32{6, 16, 22, 17, 22, 9, 16}
+	seq, err := c.Sequence([]int32{11}, plan, []int{1, 2, 3, 4, 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := [][]int32{seq, c.UncondSequence([]int{1, 2, 3, 4, 5})}
+	exec, err := graph.NewExec(m.Backend, func(tokens *graph.Node) *graph.Node { return m.bagWeightsGraph(tokens) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := m.tokensTensor(seqs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Exec(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tensors.MustCopyFlatData[float32](out[0])
+	T := c.SeqLen()
+	want := make([]float32, T)
+	for n, s := range seqs {
+		for pos := 0; pos < T; pos++ {
+			c.bagWeights(s, pos, want)
+			row := got[(n*T+pos)*T : (n*T+pos+1)*T]
+			if !slices.Equal(row, want) {
+				t.Fatalf("sequence %d position %d:\ngraph %v\nhost  %v", n, pos, row, want)
+			}
+		}
+	}
+	// Spot checks of the cell bag: code 0 (cell word 16, named twice) averages both phrases,
+	// code 2 (18, never named) reads the eos.
+	c.bagWeights(seq, c.TextLen, want)
+	planStart := PlanPos(1) + 1
+	if want[planStart] == 0 || want[planStart+6] == 0 || want[planStart+3] != 0 {
+		t.Fatalf("cell 16's weights %v", want[:c.TextLen])
+	}
+	c.bagWeights(seq, c.TextLen+2, want)
+	if want[planStart+len(plan)] != 1 {
+		t.Fatalf("unnamed cell's weights %v, want 1 on eos at %d", want[:c.TextLen], planStart+len(plan))
 	}
 }

@@ -268,7 +268,7 @@ func (s *fullStepper) step(buf [][]int32, pos int) ([]float32, []float32, error)
 func (m *Model) newStepper(rows int, full bool) (stepper, error) {
 	c := m.Config
 	if full {
-		e, err := m.exec("full_step", func(ctx *context.Context, tokens, pos *Node) (*Node, *Node) {
+		e, err := m.Exec("full_step", func(ctx *context.Context, tokens, pos *Node) (*Node, *Node) {
 			return m.fullStepGraph(ctx, tokens, pos)
 		})
 		if err != nil {
@@ -276,7 +276,7 @@ func (m *Model) newStepper(rows int, full bool) (stepper, error) {
 		}
 		return &fullStepper{m: m, exec: e}, nil
 	}
-	e, err := m.exec("kv_step", func(ctx *context.Context, inputs []*Node) []*Node {
+	e, err := m.Exec("kv_step", func(ctx *context.Context, inputs []*Node) []*Node {
 		return m.decodeStepGraph(ctx, inputs)
 	})
 	if err != nil {

@@ -21,7 +21,7 @@ func (m *Model) Score(seqs [][]int32, opts ScoreOptions) (text, image [][]float3
 		return nil, nil, fmt.Errorf("score: %w", err)
 	}
 	key := fmt.Sprintf("score/%g/%g", opts.CFGWeight, opts.Temperature)
-	e, err := m.exec(key, func(ctx *context.Context, tokens *Node) (*Node, *Node) {
+	e, err := m.Exec(key, func(ctx *context.Context, tokens *Node) (*Node, *Node) {
 		return m.LogProbsGraph(ctx, tokens, opts)
 	})
 	if err != nil {
@@ -43,15 +43,18 @@ func (m *Model) Score(seqs [][]int32, opts ScoreOptions) (text, image [][]float3
 // TokensTensor packs sequences into the [N, SeqLen] int32 tensor the graphs take, checking
 // lengths and ids.
 func (m *Model) tokensTensor(seqs [][]int32) (*tensors.Tensor, error) {
-	flat, err := m.tokensFlat(seqs)
+	flat, err := m.FlatTokens(seqs)
 	if err != nil {
 		return nil, err
 	}
 	return tensors.FromFlatDataAndDimensions(flat, len(seqs), m.Config.SeqLen()), nil
 }
 
-// tokensFlat checks seqs (length SeqLen, ids inside the vocabulary) and concatenates them.
-func (m *Model) tokensFlat(seqs [][]int32) ([]int32, error) {
+// FlatTokens checks seqs (length SeqLen, ids inside the vocabulary) and concatenates them into
+// the row-major data of an [N, SeqLen] tensor. The graphs do not fail on an out-of-vocabulary id
+// (an out-of-range target scores 0, see pick), they give wrong values, so whatever feeds them
+// checks here first.
+func (m *Model) FlatTokens(seqs [][]int32) ([]int32, error) {
 	c := m.Config
 	T := c.SeqLen()
 	flat := make([]int32, 0, len(seqs)*T)

@@ -54,7 +54,7 @@ type Config struct {
 	Codebook string `yaml:"codebook"`
 	Out      string `yaml:"out"`
 	Backend  string `yaml:"backend"`
-	// Shards splits each batch into concurrently computed gradient shards (model.TrainerOptions);
+	// Shards splits each batch into concurrently computed gradient shards (TrainerOptions);
 	// 0 means one per CPU core on the pure-Go backend and 1 on XLA.
 	Shards int `yaml:"shards"`
 	// SaveEvery > 0 also writes <out>-step<N>.safetensors every N steps (for choosing steps).

@@ -7,8 +7,12 @@
 //
 // Run is `learner pretrain`: Config (configs/pretrain.yaml) sizes the policy, whose vocabularies
 // and learning aids (tied cells, phrase bags, code words) come from the tokenizer and the
-// codebook, and trains it with warm-up and cosine decay, writing the checkpoint and its model
-// config side by side.
+// codebook, and trains it with warm-up and cosine decay (CosineLR), writing the checkpoint and its
+// model config side by side.
+//
+// The supervised step itself, Trainer (Adam on model.SupervisedLossGraph, optionally over
+// concurrent gradient shards), lives here and not in pkg/model: the rollout and reward workers
+// link pkg/model to sample and score the policy, and must not carry its trainer.
 package pretrain
 
 import (

@@ -32,7 +32,7 @@ type Summary struct {
 // Progress is where a run stands after Step of its Steps steps.
 type Progress struct {
 	Step, Steps int
-	Stats       model.StepStats
+	Stats       StepStats
 	// LossEMA smooths the loss over about 20 steps: single batches are too noisy to read.
 	LossEMA float64
 }
@@ -54,7 +54,7 @@ func Run(ctx context.Context, backend backends.Backend, c Config, progress func(
 		return Summary{}, fmt.Errorf("pretrain: %w", err)
 	}
 	shards := c.shards(backend)
-	tr, err := m.NewTrainerWith(model.TrainerOptions{LearningRate: c.LR, WeightDecay: c.WeightDecay, Shards: shards})
+	tr, err := NewTrainer(m, TrainerOptions{LearningRate: c.LR, WeightDecay: c.WeightDecay, Shards: shards})
 	if err != nil {
 		return Summary{}, fmt.Errorf("pretrain: %w", err)
 	}
@@ -113,13 +113,13 @@ func (c Config) shards(backend backends.Backend) int {
 }
 
 // train runs the c.Steps steps of m and returns the last one's stats.
-func (c Config) train(ctx context.Context, m *model.Model, tr *model.Trainer, maker *Examples, progress func(Progress),
-	log zerolog.Logger) (model.StepStats, error) {
+func (c Config) train(ctx context.Context, m *model.Model, tr *Trainer, maker *Examples, progress func(Progress),
+	log zerolog.Logger) (StepStats, error) {
 	batches, stop := prefetch(maker, c.Steps)
 	defer stop()
 	progress(Progress{Steps: c.Steps})
 	start := time.Now()
-	var st model.StepStats
+	var st StepStats
 	var ema float64
 	for s := 0; s < c.Steps; s++ {
 		if err := ctx.Err(); err != nil {
@@ -132,7 +132,7 @@ func (c Config) train(ctx context.Context, m *model.Model, tr *model.Trainer, ma
 		if pb.err != nil {
 			return st, fmt.Errorf("pretrain: %w", pb.err)
 		}
-		if err := tr.SetLearningRate(model.CosineLR(s, c.Steps, c.Warmup, c.LR, c.MinLRFrac)); err != nil {
+		if err := tr.SetLearningRate(CosineLR(s, c.Steps, c.Warmup, c.LR, c.MinLRFrac)); err != nil {
 			return st, fmt.Errorf("pretrain: step %d: %w", s, err)
 		}
 		var err error

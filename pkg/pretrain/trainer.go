@@ -1,4 +1,4 @@
-package model
+package pretrain
 
 import (
 	"errors"
@@ -7,18 +7,13 @@ import (
 	"sync"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
-	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive
+	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive // graph code reads as math
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
-)
 
-// Batch is a teacher-forced training batch: full sequences with their loss masks.
-type Batch struct {
-	Tokens    [][]int32
-	TextMask  [][]float32 // [N][TextLen]
-	ImageMask [][]float32 // [N][ImageTokens]
-}
+	"github.com/bicot-rl/bicot/pkg/model"
+)
 
 // StepStats reports one training step.
 type StepStats struct {
@@ -26,10 +21,11 @@ type StepStats struct {
 	LearningRate            float64
 }
 
-// Trainer runs supervised (pretraining) steps with Adam on the policy's context. The optimizer
-// state lives in the same context (outside Scope), so SaveOptions{Optimizer: true} checkpoints it.
+// Trainer runs supervised (pretraining) steps with Adam on a policy's context. The optimizer
+// state lives in the same context (outside model.Scope), so model.SaveOptions{Optimizer: true}
+// checkpoints it.
 type Trainer struct {
-	m    *Model
+	m    *model.Model
 	exec *context.Exec
 	lr   *context.Variable
 
@@ -41,7 +37,7 @@ type Trainer struct {
 	vars       []*context.Variable
 }
 
-// TrainerOptions configure NewTrainerWith.
+// TrainerOptions configure NewTrainer.
 type TrainerOptions struct {
 	LearningRate, WeightDecay float64
 	// Shards > 1 splits every batch into that many contiguous shards whose gradients are computed
@@ -52,14 +48,9 @@ type TrainerOptions struct {
 	Shards int
 }
 
-// NewTrainer prepares the pretraining step. The learning rate may be changed per step
-// (SetLearningRate), e.g. by a schedule on the caller's side.
-func (m *Model) NewTrainer(learningRate, weightDecay float64) (*Trainer, error) {
-	return m.NewTrainerWith(TrainerOptions{LearningRate: learningRate, WeightDecay: weightDecay})
-}
-
-// NewTrainerWith is NewTrainer with every option.
-func (m *Model) NewTrainerWith(o TrainerOptions) (*Trainer, error) {
+// NewTrainer prepares the pretraining step of m. The learning rate may be changed per step
+// (SetLearningRate), e.g. by a schedule on the caller's side (CosineLR).
+func NewTrainer(m *model.Model, o TrainerOptions) (*Trainer, error) {
 	learningRate, weightDecay := o.LearningRate, o.WeightDecay
 	if !(learningRate > 0) || math.IsInf(learningRate, 0) {
 		return nil, fmt.Errorf("trainer: learning rate %v must be > 0", learningRate)
@@ -69,9 +60,9 @@ func (m *Model) NewTrainerWith(o TrainerOptions) (*Trainer, error) {
 	}
 	opt := optimizers.Adam().LearningRate(learningRate).WeightDecay(weightDecay).Done()
 	if o.Shards > 1 {
-		return m.newShardedTrainer(opt, o)
+		return newShardedTrainer(m, opt, o)
 	}
-	e, err := m.exec(fmt.Sprintf("train/%g/%g", learningRate, weightDecay), func(ctx *context.Context, tokens, textMask, imageMask *Node) []*Node {
+	e, err := m.Exec(fmt.Sprintf("train/%g/%g", learningRate, weightDecay), func(ctx *context.Context, tokens, textMask, imageMask *Node) []*Node {
 		loss, tn, in := m.SupervisedLossGraph(ctx, tokens, textMask, imageMask)
 		opt.UpdateGraph(ctx, tokens.Graph(), loss)
 		return []*Node{loss, tn, in}
@@ -88,14 +79,14 @@ type gradientApplier interface {
 	UpdateGraphWithGradients(ctx *context.Context, grads []*Node, lossDType dtypes.DType)
 }
 
-func (m *Model) newShardedTrainer(opt optimizers.Interface, o TrainerOptions) (*Trainer, error) {
+func newShardedTrainer(m *model.Model, opt optimizers.Interface, o TrainerOptions) (*Trainer, error) {
 	apply, ok := opt.(gradientApplier)
 	if !ok {
 		return nil, fmt.Errorf("trainer: optimizer %T cannot apply precomputed gradients", opt)
 	}
 	t := &Trainer{m: m, shards: o.Shards}
 	for v := range m.Ctx.IterVariables() {
-		if v.Trainable && isPolicyVar(v) {
+		if v.Trainable && model.IsPolicyVariable(v) {
 			t.vars = append(t.vars, v)
 		}
 	}
@@ -105,9 +96,9 @@ func (m *Model) newShardedTrainer(opt optimizers.Interface, o TrainerOptions) (*
 	// A shard's loss divides its NLL sums by the whole batch's token counts, so the shards'
 	// gradients add up to the gradient of the batch's per-level means.
 	var err error
-	t.gradExec, err = m.exec("train/shard-gradients", func(ctx *context.Context, in []*Node) []*Node {
+	t.gradExec, err = m.Exec("train/shard-gradients", func(ctx *context.Context, in []*Node) []*Node {
 		tokens, textMask, imageMask, textCount, imageCount := in[0], in[1], in[2], in[3], in[4]
-		tl, il := m.LogProbsGraph(ctx, tokens, ScoreOptions{})
+		tl, il := m.LogProbsGraph(ctx, tokens, model.ScoreOptions{})
 		textSum := Neg(ReduceAllSum(Mul(tl, textMask)))
 		imageSum := Neg(ReduceAllSum(Mul(il, imageMask)))
 		loss := Add(Div(textSum, textCount), Div(imageSum, imageCount))
@@ -121,7 +112,7 @@ func (m *Model) newShardedTrainer(opt optimizers.Interface, o TrainerOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	t.updateExec, err = m.exec(fmt.Sprintf("train/apply-%d/%g/%g", o.Shards, o.LearningRate, o.WeightDecay), func(ctx *context.Context, in []*Node) []*Node {
+	t.updateExec, err = m.Exec(fmt.Sprintf("train/apply-%d/%g/%g", o.Shards, o.LearningRate, o.WeightDecay), func(ctx *context.Context, in []*Node) []*Node {
 		g := in[0].Graph()
 		grads := make([]*Node, len(t.vars))
 		for i, v := range t.vars {
@@ -150,13 +141,13 @@ func (t *Trainer) SetLearningRate(lr float64) error {
 }
 
 // Step applies one Adam update on the batch and returns the losses before the update.
-func (t *Trainer) Step(b Batch) (StepStats, error) {
+func (t *Trainer) Step(b model.Batch) (StepStats, error) {
 	c := t.m.Config
 	N := len(b.Tokens)
 	if N == 0 || len(b.TextMask) != N || len(b.ImageMask) != N {
 		return StepStats{}, fmt.Errorf("train step: %d sequences, %d text masks, %d image masks", N, len(b.TextMask), len(b.ImageMask))
 	}
-	tok, err := t.m.tokensFlat(b.Tokens)
+	tok, err := t.m.FlatTokens(b.Tokens)
 	if err != nil {
 		return StepStats{}, fmt.Errorf("train step: %w", err)
 	}
