@@ -26,7 +26,7 @@ import (
 type TrainOptions struct {
 	Seed uint64
 	// Steps overrides each expert's number of optimiser steps (tests use a handful); 0 keeps the
-	// expert's DefaultSteps.
+	// expert's default (defaultSteps).
 	Steps int
 	// Command is recorded in the weights' metadata so that a file says how it was made.
 	Command string
@@ -36,9 +36,6 @@ type TrainOptions struct {
 // defaultSteps are the optimiser steps per expert: enough for useful but imperfect models, all
 // four in about six minutes on two cores.
 var defaultSteps = map[string]int{Detector: 500, VQA: 1800, HPS: 800, ORM: 2000}
-
-// DefaultSteps returns the number of optimiser steps train-experts gives expert name.
-func DefaultSteps(name string) int { return defaultSteps[name] }
 
 const (
 	trainBatch = 64

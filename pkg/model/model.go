@@ -82,13 +82,6 @@ func (m *Model) Exec(key string, fn any) (*context.Exec, error) {
 	return e, nil
 }
 
-// resetExecs drops compiled executables (after weights were replaced wholesale).
-func (m *Model) resetExecs() {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.execs = map[string]*context.Exec{}
-}
-
 func layerNorm(ctx *context.Context, x *Node) *Node {
 	return layers.LayerNormalization(ctx, x, -1).Epsilon(1e-5).Done()
 }

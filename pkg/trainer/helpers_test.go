@@ -1,7 +1,6 @@
 package trainer
 
 import (
-	"fmt"
 	"math"
 	"testing"
 
@@ -119,8 +118,6 @@ func mustTrainer(t testing.TB, m *model.Model, o Options) *Trainer {
 	}
 	return tr
 }
-
-func keyOf(g Group) string { return fmt.Sprintf("%d/%d", g.Key.Step, g.Key.PromptIndex) }
 
 // favourEOS raises the end-of-text logit of an untrained policy so that plans end at varied
 // lengths (with random weights they almost never end before the cap).
