@@ -186,6 +186,31 @@ func (c *Coordinator) PromptAt(epoch, offset int64) prompts.Prompt {
 	return c.o.Prompts[p[offset]]
 }
 
+// checkPromptCount refuses a prompt file of another length than the one the run was started with
+// (the replicated prompt count): its shuffled order would differ, and offsets of the run's cursor
+// could point past its end. It waits for this replica to hold the run (a follower applies InitRun
+// shortly after the leader).
+func (c *Coordinator) checkPromptCount(ctx context.Context) error {
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		st := c.o.Node.State()
+		if st.RunID == c.cfg.RunID && st.PromptCount > 0 {
+			if st.PromptCount != int64(len(c.o.Prompts)) {
+				return fmt.Errorf("coordinator: run %s was started with %d prompts, but %s has %d usable ones now: restart it with the run's prompt file",
+					c.cfg.RunID, st.PromptCount, c.cfg.Prompts, len(c.o.Prompts))
+			}
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("coordinator: run %s is not in this replica's state after 30 s", c.cfg.RunID)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
 // Run initialises the run and coordinates it until ctx ends. It returns nil then; the run's end
 // is signalled by Done (the coordinator keeps serving its API until ctx ends).
 func (c *Coordinator) Run(ctx context.Context) error {
@@ -199,6 +224,12 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if _, err := c.o.Node.Apply(ctx, runstate.NewInitRun(time.Now(), runstate.InitRun{
 		RunID: c.cfg.RunID, Seed: c.cfg.Seed, Config: cfgJSON, PromptCount: int64(len(c.o.Prompts))})); err != nil {
 		return fmt.Errorf("coordinator: init run: %w", err)
+	}
+	if err := c.checkPromptCount(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
 	}
 	if c.ln == nil {
 		if err := c.Listen(); err != nil {

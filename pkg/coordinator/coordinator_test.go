@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -186,5 +187,42 @@ func TestPromptsOutsideTheVocabularyAreSkipped(t *testing.T) {
 	}
 	if _, err := New(context.Background(), Deps{Prompts: ps[5:], Node: &runstate.Node{}}, cfg); err == nil {
 		t.Error("a file with no encodable prompt was accepted")
+	}
+}
+
+// A coordinator restarted with a prompt file of another length than the run was started with
+// (the replicated prompt count) refuses to coordinate with an error naming both counts, instead
+// of dispatching offsets past the end of its file (a panic in PromptAt, restarted in a loop).
+func TestRestartWithAnotherPromptFileIsRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := bustest.JetStream(t)
+	node, err := runstate.Open(runstate.NodeConfig{ID: "c0", RaftAddr: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "raft"), Bootstrap: true}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer node.Shutdown()
+	if _, err := node.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.PromptsPerTask, cfg.GroupSize = "short", 3, 2, 2, 4
+	// The run starts with 10 prompts and dispatches its first step.
+	if _, err := node.Apply(ctx, runstate.NewInitRun(time.Now(), runstate.InitRun{RunID: cfg.RunID, Seed: cfg.Seed, PromptCount: 10})); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(ctx, Deps{JS: js, Prompts: testPrompts(t, 4), Node: node, Log: zerolog.Nop()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "10 prompts") || !strings.Contains(err.Error(), "4") {
+			t.Fatalf("Run: %v, want an error naming the run's 10 prompts and the file's 4", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the coordinator kept running with a prompt file shorter than the run's")
 	}
 }
