@@ -69,6 +69,11 @@ func (c *Collector) Add(s ScoredSample) (g *Group, dup bool, err error) {
 		if other.G != s.G {
 			return nil, false, fmt.Errorf("collector: sample %s says group size %d, earlier samples %d", s.Key(), s.G, other.G)
 		}
+		// A group is G samples of one prompt: a sample under its key with another prompt would
+		// be trained with the group's advantages against the wrong text.
+		if other.Prompt.Prompt != s.Prompt.Prompt {
+			return nil, false, fmt.Errorf("collector: sample %s has prompt %q, earlier samples of its group %q", s.Key(), s.Prompt.Prompt, other.Prompt.Prompt)
+		}
 		break
 	}
 	if _, ok := held[s.SampleIndex]; ok {

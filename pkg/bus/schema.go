@@ -246,15 +246,15 @@ func (s *ScoredSample) Validate() error {
 	if err := s.Sample.Validate(); err != nil {
 		return fmt.Errorf("scored %w", err)
 	}
-	if !finite(s.Reward) {
-		return fmt.Errorf("scored sample %s: reward is %v", s.Key(), s.Reward)
+	if !finite(s.Reward) || math.Abs(s.Reward) > MaxAbsReward {
+		return fmt.Errorf("scored sample %s: reward is %v, want a finite value within ±%g", s.Key(), s.Reward, float64(MaxAbsReward))
 	}
 	for name, r := range s.PerExpert {
 		if name == "" {
 			return fmt.Errorf("scored sample %s: expert with empty name", s.Key())
 		}
-		if !finite(r) {
-			return fmt.Errorf("scored sample %s: expert %q reward is %v", s.Key(), name, r)
+		if !finite(r) || math.Abs(r) > MaxAbsReward {
+			return fmt.Errorf("scored sample %s: expert %q reward is %v, want a finite value within ±%g", s.Key(), name, r, float64(MaxAbsReward))
 		}
 	}
 	return nil
@@ -400,9 +400,22 @@ func checkLogp(ls []float32) error {
 		if x > logpSlack {
 			return fmt.Errorf("entry %d is %v > 0, not a log-probability", i, x)
 		}
+		if x < LogpFloor {
+			return fmt.Errorf("entry %d is %v, below the floor %v of a sampled token's log-probability", i, x, LogpFloor)
+		}
 	}
 	return nil
 }
+
+// LogpFloor bounds a recorded log-probability from below. A sampled token is never that unlikely
+// (e^-80 ~ 1e-35), and the update's ratio exp(logp - logp_old) stays finite in float32 for any
+// logp_old above it, so a message below it is refused rather than trained into NaN.
+const LogpFloor = -80
+
+// MaxAbsReward bounds a reward's magnitude: the ensembles' rewards are weighted sums of scores in
+// [0, 1], so anything near it is not a reward, and the group's mean and spread of G such values
+// cannot overflow.
+const MaxAbsReward = 1e6
 
 // Encode validates m and marshals it to JSON.
 func Encode(m Message) ([]byte, error) {

@@ -25,6 +25,9 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 	if s.G != l.cfg.GroupSize {
 		return bus.Poison(fmt.Errorf("sample %s has group size %d, the run's is %d", s.Key(), s.G, l.cfg.GroupSize))
 	}
+	if err := l.trainer.Check(&s.Sample); err != nil {
+		return bus.Poison(err)
+	}
 	g, dup, err := l.coll.Add(*s)
 	if err != nil {
 		return bus.Poison(err)

@@ -2,6 +2,8 @@ package learner_test
 
 import (
 	"context"
+	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -140,6 +142,13 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 // many.
 func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *local.Store, cfg config.Config,
 	backend backends.Backend, ps []prompts.Prompt, dups bool) int {
+	return publishStepWith(ctx, t, js, st, cfg, backend, ps, dups, nil)
+}
+
+// publishStepWith is publishStep; before each honest sample it publishes, without a message id,
+// whatever before returns for it (hostile variants).
+func publishStepWith(ctx context.Context, t *testing.T, js jetstream.JetStream, st *local.Store, cfg config.Config,
+	backend backends.Backend, ps []prompts.Prompt, dups bool, before func(i int, honest bus.ScoredSample) []bus.ScoredSample) int {
 	t.Helper()
 	var v0 bus.PolicyAnnounce
 	var err error
@@ -183,19 +192,17 @@ func publishStep(ctx context.Context, t *testing.T, js jetstream.JetStream, st *
 		if err := wire.FromSample(policy.Config, s, &out.Sample); err != nil {
 			t.Fatal(err)
 		}
+		if before != nil {
+			for _, h := range before(i, out) {
+				publishRaw(ctx, t, js, subject, &h)
+			}
+		}
 		if _, err := bus.PublishScored(ctx, js, out); err != nil {
 			t.Fatal(err)
 		}
 		if dups && (i == 1 || i == 5) {
 			// The same sample again, bypassing JetStream's de-duplication (no message id).
-			data, err := bus.Encode(&out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{bus.HeaderType: []string{bus.TypeScoredSample}}}
-			if _, err := js.PublishMsg(ctx, msg); err != nil {
-				t.Fatal(err)
-			}
+			publishRaw(ctx, t, js, subject, &out)
 			n++
 		}
 	}
@@ -255,4 +262,129 @@ func TestLearnerWithSupervisedAnchor(t *testing.T) {
 	if s := a.Stats[0].SFTLoss; !(s > 0.01 && s < 20) {
 		t.Fatalf("sft_loss %v, want the anchor's NLL", s)
 	}
+}
+
+// publishRaw publishes a scored sample without a message id, as anyone on the bus could.
+func publishRaw(ctx context.Context, t *testing.T, js jetstream.JetStream, subject string, s *bus.ScoredSample) {
+	t.Helper()
+	data, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &nats.Msg{Subject: subject, Data: data, Header: nats.Header{bus.HeaderType: []string{bus.TypeScoredSample}}}
+	if _, err := js.PublishMsg(ctx, msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Scored samples that pass the schema but would wreck an update - a reward near the float
+// maximum, a logp_old far below any sampled token's, the wrong number of image tokens, another
+// prompt's text under a group's key - arrive before the honest samples with the same keys: each
+// is dead-lettered with a reason, none joins a group, and the learner trains the honest groups
+// and finishes the run.
+func TestLearnerSurvivesHostileScoredSamples(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := root(t)
+	js, backend, st := env(t)
+	cb, err := vq.Load(filepath.Join(r, "models/codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := model.TinyCheckpoint(backend, cb, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "hostile", 1, 2, 4
+	cfg.Sampling.MaxPlanTokens = 5
+	cfg.Wire.PollWait, cfg.Wire.RetryDelay = config.Duration(time.Second), config.Duration(10*time.Millisecond)
+	l, err := learner.New(ctx, learner.Deps{JS: js, Backend: backend, Store: st, Init: init, Log: zerolog.Nop()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	ps, err := prompts.ReadFile(filepath.Join(r, "data/prompts/train.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := ps[5].Prompt
+	want := map[int]string{0: "reward", 1: "log-prob", 2: "image tokens", 3: "prompt"}
+	publishStepWith(ctx, t, js, st, cfg, backend, ps[:2], false, func(i int, h bus.ScoredSample) []bus.ScoredSample {
+		if _, ok := want[i]; !ok {
+			return nil
+		}
+		b, _ := json.Marshal(h)
+		var x bus.ScoredSample
+		_ = json.Unmarshal(b, &x) // a deep copy
+		switch i {
+		case 0:
+			x.Reward = 1e300
+		case 1:
+			x.ImageLogp[0] = -1e30
+		case 2:
+			x.ImageTokens, x.ImageLogp = x.ImageTokens[1:], x.ImageLogp[1:]
+		case 3:
+			x.Prompt.Prompt = other
+		}
+		return []bus.ScoredSample{x}
+	})
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("learner: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the run did not finish")
+	}
+	a := l.Accounting()
+	if len(a.Learned[0]) != 2 || !finite(a.Stats[0].Loss) || !finite(a.Stats[0].RewardMean) || a.Stats[0].RewardMean > 1 {
+		t.Fatalf("learned %+v stats %+v: want the two honest groups, finite", a.Learned, a.Stats)
+	}
+	topo, err := bus.NewTopology(cfg.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := readDead(ctx, t, js, topo.DeadStream)
+	if len(dead) != len(want) {
+		t.Fatalf("%d dead letters %v, want %d", len(dead), dead, len(want))
+	}
+	for i, w := range want {
+		found := false
+		for _, d := range dead {
+			found = found || strings.Contains(d, w)
+		}
+		if !found {
+			t.Errorf("hostile sample %d: no dead letter naming %q in %v", i, w, dead)
+		}
+	}
+}
+
+func finite(x float64) bool { return !math.IsNaN(x) && !math.IsInf(x, 0) }
+
+// readDead returns the error of every dead letter in stream.
+func readDead(ctx context.Context, t *testing.T, js jetstream.JetStream, stream string) []string {
+	t.Helper()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for seq := info.State.FirstSeq; info.State.Msgs > 0 && seq <= info.State.LastSeq; seq++ {
+		raw, err := s.GetMsg(ctx, seq)
+		if err != nil {
+			continue
+		}
+		var d bus.DeadLetter
+		if err := json.Unmarshal(raw.Data, &d); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d.Error)
+	}
+	return out
 }

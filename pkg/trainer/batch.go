@@ -3,6 +3,7 @@ package trainer
 import (
 	"fmt"
 
+	"github.com/bicot-rl/bicot/pkg/wire"
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/model"
 )
@@ -55,6 +56,31 @@ func sequenceFromWire(cfg model.Config, prompt []int32, s *bus.Sample) (row, err
 		r.imageOld[i], r.imageMask[i] = s.ImageLogp[i], 1
 	}
 	return r, nil
+}
+
+// Check reports whether the trainer could use s: its prompt in the policy's vocabulary, its plan
+// and image tokens in the policy's layout and vocabulary. The learner checks every sample as it
+// arrives, so a sample that would fail the step is dead-lettered instead of stopping the run.
+func (t *Trainer) Check(s *bus.Sample) error {
+	prompt, err := wire.EncodePrompt(t.vocab, s.Prompt.Prompt)
+	if err != nil {
+		return fmt.Errorf("sample %s: prompt: %w", s.Key(), err)
+	}
+	cfg := t.policy.Config
+	if _, err := sequenceFromWire(cfg, prompt, s); err != nil {
+		return err
+	}
+	for i, tok := range s.PlanTokens[:s.PlanLen] {
+		if tok < 0 || int(tok) >= cfg.TextVocab {
+			return fmt.Errorf("sample %s: plan token %d = %d outside the text vocabulary of %d", s.Key(), i, tok, cfg.TextVocab)
+		}
+	}
+	for i, c := range s.ImageTokens {
+		if c < 0 || int(c) >= cfg.ImageVocab {
+			return fmt.Errorf("sample %s: image token %d = %d outside the %d image codes", s.Key(), i, c, cfg.ImageVocab)
+		}
+	}
+	return nil
 }
 
 // padRow is a batch filler: a valid sequence whose masks are all zero, so it adds nothing to any
