@@ -810,3 +810,26 @@ func TestIdleConsumerDoesNotWarn(t *testing.T) {
 		t.Fatalf("idle consumer logged failures:\n%s", logs.String())
 	}
 }
+
+// A group handed out again (attempt 1) publishes samples JetStream keeps, though the first
+// attempt's copies with the same key are still in the de-duplication window; a copy of the same
+// attempt is dropped.
+func TestReDispatchedSamplesAreNotDeduplicated(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	s := sample(2, 7, 1)
+	if ack, err := PublishSample(ctx, e.js, s); err != nil || ack.Duplicate {
+		t.Fatalf("first publish: %+v %v", ack, err)
+	}
+	if ack, err := PublishSample(ctx, e.js, s); err != nil || !ack.Duplicate {
+		t.Fatalf("same attempt again: %+v %v, want a duplicate", ack, err)
+	}
+	s.Attempt = 1
+	if ack, err := PublishSample(ctx, e.js, s); err != nil || ack.Duplicate {
+		t.Fatalf("attempt 1: %+v %v, want it kept", ack, err)
+	}
+	sc := ScoredSample{Sample: s, Reward: 1}
+	if sc.MsgID() != s.Key()+"/a1" {
+		t.Errorf("scored sample message id %q, want %q", sc.MsgID(), s.Key()+"/a1")
+	}
+}

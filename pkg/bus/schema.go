@@ -167,6 +167,11 @@ type Sample struct {
 	PNG []byte `json:"png,omitempty"`
 	// Worker that produced the sample (for diagnostics).
 	Worker string `json:"worker,omitempty"`
+	// Attempt is the dispatch attempt of the task that produced the sample. It is part of the
+	// message id, so a group handed out again (a straggler, or the steps a restarted learner lost)
+	// is not dropped by JetStream's de-duplication as a copy of the first attempt's samples; the
+	// learner still keeps one sample per key.
+	Attempt int `json:"attempt,omitempty"`
 }
 
 func (*Sample) MsgType() string { return TypeSample }
@@ -176,8 +181,13 @@ func (s *Sample) Key() string {
 	return SampleKey(s.Run, s.Step, s.PromptIndex, s.SampleIndex)
 }
 
-// MsgID is the sample key.
-func (s *Sample) MsgID() string { return s.Key() }
+// MsgID is the sample key, with the attempt after the first: run/step/prompt/sample[/aN].
+func (s *Sample) MsgID() string {
+	if s.Attempt > 0 {
+		return fmt.Sprintf("%s/a%d", s.Key(), s.Attempt)
+	}
+	return s.Key()
+}
 
 // SampleKey formats (run, step, prompt, sample) as the wire's sample key.
 func SampleKey(run string, step int64, prompt, sample int) string {
@@ -201,6 +211,8 @@ func (s *Sample) Validate() error {
 		return fmt.Errorf("%s: sample_index %d outside group of %d", where, s.SampleIndex, s.G)
 	case s.PolicyVersion < 0:
 		return fmt.Errorf("%s: negative policy_version", where)
+	case s.Attempt < 0:
+		return fmt.Errorf("%s: negative attempt", where)
 	case len(s.PlanLogp) != len(s.PlanTokens):
 		return fmt.Errorf("%s: %d plan log-probs for %d plan tokens", where, len(s.PlanLogp), len(s.PlanTokens))
 	case s.PlanLen < 0 || s.PlanLen > len(s.PlanTokens):

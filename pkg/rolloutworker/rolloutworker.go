@@ -187,7 +187,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 	for _, s := range ss {
 		ref := t.Prompts[s.Prompt]
 		out := bus.Sample{Run: t.Run, Step: t.Step, PromptIndex: ref.Index, SampleIndex: s.Index, G: t.G,
-			PolicyVersion: version, Prompt: ref.Prompt, Worker: w.o.ID}
+			PolicyVersion: version, Prompt: ref.Prompt, Worker: w.o.ID, Attempt: t.Attempt}
 		if err := wire.FromSample(m.Config, s, &out); err != nil {
 			return bus.Poison(fmt.Errorf("task %s: %w", t.MsgID(), err))
 		}
