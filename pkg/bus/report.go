@@ -37,6 +37,11 @@ const (
 	// the learner made no update and asks for fresh prompts for the step. Message:
 	// ResampleRequest as JSON.
 	EventStepResample = "step_resample"
+	// EventLearnerResumed: a learner started and resumed from its newest checkpoint (or the
+	// start). Message: the point it resumed at, a runstate.Rewind as JSON; the coordinator rewinds
+	// the run state to it when the state is ahead (a restarted learner lost what it had not
+	// checkpointed).
+	EventLearnerResumed = "learner_resumed"
 )
 
 // ResampleRequest is the payload of a step_resample event.

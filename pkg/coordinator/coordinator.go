@@ -360,7 +360,7 @@ func (c *Coordinator) tick(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("dispatch %s: %w", id, err)
 			}
-			if err := c.publish(ctx, s, st.PolicyVersion, r.Groups, 0); err != nil {
+			if err := c.publish(ctx, s, st.PolicyVersion, r.Groups, firstAttempt(r.Groups)); err != nil {
 				return err
 			}
 			c.mu.Lock()
@@ -418,7 +418,7 @@ func (c *Coordinator) republish(ctx context.Context) error {
 	st := c.o.Node.State()
 	batches := map[string][]runstate.Group{}
 	for _, g := range st.GroupsByStatus(runstate.GroupDispatched) {
-		if g.Attempts <= 1 {
+		if g.Attempts <= 1+st.AttemptBase {
 			batches[g.BatchID] = append(batches[g.BatchID], g)
 			continue
 		}
@@ -435,11 +435,49 @@ func (c *Coordinator) republish(ctx context.Context) error {
 			}
 			return gs[i].PromptIndex < gs[j].PromptIndex
 		})
-		if err := c.publish(ctx, gs[0].Step, st.PolicyVersion, gs, 0); err != nil {
+		if err := c.publish(ctx, gs[0].Step, st.PolicyVersion, gs, firstAttempt(gs)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// firstAttempt is the task attempt of groups dispatched together for the first time: 0 in a run
+// never rewound, past every earlier attempt after a Rewind (runstate.State.AttemptBase).
+func firstAttempt(gs []runstate.Group) int {
+	if len(gs) == 0 {
+		return 0
+	}
+	return gs[0].Attempts - 1
+}
+
+// rewind takes the run back to where a restarted learner resumes when the run state is ahead of
+// it: a step, policy version or group the dead learner had taken past it would otherwise never be
+// handed out again, and the run would wait for it for good. A learner starting a fresh run, or
+// where the state still has everything in flight, changes nothing.
+func (c *Coordinator) rewind(ctx context.Context, rw runstate.Rewind) error {
+	st := c.o.Node.State()
+	ahead := st.Step > rw.Step || st.PolicyVersion > rw.PolicyVersion
+	for _, g := range st.Groups {
+		ahead = ahead || (g.Step >= rw.Step && g.Status != runstate.GroupDispatched)
+	}
+	if !ahead {
+		c.log.Info().Int64("step", rw.Step).Msg("learner (re)started where the run state is: nothing to rewind")
+		return nil
+	}
+	r, err := c.o.Node.Apply(ctx, runstate.NewRewind(time.Now(), rw))
+	if errors.Is(err, runstate.ErrRejected) {
+		c.log.Warn().Err(err).Msg("rewind refused")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("rewind: %w", err)
+	}
+	if !r.Noop {
+		c.log.Warn().Int64("from_step", st.Step).Int64("to_step", rw.Step).Int64("policy_version", rw.PolicyVersion).
+			Int("groups_in_flight", len(r.Groups)).Msg("learner restarted behind the run: rewound to its checkpoint")
+	}
+	return c.republish(ctx)
 }
 
 // onEvent applies a worker's report to the run state.
@@ -504,6 +542,12 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, _ jetstream.Msg
 			return bus.Poison(fmt.Errorf("step_resample event: round %d: %v", rq.Round, err))
 		}
 		return c.resample(ctx, e.Step, rq)
+	case bus.EventLearnerResumed:
+		var rw runstate.Rewind
+		if err := json.Unmarshal([]byte(e.Message), &rw); err != nil || rw.ID == "" {
+			return bus.Poison(fmt.Errorf("learner_resumed event: %v", err))
+		}
+		return c.rewind(ctx, rw)
 	case bus.EventCheckpoint:
 		return apply(runstate.NewCommitCheckpoint(now, runstate.CommitCheckpoint{Step: e.Step, Key: e.Message, PolicyVersion: e.PolicyVersion}))
 	case bus.EventError:
@@ -529,7 +573,7 @@ func (c *Coordinator) resample(ctx context.Context, step int64, rq bus.ResampleR
 		if err != nil {
 			return fmt.Errorf("dispatch %s: %w", id, err)
 		}
-		if err := c.publish(ctx, step, r.PolicyVersion, r.Groups, 0); err != nil {
+		if err := c.publish(ctx, step, r.PolicyVersion, r.Groups, firstAttempt(r.Groups)); err != nil {
 			return err
 		}
 	}

@@ -62,7 +62,7 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats trainer.Step
 	if err == nil {
 		key = m.Key
 	}
-	l.rep.Emit(ctx, bus.EventCheckpoint, step, l.trainer.Version(), 0, key, "learner/checkpoint/"+key)
+	l.rep.Emit(ctx, bus.EventCheckpoint, step, l.trainer.Version(), 0, key, l.eventID("checkpoint/"+key))
 	l.log.Info().Int64("step", step).Str("key", key).Msg("checkpoint committed")
 	if r := l.cfg.Retention; r.KeepLast > 0 {
 		removed, err := ckpt.Prune(ctx, l.o.Store, l.cfg.RunID, ckpt.Retention{KeepLast: r.KeepLast, KeepBest: r.KeepBest,

@@ -45,7 +45,7 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 	l.mu.Unlock()
 	if g != nil {
 		l.rep.Emit(ctx, bus.EventGroupComplete, g.Key.Step, s.PolicyVersion, len(g.Samples),
-			groupKey(g.Key), "learner/group/"+groupKey(g.Key))
+			groupKey(g.Key), l.eventID("group/"+groupKey(g.Key)))
 		select {
 		case l.wake <- struct{}{}:
 		default:
@@ -56,3 +56,7 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 
 // groupKey is a group's name in the coordinator's reports and event ids.
 func groupKey(k bus.GroupKey) string { return fmt.Sprintf("%d/%d", k.Step, k.PromptIndex) }
+
+// eventID is the message id of one of this learner's events: JetStream drops a retried copy, and
+// a learner started after a rewind reports the same steps and groups again under ids of its own.
+func (l *Learner) eventID(what string) string { return "learner/" + l.incarnation + "/" + what }

@@ -33,6 +33,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/pretrain"
+	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -81,7 +82,11 @@ type Learner struct {
 	acct     Accounting
 	// resumed is the checkpoint the learner started from (nil: a fresh run), whose step_done it
 	// reports again at start in case the previous learner died between the two.
-	resumed       *ckpt.Manifest
+	resumed *ckpt.Manifest
+	// incarnation names this learner's start; resumePoint is where it resumed (nil: unknown, a
+	// checkpoint without run state), reported to the coordinators at start.
+	incarnation   string
+	resumePoint   *runstate.Rewind
 	resumeLearned []string
 	metrics       bytes.Buffer
 	lastAnn       bus.PolicyAnnounce
@@ -109,7 +114,7 @@ func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 		return nil, fmt.Errorf("learner: %w", err)
 	}
 	js := o.JS
-	l := &Learner{o: o, consume: bus.ConsumeFrom(c.Wire, 1), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
+	l := &Learner{o: o, incarnation: fmt.Sprintf("%s-%d", o.ID, time.Now().UnixNano()), consume: bus.ConsumeFrom(c.Wire, 1), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
 		rep:  bus.NewReporter(js, c.RunID, o.ID, bus.RoleLearner, log),
 		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
 		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}

@@ -34,7 +34,7 @@ func (l *Learner) resample(ctx context.Context, step int64, groups []bus.Group) 
 	l.log.Warn().Int64("step", step).Int("round", round).Int("groups", len(groups)).
 		Msg("every group of the step tied and was filtered (grpo.filter_zero_std): no update, asking for fresh prompts")
 	if err := l.rep.EmitJSON(ctx, bus.EventStepResample, step, l.trainer.Version(), bus.ResampleRequest{Round: round, Dropped: keys},
-		fmt.Sprintf("learner/resample/%d/%d", step, round)); err != nil {
+		l.eventID(fmt.Sprintf("resample/%d/%d", step, round))); err != nil {
 		return fmt.Errorf("ask for fresh prompts: %w", err)
 	}
 	return nil

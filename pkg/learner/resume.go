@@ -34,8 +34,12 @@ func (l *Learner) start(ctx context.Context, topts trainer.Options) error {
 		if err != nil {
 			return fmt.Errorf("initial policy: %w", err)
 		}
-		l.trainer, err = trainer.NewTrainer(policy, topts)
-		return err
+		if l.trainer, err = trainer.NewTrainer(policy, topts); err != nil {
+			return err
+		}
+		rw := runstate.ResumePoint(l.incarnation, runstate.State{}, -1, l.trainer.Version())
+		l.resumePoint = &rw
+		return nil
 	default:
 		return err
 	}
@@ -54,6 +58,19 @@ func (l *Learner) resume(ctx context.Context, m ckpt.Manifest, topts trainer.Opt
 	l.resumed = &m
 	if b, err := ckpt.Load(ctx, l.o.Store, m, PartLearned); err == nil {
 		_ = json.Unmarshal(b, &l.resumeLearned)
+	}
+	// The run state the checkpoint recorded says where the run continues from, should the
+	// coordinators' state be ahead (this learner replaces one that died past its checkpoint).
+	if b, err := ckpt.Load(ctx, l.o.Store, m, ckpt.PartRunState); err == nil {
+		snap, err := runstate.DecodeSnapshot(bytes.NewReader(b))
+		if err != nil {
+			return fmt.Errorf("resume from %s: run state: %w", m.Key, err)
+		}
+		rw := runstate.ResumePoint(l.incarnation, snap, m.Step, m.PolicyVersion)
+		l.resumePoint = &rw
+	} else {
+		l.log.Warn().Str("checkpoint", m.Key).Msg("the checkpoint holds no run state (a learner without --coordinator): " +
+			"if the run state is ahead of it, the steps in between are not dispatched again")
 	}
 	if prev, err := readMetrics(ctx, l.o.Store, l.cfg.RunID); err == nil {
 		// Lines of steps after the checkpoint belong to the interrupted run: the resumed run
@@ -108,25 +125,16 @@ func dropNewer(ctx context.Context, st store.Store, run string, step int64, log 
 	return nil
 }
 
-// checkRunState warns when the coordinators' run state is past the step this learner starts at:
-// steps after its checkpoint were recorded as learned (a newer checkpoint was corrupted, or
-// checkpoints are sparser than steps) and would never be dispatched again. Resuming through
-// `coordinator resume` rebuilds the run state from the checkpoint instead.
-func (l *Learner) checkRunState() {
-	if l.o.RunState == nil {
+// reportResumePoint tells the coordinators where this learner resumed, so a run state that is
+// ahead of it (the learner it replaces died after steps it had not checkpointed) is rewound and
+// those steps are dispatched and learned again instead of waited for.
+func (l *Learner) reportResumePoint(ctx context.Context) {
+	rw := l.resumePoint
+	if rw == nil {
 		return
 	}
-	b, err := l.o.RunState()
-	if err != nil {
-		return
-	}
-	st, err := runstate.DecodeSnapshot(bytes.NewReader(b))
-	if err != nil || st.RunID != l.cfg.RunID {
-		return
-	}
-	if st.Step > l.next {
-		l.log.Error().Int64("run_state_step", st.Step).Int64("learner_step", l.next).
-			Msg("the coordinators' run state is past the newest good checkpoint: steps in between will not be dispatched again; resume the run with `coordinator resume` instead")
+	if err := l.rep.EmitJSON(ctx, bus.EventLearnerResumed, rw.Step, rw.PolicyVersion, rw, l.eventID("resumed")); err != nil {
+		l.log.Warn().Err(err).Msg("resume point not reported")
 	}
 }
 
@@ -139,7 +147,7 @@ func (l *Learner) reportResumed(ctx context.Context) {
 		return
 	}
 	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, m.Step, m.PolicyVersion, bus.StepReport{Learned: l.resumeLearned},
-		fmt.Sprintf("learner/step/%d", m.Step)); err != nil {
+		l.eventID(fmt.Sprintf("step/%d", m.Step))); err != nil {
 		l.log.Warn().Err(err).Int64("step", m.Step).Msg("step done not reported again")
 	}
 }

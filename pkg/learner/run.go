@@ -20,8 +20,8 @@ func (l *Learner) Run(ctx context.Context) error {
 	if err := l.announce(ctx, l.next); err != nil {
 		return fmt.Errorf("learner: announce initial policy: %w", err)
 	}
-	l.checkRunState()
 	l.reportResumed(ctx)
+	l.reportResumePoint(ctx)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup

@@ -120,7 +120,7 @@ func (l *Learner) reportStep(ctx context.Context, rec StepRecord, learned []stri
 		metrics["reward/"+k] = v
 	}
 	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, rec.Step, l.trainer.Version(), bus.StepReport{Learned: learned, Metrics: metrics},
-		fmt.Sprintf("learner/step/%d", rec.Step)); err != nil {
+		l.eventID(fmt.Sprintf("step/%d", rec.Step))); err != nil {
 		return fmt.Errorf("report step done: %w", err)
 	}
 	return nil

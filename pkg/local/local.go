@@ -109,6 +109,9 @@ type Cluster struct {
 	rewardWorkers  []*rewardworker.Worker
 	errs           []error
 	learnErr       chan error
+	learnerDeps    learner.Deps       // how a restarted learner is built (RestartLearner)
+	learnCancel    context.CancelFunc // stops the running learner
+	learnDone      chan struct{}      // closed when the running learner's Run returned
 }
 
 // Start brings every role up and returns while the run proceeds.
@@ -218,7 +221,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, err
 	}
 	started := time.Now()
-	if c.Learner, err = learner.New(ctx, learner.Deps{JS: ljs, Backend: c.backend, Store: st, Init: init,
+	c.learnerDeps = learner.Deps{JS: ljs, Backend: c.backend, Store: st, Init: init,
 		Codebook: c.cb, RunState: c.runState, Log: c.log,
 		OnStep: func(r learner.StepRecord) {
 			elapsed := time.Since(started)
@@ -227,14 +230,11 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			fmt.Fprintf(o.Progress, "step %d/%d  reward %.3f  loss %+.4f  kl %.4f  ratio %.4f  zero-std %.2f  %5.1fs  %s elapsed, ETA %s\n",
 				done, cfg.Steps, r.Stats.RewardMean, r.Stats.Loss, r.Stats.KL, r.Stats.RatioMean, r.Stats.ZeroStdRatio,
 				r.StepSeconds, elapsed.Round(time.Second), eta.Round(time.Second))
-		}}, cfg); err != nil {
+		}}
+	if c.Learner, err = learner.New(ctx, c.learnerDeps, cfg); err != nil {
 		return nil, err
 	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.learnErr <- c.Learner.Run(c.ctx)
-	}()
+	c.runLearner()
 	for range o.RolloutWorkers {
 		if _, err := c.AddRolloutWorker(); err != nil {
 			return nil, err
@@ -286,6 +286,51 @@ func (c *Cluster) runState() ([]byte, error) {
 type bytesBuffer struct{ data []byte }
 
 func (b *bytesBuffer) Write(p []byte) (int, error) { b.data = append(b.data, p...); return len(p), nil }
+
+// runLearner runs c.Learner until the run ends or RestartLearner stops it; only the learner that
+// ends the run reports to Wait.
+func (c *Cluster) runLearner() {
+	lctx, cancel := context.WithCancel(c.ctx)
+	done := make(chan struct{})
+	c.mu.Lock()
+	c.learnCancel, c.learnDone = cancel, done
+	l := c.Learner
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		defer close(done)
+		err := l.Run(lctx)
+		if lctx.Err() != nil && c.ctx.Err() == nil {
+			return // stopped by RestartLearner
+		}
+		c.learnErr <- err
+	}()
+}
+
+// RestartLearner stops the learner wherever it is (mid-step included: what it had not
+// checkpointed is lost, as when a learner process dies) and starts a new one with the same
+// dependencies, which resumes from the newest checkpoint.
+func (c *Cluster) RestartLearner(ctx context.Context) error {
+	c.mu.Lock()
+	cancel, done := c.learnCancel, c.learnDone
+	c.mu.Unlock()
+	cancel()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	l, err := learner.New(ctx, c.learnerDeps, c.cfg)
+	if err != nil {
+		return fmt.Errorf("restart learner: %w", err)
+	}
+	c.mu.Lock()
+	c.Learner = l
+	c.mu.Unlock()
+	c.runLearner()
+	return nil
+}
 
 // AddRolloutWorker starts one more rollout worker (workers may join at any time).
 func (c *Cluster) AddRolloutWorker() (*rolloutworker.Worker, error) {

@@ -26,6 +26,7 @@ const (
 	CmdHeartbeat        CommandType = "heartbeat"
 	CmdExpireLeases     CommandType = "expire_leases"
 	CmdSetMember        CommandType = "set_member"
+	CmdRewind           CommandType = "rewind"
 )
 
 // Command is one raft log entry. Exactly the payload field that matches Type is set. At is the
@@ -45,6 +46,7 @@ type Command struct {
 	Heartbeat        *Heartbeat        `json:"heartbeat,omitempty"`
 	ExpireLeases     *ExpireLeases     `json:"expire_leases,omitempty"`
 	SetMember        *SetMember        `json:"set_member,omitempty"`
+	Rewind           *Rewind           `json:"rewind,omitempty"`
 }
 
 // InitRun starts a run. Re-applying it for the same run id is a no-op; a different run id is
@@ -112,6 +114,22 @@ type SetMember struct {
 	RaftAddr string `json:"raft_addr"`
 	HTTPAddr string `json:"http_addr"`
 	Remove   bool   `json:"remove,omitempty"`
+}
+
+// Rewind takes the run back to where a restarted learner resumes (its newest checkpoint, or the
+// start): the step and policy version after it, the prompt cursor and the in-flight groups and
+// batches of later steps as that checkpoint recorded them. Everything the state held beyond it is
+// dropped, and every group from then on is dispatched under attempt numbers higher than any used
+// before, so its tasks and samples get message ids JetStream has not seen: the dead learner's
+// groups are handed out and learned again, none twice by the new learner. ID (the learner's
+// incarnation) makes it idempotent.
+type Rewind struct {
+	ID            string           `json:"id"`
+	Step          int64            `json:"step"`
+	PolicyVersion int64            `json:"policy_version"`
+	Cursor        Cursor           `json:"cursor"`
+	Groups        []Group          `json:"groups,omitempty"`
+	Batches       map[string]int64 `json:"batches,omitempty"`
 }
 
 // Result is what applying a command produced. A command the state refuses (bad input, out of order)
@@ -204,6 +222,13 @@ func NewSetMember(at time.Time, c SetMember) Command {
 	return cmd
 }
 
+// NewRewind builds a Rewind command.
+func NewRewind(at time.Time, c Rewind) Command {
+	cmd := newCommand(CmdRewind, at)
+	cmd.Rewind = &c
+	return cmd
+}
+
 // Validate checks the command's shape (not its fit to the current state): a known type and version,
 // a time, and exactly the matching payload.
 func (c Command) Validate() error {
@@ -223,6 +248,7 @@ func (c Command) Validate() error {
 		CmdHeartbeat:        c.Heartbeat != nil,
 		CmdExpireLeases:     c.ExpireLeases != nil,
 		CmdSetMember:        c.SetMember != nil,
+		CmdRewind:           c.Rewind != nil,
 	}
 	set, known := payloads[c.Type]
 	if !known {

@@ -136,6 +136,8 @@ func (s *State) apply(index uint64, c Command) Result {
 		r = s.expireLeases(c)
 	case CmdSetMember:
 		r, err = s.setMember(c)
+	case CmdRewind:
+		r, err = s.rewind(c)
 	default:
 		err = fmt.Errorf("unknown command type %q", c.Type)
 	}
@@ -220,8 +222,9 @@ func (s *State) dispatchBatch(c Command) (Result, error) {
 	for _, idx := range keys {
 		g := Group{
 			Step: p.Step, PromptIndex: idx, Epoch: epochs.Epoch, BatchID: p.BatchID,
-			DispatchedAt: c.At, Attempts: 1, Status: GroupDispatched,
+			DispatchedAt: c.At, Attempts: 1 + s.AttemptBase, Status: GroupDispatched,
 		}
+		s.MaxAttempts = max(s.MaxAttempts, g.Attempts)
 		s.Groups[g.Key()] = g
 		gs = append(gs, g)
 		epochs = s.advance(epochs)
@@ -255,6 +258,7 @@ func (s *State) redispatch(c Command) (Result, error) {
 		return Result{}, fmt.Errorf("group %s already learned", p.Key)
 	}
 	g.Attempts = p.Attempt
+	s.MaxAttempts = max(s.MaxAttempts, g.Attempts)
 	g.DispatchedAt = c.At
 	g.Status = GroupDispatched
 	s.Groups[p.Key] = g
@@ -382,4 +386,74 @@ func (s *State) setMember(c Command) (Result, error) {
 	}
 	s.Members[p.ID] = m
 	return Result{}, nil
+}
+
+func (s *State) rewind(c Command) (Result, error) {
+	p := c.Rewind
+	switch {
+	case s.RunID == "":
+		return Result{}, fmt.Errorf("no run initialised")
+	case p.ID == "":
+		return Result{}, fmt.Errorf("empty rewind id")
+	case p.ID == s.LastRewind:
+		return Result{Noop: true}, nil
+	case p.Step < 0 || p.PolicyVersion < 0:
+		return Result{}, fmt.Errorf("rewind %s: step %d, policy version %d", p.ID, p.Step, p.PolicyVersion)
+	case p.Step > s.Step:
+		return Result{}, fmt.Errorf("rewind %s: step %d is ahead of the run (step %d)", p.ID, p.Step, s.Step)
+	case p.Cursor.Offset < 0 || p.Cursor.Offset >= s.PromptCount || p.Cursor.Epoch < 0:
+		return Result{}, fmt.Errorf("rewind %s: cursor %+v outside the %d prompts", p.ID, p.Cursor, s.PromptCount)
+	}
+	s.LastRewind = p.ID
+	s.AttemptBase = s.MaxAttempts
+	s.Step, s.PolicyVersion, s.Cursor = p.Step, p.PolicyVersion, p.Cursor
+	s.Groups = map[string]Group{}
+	var out []Group
+	for _, g := range p.Groups {
+		if g.Step < p.Step {
+			continue
+		}
+		// Handed out again under a new attempt as soon as a coordinator republishes.
+		g.Status, g.Attempts, g.DispatchedAt = GroupDispatched, 1+s.AttemptBase, c.At
+		s.Groups[g.Key()] = g
+		out = append(out, g)
+	}
+	if len(out) > 0 {
+		s.MaxAttempts = 1 + s.AttemptBase
+	}
+	s.Batches = map[string]int64{}
+	for id, step := range p.Batches {
+		if step >= p.Step {
+			s.Batches[id] = step
+		}
+	}
+	var cps []Checkpoint
+	for _, cp := range s.Checkpoints {
+		if cp.Step < p.Step {
+			cps = append(cps, cp)
+		}
+	}
+	s.Checkpoints = cps
+	sortGroups(out)
+	return Result{Groups: out}, nil
+}
+
+// ResumePoint is the Rewind to the state snap recorded with a checkpoint of step (trained, policy
+// at version): the step after it, the cursor where it was and the groups and batches of later
+// steps still in flight then. A learner resuming without a checkpoint rewinds to the start
+// (step 0, version, cursor 0, nothing in flight) with an empty snap.
+func ResumePoint(id string, snap State, step, version int64) Rewind {
+	r := Rewind{ID: id, Step: step + 1, PolicyVersion: version, Cursor: snap.Cursor, Batches: map[string]int64{}}
+	for _, g := range snap.Groups {
+		if g.Step > step {
+			r.Groups = append(r.Groups, g)
+		}
+	}
+	sortGroups(r.Groups)
+	for bid, s := range snap.Batches {
+		if s > step {
+			r.Batches[bid] = s
+		}
+	}
+	return r
 }

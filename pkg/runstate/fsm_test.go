@@ -244,3 +244,53 @@ func (m *memSink) Cancel() error { m.cancelled = true; return nil }
 type nopCloser struct{ *bytes.Reader }
 
 func (nopCloser) Close() error { return nil }
+
+// Rewind takes the state back to a resume point: step, version and cursor as given, later groups
+// and batches as recorded, checkpoints after it dropped, every group from then on under attempts
+// above any used before; the same rewind again is a no-op, one ahead of the run is refused.
+func TestRewind(t *testing.T) {
+	s := newState()
+	at := time.Unix(100, 0)
+	mustApply := func(c Command) Result {
+		t.Helper()
+		r := s.apply(s.Applied+1, c)
+		if r.Error != "" {
+			t.Fatalf("%s: %s", c.Type, r.Error)
+		}
+		return r
+	}
+	mustApply(NewInitRun(at, InitRun{RunID: "r", Seed: 1, PromptCount: 10}))
+	mustApply(NewDispatchBatch(at, DispatchBatch{BatchID: "s0", Step: 0, Count: 2}))
+	mustApply(NewRedispatch(at, Redispatch{Key: GroupKey(0, 0), Attempt: 2}))
+	mustApply(NewRedispatch(at, Redispatch{Key: GroupKey(0, 0), Attempt: 3}))
+	mustApply(NewStepDone(at, StepDone{Step: 0, PolicyVersion: 1, Learned: []string{GroupKey(0, 0), GroupKey(0, 1)}}))
+	mustApply(NewCommitCheckpoint(at, CommitCheckpoint{Step: 0, Key: "ck0", PolicyVersion: 1}))
+	snap := s.Clone() // what a checkpoint of step 0 records
+	mustApply(NewDispatchBatch(at, DispatchBatch{BatchID: "s1", Step: 1, Count: 2}))
+	mustApply(NewStepDone(at, StepDone{Step: 1, PolicyVersion: 2, Learned: []string{GroupKey(1, 2), GroupKey(1, 3)}}))
+	mustApply(NewCommitCheckpoint(at, CommitCheckpoint{Step: 1, Key: "ck1", PolicyVersion: 2}))
+	mustApply(NewDispatchBatch(at, DispatchBatch{BatchID: "s2", Step: 2, Count: 2}))
+
+	rw := ResumePoint("learner-2", snap, 0, 1)
+	if rw.Step != 1 || rw.PolicyVersion != 1 || rw.Cursor != snap.Cursor || len(rw.Groups) != 0 {
+		t.Fatalf("resume point %+v", rw)
+	}
+	if r := s.apply(s.Applied+1, NewRewind(at, Rewind{ID: "ahead", Step: 5, PolicyVersion: 5})); r.Error == "" {
+		t.Error("a rewind ahead of the run was applied")
+	}
+	mustApply(NewRewind(at, rw))
+	if s.Step != 1 || s.PolicyVersion != 1 || s.Cursor != snap.Cursor || len(s.Groups) != 0 || len(s.Batches) != 0 {
+		t.Fatalf("after rewind: step %d version %d cursor %+v groups %v batches %v", s.Step, s.PolicyVersion, s.Cursor, s.Groups, s.Batches)
+	}
+	if cp, _ := s.LatestCheckpoint(); cp.Key != "ck0" {
+		t.Errorf("latest checkpoint %q, want ck0 (ck1 is past the rewind)", cp.Key)
+	}
+	// Step 1 is dispatched again: the same prompts (cursor) under attempts above the 3 used.
+	r := mustApply(NewDispatchBatch(at, DispatchBatch{BatchID: "s1", Step: 1, Count: 2}))
+	if len(r.Groups) != 2 || r.Groups[0].PromptIndex != 2 || r.Groups[0].Attempts != 4 {
+		t.Fatalf("re-dispatched step 1: %+v, want prompts 2 and 3 at attempt 4", r.Groups)
+	}
+	if r := mustApply(NewRewind(at, rw)); !r.Noop {
+		t.Error("the same rewind again changed the state")
+	}
+}

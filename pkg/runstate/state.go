@@ -91,6 +91,11 @@ type State struct {
 	Workers       map[string]Lease  `json:"workers"`
 	Members       map[string]Member `json:"members"`
 	Applied       uint64            `json:"applied"` // raft index of the last applied command
+	// AttemptBase is added to every group's attempts from the last Rewind on, and MaxAttempts is
+	// the highest attempt number any group reached: a rewound run's message ids never repeat.
+	AttemptBase int    `json:"attempt_base,omitempty"`
+	MaxAttempts int    `json:"max_attempts,omitempty"`
+	LastRewind  string `json:"last_rewind,omitempty"` // the last Rewind's id
 }
 
 func newState() State {

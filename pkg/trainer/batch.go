@@ -3,9 +3,9 @@ package trainer
 import (
 	"fmt"
 
-	"github.com/bicot-rl/bicot/pkg/wire"
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/wire"
 )
 
 // row is one sample in the policy's layout with its recorded log-probs and loss masks.
