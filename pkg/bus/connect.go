@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,7 +42,7 @@ func Connect(ctx context.Context, url string, o ConnectOptions) (*nats.Conn, jet
 		}
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("connect %s: %w", url, err)
+		return nil, nil, fmt.Errorf("connect %s: %w", Redact(url), err)
 	}
 	if o.ReconnectWait <= 0 {
 		o.ReconnectWait = time.Second
@@ -62,12 +63,33 @@ func Connect(ctx context.Context, url string, o ConnectOptions) (*nats.Conn, jet
 	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connect %s: %w", url, err)
+		return nil, nil, fmt.Errorf("connect %s: %w", Redact(url), err)
 	}
 	js, err := jetstream.New(nc, jetstream.WithDefaultTimeout(o.JetStreamTimeout))
 	if err != nil {
 		nc.Close()
-		return nil, nil, fmt.Errorf("connect %s: jetstream: %w", url, err)
+		return nil, nil, fmt.Errorf("connect %s: jetstream: %w", Redact(url), err)
 	}
 	return nc, js, nil
+}
+
+// Redact returns NATS server URLs (comma-separated) with any user information - user:password@
+// or token@ - replaced by "redacted@", so that errors and logs that name a server never carry
+// its credentials.
+func Redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		scheme, rest, ok := strings.Cut(strings.TrimSpace(p), "://")
+		if !ok {
+			continue
+		}
+		if at := strings.LastIndex(rest, "@"); at >= 0 {
+			host := rest[at+1:]
+			if slash := strings.IndexAny(rest[:at], "/?#"); slash >= 0 {
+				continue // an @ in a path or query, not user information
+			}
+			parts[i] = scheme + "://redacted@" + host
+		}
+	}
+	return strings.Join(parts, ",")
 }

@@ -78,3 +78,32 @@ func TestConnectErrors(t *testing.T) {
 		t.Fatal("Connect with cancelled context succeeded")
 	}
 }
+
+// Credentials in a NATS URL never reach an error or a log line.
+func TestConnectErrorsRedactCredentials(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	url := "nats://alice:s3cret-pass@127.0.0.1:1,nats://tok3n-xyz@127.0.0.1:2"
+	_, _, err := Connect(ctx, url, ConnectOptions{Timeout: 300 * time.Millisecond})
+	if err == nil {
+		t.Fatal("connected to nothing")
+	}
+	for _, secret := range []string{"s3cret-pass", "alice", "tok3n-xyz"} {
+		if strings.Contains(err.Error(), secret) {
+			t.Errorf("error %q carries %q", err, secret)
+		}
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("error %q does not name the server", err)
+	}
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":        "nats://127.0.0.1:4222",
+		"nats://u:p@h:1, tls://t@h2:2": "nats://redacted@h:1,tls://redacted@h2:2",
+		"nats://h:1/path@x":            "nats://h:1/path@x",
+		"not a url":                    "not a url",
+	} {
+		if got := Redact(in); got != want {
+			t.Errorf("Redact(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
