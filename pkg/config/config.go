@@ -62,8 +62,11 @@ type Wire struct {
 
 // Retention keeps the newest KeepLast checkpoints and the KeepBest best by Metric (a manifest
 // metric the learner records: reward_mean, kl); the rest are deleted after each checkpoint.
-// KeepLast 0 keeps every checkpoint.
+// KeepLast 0 keeps every checkpoint. KeepWeights is how many policy versions' weights stay in
+// <run>/weights/ for rollout workers (the newest; at least staleness + 2, so every version a task
+// may name is there); 0 keeps them all. Checkpoints hold their own copy of the weights.
 type Retention struct {
+	KeepWeights   int    `yaml:"keep_weights" json:"keep_weights"`
 	KeepLast      int    `yaml:"keep_last" json:"keep_last"`
 	KeepBest      int    `yaml:"keep_best" json:"keep_best"`
 	Metric        string `yaml:"metric" json:"metric"`
@@ -192,7 +195,7 @@ func Default() Config {
 		Sampling:          Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: ImageLogpConditional},
 		GRPO:              DefaultGRPO(),
 		CheckpointEvery:   10,
-		Retention:         Retention{KeepLast: 5, KeepBest: 1, Metric: "reward_mean"},
+		Retention:         Retention{KeepLast: 5, KeepBest: 1, Metric: "reward_mean", KeepWeights: 4},
 		MaxResampleRounds: 8,
 		PolicyInit:        "models/base.safetensors",
 		Codebook:          "models/codebook.vq",
@@ -303,6 +306,9 @@ func (c Config) Validate() error {
 	}
 	if r := c.Retention; r.KeepLast < 0 || r.KeepBest < 0 || (r.KeepBest > 0 && r.Metric == "") {
 		bad("retention: keep_last %d, keep_best %d, metric %q: want counts >= 0 and a metric when keep_best > 0", r.KeepLast, r.KeepBest, r.Metric)
+	}
+	if k := c.Retention.KeepWeights; k < 0 || (k > 0 && k < c.Staleness+2) {
+		bad("retention.keep_weights %d: want 0 (all) or at least staleness + 2 = %d", k, c.Staleness+2)
 	}
 	if c.MaxResampleRounds < 0 {
 		bad("max_resample_rounds %d: want >= 0", c.MaxResampleRounds)

@@ -180,3 +180,15 @@ func TestGRPOSectionTyped(t *testing.T) {
 		t.Errorf("effective grpo %+v", e.GRPO)
 	}
 }
+
+func TestKeepWeightsCoversStaleness(t *testing.T) {
+	c := Default()
+	c.RunID, c.Staleness, c.Retention.KeepWeights = "kw", 3, 4
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "retention.keep_weights 4") {
+		t.Errorf("keep_weights 4 with staleness 3: %v", err)
+	}
+	c.Retention.KeepWeights = 0
+	if err := c.Validate(); err != nil {
+		t.Errorf("keep_weights 0 (all): %v", err)
+	}
+}

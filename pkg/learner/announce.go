@@ -2,11 +2,13 @@ package learner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/store"
 )
 
 // reannounceEvery is how often a learner waiting for groups publishes its current version again:
@@ -33,7 +35,23 @@ func (l *Learner) announce(ctx context.Context, step int64) error {
 	l.lastAnn, l.annAt = ann, time.Now()
 	l.mu.Unlock()
 	l.log.Info().Int64("version", v).Int64("step", step).Msg("policy announced")
+	l.dropOldWeights(ctx, v)
 	return nil
+}
+
+// dropOldWeights deletes the weights of the version that fell out of retention.keep_weights
+// with version v: one per announcement, so weights/ stays that size however long the run.
+// Rollout workers never need it again (a task names a version at most staleness behind), and
+// checkpoints keep their own copy. A failure is logged; the next announcement tries its own.
+func (l *Learner) dropOldWeights(ctx context.Context, v int64) {
+	k := int64(l.cfg.Retention.KeepWeights)
+	if k <= 0 || v-k < 0 {
+		return
+	}
+	key := ckpt.WeightsKey(l.cfg.RunID, v-k)
+	if err := l.o.Store.Delete(ctx, key); err != nil && !errors.Is(err, store.ErrNotFound) {
+		l.log.Warn().Err(err).Str("key", key).Msg("dropping old weights")
+	}
 }
 
 // reannounceIfDue publishes the last announcement again once reannounceEvery has passed. A failure

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -345,5 +346,25 @@ func TestEnsembleFromExpertConfig(t *testing.T) {
 	c.ExpertConfig = bad
 	if _, err := ensemble(context.Background(), e.backend, c, nil, zerolog.Nop()); err == nil {
 		t.Error("a broken expert config was accepted")
+	}
+}
+
+// Only the newest retention.keep_weights versions' weights stay in <run>/weights/: the directory
+// does not grow with the run (every version's weights stayed before).
+func TestOldWeightsAreDropped(t *testing.T) {
+	c := testConfig(t, 5)
+	c.Retention.KeepWeights = 2
+	cl := start(t, c, 1)
+	wait(t, cl)
+	ents, err := os.ReadDir(filepath.Join(cl.Dir(), "weights"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if want := []string{"000000000004.bin", "000000000005.bin"}; !slices.Equal(names, want) {
+		t.Errorf("weights/ holds %v, want %v", names, want)
 	}
 }
