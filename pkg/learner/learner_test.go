@@ -3,10 +3,13 @@ package learner_test
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +27,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/store/local"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -387,4 +391,63 @@ func readDead(ctx context.Context, t *testing.T, js jetstream.JetStream, stream 
 		out = append(out, d.Error)
 	}
 	return out
+}
+
+// orderStore records the keys written to a real store, in order.
+type orderStore struct {
+	store.Store
+	mu   sync.Mutex
+	puts []string
+}
+
+func (s *orderStore) Put(ctx context.Context, key string, r io.Reader, size int64) error {
+	if err := s.Store.Put(ctx, key, r, size); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.puts = append(s.puts, key)
+	s.mu.Unlock()
+	return nil
+}
+
+// A version is announced (its weights written for rollout workers) only after the checkpoint that
+// holds it is committed: a worker never samples with a version a restarted learner cannot resume.
+func TestAnnouncedAfterCheckpoint(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := root(t)
+	js, backend, st := env(t)
+	cb, err := vq.Load(filepath.Join(r, "models/codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	init, err := model.TinyCheckpoint(backend, cb, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "order", 1, 2, 4
+	cfg.Sampling.MaxPlanTokens = 5
+	cfg.Wire.PollWait = config.Duration(time.Second)
+	rec := &orderStore{Store: st}
+	l, err := learner.New(ctx, learner.Deps{JS: js, Backend: backend, Store: rec, Init: init, Log: zerolog.Nop()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	ps, err := prompts.ReadFile(filepath.Join(r, "data/prompts/train.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishStep(ctx, t, js, st, cfg, backend, ps[:2], false)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	manifest, weights := slices.Index(rec.puts, ckpt.Dir(cfg.RunID, 0)+ckpt.ManifestName), slices.Index(rec.puts, ckpt.WeightsKey(cfg.RunID, 1))
+	if manifest < 0 || weights < 0 || weights < manifest {
+		t.Fatalf("writes %v: want the step-0 checkpoint's manifest before version 1's weights", rec.puts)
+	}
 }

@@ -11,9 +11,10 @@ import (
 	"github.com/bicot-rl/bicot/pkg/trainer"
 )
 
-// trainStep runs the update of step's complete groups and publishes its outcome: the new policy,
-// the metrics line, the checkpoint when one is due, and the step_done report, in that order, so a
-// step the coordinator sees as done is already announced and recorded. wait is the time since the
+// trainStep runs the update of step's complete groups and publishes its outcome: the metrics
+// line, the checkpoint when one is due, the new policy, and the step_done report, in that order,
+// so a version is announced only after the checkpoint holding it is committed, and a step the
+// coordinator sees as done is already announced and recorded. wait is the time since the
 // previous step ended.
 func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration) error {
 	start := time.Now()
@@ -42,9 +43,6 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 		return err
 	}
 	trainTime := time.Since(t0)
-	if err := l.announce(ctx, step+1); err != nil {
-		return err
-	}
 	l.mu.Lock()
 	dropped := slices.Clone(l.dropped[step])
 	rounds := l.acct.Resampled[step]
@@ -67,6 +65,11 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 		if err := l.checkpoint(ctx, step, stats, learned); err != nil {
 			return err
 		}
+	}
+	// Announced only once the checkpoint that holds it (when one is due) is committed: no worker
+	// samples with a version a restarted learner could not resume.
+	if err := l.announce(ctx, step+1); err != nil {
+		return err
 	}
 	if err := l.reportStep(ctx, rec, learned); err != nil {
 		return err
