@@ -655,8 +655,8 @@ func TestPolicyAnnounceLatestAndWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, _ := si.Info(ctx)
-	if info.State.Msgs != 1 {
-		t.Fatalf("policy stream holds %d messages, want only the latest", info.State.Msgs)
+	if info.State.Msgs != 3 {
+		t.Fatalf("policy stream holds %d messages, want the 3 announcements (up to %d are kept)", info.State.Msgs, PolicyHistory)
 	}
 }
 
@@ -831,5 +831,39 @@ func TestReDispatchedSamplesAreNotDeduplicated(t *testing.T) {
 	sc := ScoredSample{Sample: s, Reward: 1}
 	if sc.MsgID() != s.Key()+"/a1" {
 		t.Errorf("scored sample message id %q, want %q", sc.MsgID(), s.Key()+"/a1")
+	}
+}
+
+// A message on the policy subject that is not a valid announcement (anyone on the bus can publish
+// one) does not hide the last valid one; a periodic re-announcement and a restarted learner's
+// announcement of the same version are kept, a retried publish is not.
+func TestPolicyAnnouncementSurvivesGarbage(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	sha := strings.Repeat("ab", 32)
+	a := PolicyAnnounce{Run: "run1", Version: 4, Step: 4, WeightsKey: "w", SHA256: sha, Learner: "learner-1"}
+	if _, err := AnnouncePolicy(ctx, e.js, a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.js.Publish(ctx, e.topo.PolicySubject, []byte("{not an announcement")); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LatestPolicy(ctx, e.js, "run1")
+	if err != nil || p.Version != 4 || p.Learner != "learner-1" {
+		t.Fatalf("LatestPolicy after garbage = %+v, %v; want version 4", p, err)
+	}
+	if ack, err := AnnouncePolicy(ctx, e.js, a); err != nil || !ack.Duplicate {
+		t.Fatalf("retried publish: %+v %v, want a duplicate", ack, err)
+	}
+	a.Repeat = 1
+	if ack, err := AnnouncePolicy(ctx, e.js, a); err != nil || ack.Duplicate {
+		t.Fatalf("re-announcement: %+v %v, want it kept", ack, err)
+	}
+	b := PolicyAnnounce{Run: "run1", Version: 4, Step: 4, WeightsKey: "w", SHA256: sha, Learner: "learner-2"}
+	if ack, err := AnnouncePolicy(ctx, e.js, b); err != nil || ack.Duplicate {
+		t.Fatalf("a new learner's announcement of version 4: %+v %v, want it kept", ack, err)
+	}
+	if p, err := LatestPolicy(ctx, e.js, "run1"); err != nil || p.Learner != "learner-2" {
+		t.Fatalf("LatestPolicy = %+v, %v; want learner-2's", p, err)
 	}
 }

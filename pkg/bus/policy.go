@@ -12,6 +12,10 @@ import (
 // ErrNoPolicy is returned (wrapped) by LatestPolicy before the first announcement.
 var ErrNoPolicy = errors.New("no policy version announced yet")
 
+// PolicyHistory is how many messages the policy stream keeps, and how far back LatestPolicy looks
+// for a valid announcement.
+const PolicyHistory = 16
+
 // AnnouncePolicy publishes a new policy version. The policy stream keeps only the latest message,
 // so a worker that joins later reads the current version with LatestPolicy.
 func AnnouncePolicy(ctx context.Context, js jetstream.JetStream, p PolicyAnnounce) (*jetstream.PubAck, error) {
@@ -41,11 +45,33 @@ func LatestPolicy(ctx context.Context, js jetstream.JetStream, run string) (Poli
 		}
 		return PolicyAnnounce{}, fmt.Errorf("latest policy of %s: %w", run, err)
 	}
-	var p PolicyAnnounce
-	if err := Decode(raw.Data, &p); err != nil {
-		return PolicyAnnounce{}, fmt.Errorf("latest policy of %s: %w", run, err)
+	// The newest valid announcement: invalid messages after it are skipped.
+	var first error
+	for seq, tries := raw.Sequence, 0; seq > 0 && tries < PolicyHistory; seq, tries = seq-1, tries+1 {
+		if seq != raw.Sequence {
+			if raw, err = s.GetMsg(ctx, seq); err != nil {
+				if errors.Is(err, jetstream.ErrMsgNotFound) {
+					continue
+				}
+				return PolicyAnnounce{}, fmt.Errorf("latest policy of %s: %w", run, err)
+			}
+		}
+		var p PolicyAnnounce
+		if err := Decode(raw.Data, &p); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		if p.Run != run {
+			continue
+		}
+		return p, nil
 	}
-	return p, nil
+	if first == nil {
+		first = ErrNoPolicy
+	}
+	return PolicyAnnounce{}, fmt.Errorf("latest policy of %s: no valid announcement among the last %d messages: %w", run, PolicyHistory, first)
 }
 
 // WatchPolicy calls fn with the current policy version (if any) and then with each new one, in

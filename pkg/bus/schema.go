@@ -282,12 +282,28 @@ type PolicyAnnounce struct {
 	WeightsKey string    `json:"weights_key"`
 	SHA256     string    `json:"sha256"`
 	Time       time.Time `json:"time,omitzero"`
+	// Learner is the announcing learner's incarnation: versions a dead learner announced past
+	// its checkpoint are forgotten by workers once its successor announces. Repeat counts
+	// periodic re-announcements of the same version.
+	Learner string `json:"learner,omitempty"`
+	Repeat  int    `json:"repeat,omitempty"`
 }
 
 func (*PolicyAnnounce) MsgType() string { return TypePolicyAnnounce }
 
-// MsgID is run/policy/<version>.
-func (p *PolicyAnnounce) MsgID() string { return fmt.Sprintf("%s/policy/%d", p.Run, p.Version) }
+// MsgID is run/policy/<version>[/<learner>][/r<repeat>]: a retried publish is dropped, while a
+// periodic re-announcement and a restarted learner's announcement of a version its predecessor
+// announced are kept (the newest message of the stream is what late joiners read).
+func (p *PolicyAnnounce) MsgID() string {
+	id := fmt.Sprintf("%s/policy/%d", p.Run, p.Version)
+	if p.Learner != "" {
+		id += "/" + p.Learner
+	}
+	if p.Repeat > 0 {
+		id += fmt.Sprintf("/r%d", p.Repeat)
+	}
+	return id
+}
 
 // Validate checks the version, key and digest.
 func (p *PolicyAnnounce) Validate() error {

@@ -180,9 +180,11 @@ func EnsureStreamsWith(ctx context.Context, js jetstream.JetStream, run string, 
 	cfgs = append(cfgs, dead)
 
 	pol := base(t.PolicyStream, t.PolicySubject)
-	pol.Description = "bicot policy versions of run " + run + " (latest kept)"
+	pol.Description = "bicot policy versions of run " + run + " (the latest few kept)"
 	pol.Retention = jetstream.LimitsPolicy
-	pol.MaxMsgsPerSubject = 1
+	// A few, not one: a message that is not a valid announcement (garbage anyone could publish)
+	// must not erase the last valid one; LatestPolicy reads back past it.
+	pol.MaxMsgsPerSubject = PolicyHistory
 	cfgs = append(cfgs, pol)
 
 	for _, c := range cfgs {

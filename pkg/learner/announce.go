@@ -11,9 +11,10 @@ import (
 	"github.com/bicot-rl/bicot/pkg/store"
 )
 
-// reannounceEvery is how often a learner waiting for groups publishes its current version again:
-// a no-op while the policy stream still holds it (same message id), and what brings rollout
-// workers back after the run's streams were reset (coordinator resume) or lost.
+// reannounceEvery is how often a learner waiting for groups publishes its current version again
+// (a new message id each time, so it also replaces anything published on the policy subject
+// since): what brings rollout workers back after the run's streams were reset (coordinator
+// resume) or lost.
 const reannounceEvery = 10 * time.Second
 
 // announce publishes the trainer's current weights as its version.
@@ -27,7 +28,7 @@ func (l *Learner) announce(ctx context.Context, step int64) error {
 	if err != nil {
 		return fmt.Errorf("announce version %d: %w", v, err)
 	}
-	ann := bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum}
+	ann := bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum, Learner: l.incarnation}
 	if _, err := bus.AnnouncePolicy(ctx, l.js, ann); err != nil {
 		return fmt.Errorf("announce version %d: %w", v, err)
 	}
@@ -63,10 +64,12 @@ func (l *Learner) reannounceIfDue(ctx context.Context) {
 	if !due || ann.Run == "" {
 		return
 	}
+	ann.Repeat++
+	ann.Time = time.Time{}
 	if _, err := bus.AnnouncePolicy(ctx, l.js, ann); err != nil && ctx.Err() == nil {
 		l.log.Warn().Err(err).Int64("version", ann.Version).Msg("announcing the policy again")
 	}
 	l.mu.Lock()
-	l.annAt = time.Now()
+	l.lastAnn, l.annAt = ann, time.Now()
 	l.mu.Unlock()
 }

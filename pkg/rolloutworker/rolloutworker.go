@@ -112,7 +112,7 @@ func New(_ context.Context, d Deps, cfg config.Config) (*Worker, error) {
 	log := logging.Component(d.Log, "rollout").With().Str("worker", o.ID).Logger()
 	w := &Worker{o: o, js: d.JS, vocab: tokenizer.New(), cache: ckpt.NewWeightCache(o.Store), log: log,
 		rep: bus.NewReporter(d.JS, o.Run, o.ID, bus.RoleRollout, log)}
-	w.policy = &policyLoader{w: w, seen: map[int64]bus.PolicyAnnounce{}}
+	w.policy = &policyLoader{w: w, seen: map[int64]bus.PolicyAnnounce{}, superseded: map[int64]bool{}}
 	return w, nil
 }
 
@@ -160,6 +160,10 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 	w.sampling.Lock()
 	defer w.sampling.Unlock()
 	m, version, err := w.policy.get(ctx, t.PolicyVersion)
+	if errors.Is(err, errSuperseded) {
+		w.log.Warn().Str("task", t.MsgID()).Int64("version", t.PolicyVersion).Msg("task of a replaced learner's policy version dropped")
+		return nil
+	}
 	if err != nil {
 		return err
 	}
@@ -221,17 +225,44 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 type policyLoader struct {
 	w *Worker
 
-	mu      sync.Mutex
-	seen    map[int64]bus.PolicyAnnounce
-	latest  int64
-	model   *model.Model
-	loaded  string // sha256 of the loaded weights
-	version int64
+	mu     sync.Mutex
+	seen   map[int64]bus.PolicyAnnounce
+	latest int64
+	// learner is the incarnation whose announcements seen holds, first seen at learnerSince;
+	// superseded are versions only earlier incarnations announced.
+	learner      string
+	learnerSince time.Time
+	superseded   map[int64]bool
+	model        *model.Model
+	loaded       string // sha256 of the loaded weights
+	version      int64
 }
+
+// errSuperseded: the task names a version only a learner that has since been replaced announced
+// (the run was rewound to the new learner's checkpoint), so it belongs to the abandoned part of
+// the run and is dropped instead of waited for.
+var errSuperseded = errors.New("policy version announced only by a replaced learner")
+
+// supersededWait is how long a task naming a superseded version waits before it is dropped: the
+// new learner may announce the same version number any moment (a task dispatched for it can
+// arrive a little before its announcement).
+const supersededWait = 2 * time.Second
 
 func (p *policyLoader) announced(a bus.PolicyAnnounce) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if a.Learner != p.learner {
+		if a.Time.Before(p.learnerSince) {
+			return // a predecessor's, read late
+		}
+		// A new learner (one restarted from a checkpoint): the versions its predecessor announced
+		// past that checkpoint are not this run's any more.
+		p.learner, p.learnerSince = a.Learner, a.Time
+		for v := range p.seen {
+			p.superseded[v] = true
+		}
+		p.seen, p.latest = map[int64]bus.PolicyAnnounce{}, 0
+	}
 	p.seen[a.Version] = a
 	if a.Version > p.latest {
 		p.latest = a.Version
@@ -243,14 +274,19 @@ func (p *policyLoader) announced(a bus.PolicyAnnounce) {
 // version v may be sampled by any later version within the staleness bound, which the learner
 // enforces). It waits while no announced version reaches want.
 func (p *policyLoader) get(ctx context.Context, want int64) (*model.Model, int64, error) {
-	deadline := time.Now().Add(p.w.o.PolicyWait)
+	start := time.Now()
+	deadline := start.Add(p.w.o.PolicyWait)
 	for {
 		p.mu.Lock()
 		a, ok := p.seen[want]
 		if !ok && len(p.seen) > 0 && p.latest > want {
 			a, ok = p.seen[p.latest], true
 		}
+		superseded := !ok && p.superseded[want]
 		p.mu.Unlock()
+		if superseded && time.Since(start) > supersededWait {
+			return nil, 0, errSuperseded
+		}
 		if !ok {
 			// The watcher may lag a moment behind the stream: ask it directly too.
 			if la, err := bus.LatestPolicy(ctx, p.w.js, p.w.o.Run); err == nil {
