@@ -37,10 +37,14 @@ type Config struct {
 	Threads  uint   `yaml:"threads" json:"threads"`
 	// Timeout bounds each attempt of a call, a Get's body transfer included (0: 5 min).
 	Timeout time.Duration `yaml:"timeout" json:"timeout"`
-	// Attempts is how many times a call is tried on transient errors (0: 4), waiting Backoff
-	// (0: 200 ms), doubled each time, in between.
-	Attempts int           `yaml:"attempts" json:"attempts"`
-	Backoff  time.Duration `yaml:"backoff" json:"backoff"`
+	// A call failing with transient errors (network, 5xx, throttling, an attempt's timeout) is
+	// tried again, waiting Backoff (0: 200 ms), doubled each time up to MaxBackoff (0: 15 s), for
+	// RetryFor (0: 5 min) from its first attempt: an S3 outage of a few minutes pauses the run
+	// instead of ending it. Attempts > 0 also caps the number of tries.
+	Attempts   int           `yaml:"attempts" json:"attempts"`
+	Backoff    time.Duration `yaml:"backoff" json:"backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff" json:"max_backoff"`
+	RetryFor   time.Duration `yaml:"retry_for" json:"retry_for"`
 	// TempDir spools uploads from readers that cannot seek (default: the system temp dir): the
 	// SHA-256 must be known before the upload starts, and retries must be able to start over.
 	TempDir string `yaml:"temp_dir" json:"temp_dir"`
@@ -48,12 +52,13 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultPartSize = 16 << 20
-	MinPartSize     = 5 << 20
-	DefaultThreads  = 4
-	DefaultTimeout  = 5 * time.Minute
-	DefaultAttempts = 4
-	DefaultBackoff  = 200 * time.Millisecond
+	DefaultPartSize   = 16 << 20
+	MinPartSize       = 5 << 20
+	DefaultThreads    = 4
+	DefaultTimeout    = 5 * time.Minute
+	DefaultBackoff    = 200 * time.Millisecond
+	DefaultMaxBackoff = 15 * time.Second
+	DefaultRetryFor   = 5 * time.Minute
 )
 
 // String describes the config without its secrets.
@@ -114,6 +119,8 @@ func Parse(raw string) (Config, error) {
 			c.Timeout, err = time.ParseDuration(v)
 		case "attempts":
 			c.Attempts, err = strconv.Atoi(v)
+		case "retry_for":
+			c.RetryFor, err = time.ParseDuration(v)
 		case "credentials_file":
 			c.CredentialsFile = v
 		case "profile":
@@ -212,14 +219,18 @@ func (c Config) normalize() (Config, error) {
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
-	if c.Attempts == 0 {
-		c.Attempts = DefaultAttempts
-	}
 	if c.Backoff == 0 {
 		c.Backoff = DefaultBackoff
 	}
-	if c.Timeout < 0 || c.Attempts < 0 || c.Backoff < 0 {
-		return c, fmt.Errorf("s3 config: negative timeout %v, attempts %d or backoff %v", c.Timeout, c.Attempts, c.Backoff)
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.RetryFor == 0 {
+		c.RetryFor = DefaultRetryFor
+	}
+	if c.Timeout < 0 || c.Attempts < 0 || c.Backoff < 0 || c.MaxBackoff < 0 || c.RetryFor < 0 {
+		return c, fmt.Errorf("s3 config: negative timeout %v, attempts %d, backoff %v, max_backoff %v or retry_for %v",
+			c.Timeout, c.Attempts, c.Backoff, c.MaxBackoff, c.RetryFor)
 	}
 	return c, nil
 }

@@ -414,6 +414,7 @@ func (p permanent) Unwrap() error { return p.error }
 // attempts or ctx ends. Errors name the operation and key and map "no such key" to store.ErrNotFound.
 func (s *Store) retry(ctx context.Context, op, key string, fn func(ctx context.Context) error) error {
 	backoff := s.cfg.Backoff
+	giveUp := time.Now().Add(s.cfg.RetryFor)
 	var err error
 	for attempt := 1; ; attempt++ {
 		if cerr := ctx.Err(); cerr != nil {
@@ -443,18 +444,19 @@ func (s *Store) retry(ctx context.Context, op, key string, fn func(ctx context.C
 		if errors.As(err, &p) {
 			return p.error
 		}
-		if ctx.Err() != nil || !(timedOut || transient(err)) || attempt >= s.cfg.Attempts {
+		if ctx.Err() != nil || !(timedOut || transient(err)) || (s.cfg.Attempts > 0 && attempt >= s.cfg.Attempts) ||
+			time.Now().Add(backoff).After(giveUp) {
 			if timedOut {
 				err = fmt.Errorf("attempt timed out after %v: %w", s.cfg.Timeout, err)
 			}
-			return fmt.Errorf("s3 %s %s (attempt %d of %d): %w", op, key, attempt, s.cfg.Attempts, err)
+			return fmt.Errorf("s3 %s %s (attempt %d, retried for up to %v): %w", op, key, attempt, s.cfg.RetryFor, err)
 		}
 		s.log.Warn().Err(err).Str("op", op).Str("key", key).Int("attempt", attempt).Dur("backoff", backoff).Msg("transient s3 error, retrying")
 		select {
 		case <-ctx.Done():
 		case <-time.After(backoff):
 		}
-		backoff *= 2
+		backoff = min(2*backoff, s.cfg.MaxBackoff)
 	}
 }
 

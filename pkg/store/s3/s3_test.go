@@ -203,7 +203,7 @@ func TestPerCallTimeout(t *testing.T) {
 	defer st.Close()
 	ctx := ctxT(t, 30*time.Second)
 	_, err = st.Stat(ctx, "x/y")
-	if err == nil || !strings.Contains(err.Error(), "timed out") || !strings.Contains(err.Error(), "x/y") || !strings.Contains(err.Error(), "attempt 2 of 2") {
+	if err == nil || !strings.Contains(err.Error(), "timed out") || !strings.Contains(err.Error(), "x/y") || !strings.Contains(err.Error(), "attempt 2,") {
 		t.Fatalf("Stat against a silent server: %v; want a timeout after 2 attempts naming the key", err)
 	}
 	if err := st.Put(ctx, "x/y", bytes.NewReader([]byte("z")), 1); err == nil || !strings.Contains(err.Error(), "timed out") {
@@ -253,7 +253,7 @@ func TestRetriesTransientErrors(t *testing.T) {
 		t.Fatalf("read back = %q, %v", got, err)
 	}
 	failures.Store(5)
-	if _, err := st.Stat(ctx, "r/1"); err == nil || !strings.Contains(err.Error(), "attempt 3 of 3") {
+	if _, err := st.Stat(ctx, "r/1"); err == nil || !strings.Contains(err.Error(), "attempt 3,") {
 		t.Fatalf("Stat through five 503s: %v, want failure after 3 attempts", err)
 	}
 	failures.Store(0)
@@ -328,5 +328,49 @@ func TestParseAndCredentials(t *testing.T) {
 	}
 	if _, err := s3.New(s3.Config{Endpoint: "ftp://h:1", Bucket: "b", AccessKey: "k", SecretKey: "s"}, testLog(t)); err == nil {
 		t.Fatal("ftp endpoint accepted")
+	}
+}
+
+// An S3 outage of a few seconds pauses a Put (transient errors retried with backoff for
+// retry_for) instead of failing it; the object is there once the server is back.
+func TestPutRidesOutAnOutage(t *testing.T) {
+	srv := s3test.Start(t)
+	cfg := srv.Config("outage")
+	cfg.Backoff, cfg.MaxBackoff, cfg.RetryFor, cfg.Timeout, cfg.Attempts = 100*time.Millisecond, 500*time.Millisecond, time.Minute, 2*time.Second, 0
+	st, err := s3.New(cfg, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := ctxT(t, 2*time.Minute)
+	srv.Stop()
+	back := make(chan error, 1)
+	go func() {
+		time.Sleep(3 * time.Second)
+		back <- srv.Restart()
+	}()
+	start := time.Now()
+	if err := st.Put(ctx, "o/1", bytes.NewReader([]byte("after the outage")), 16); err != nil {
+		t.Fatalf("Put during a 3 s outage: %v", err)
+	}
+	if err := <-back; err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < 2*time.Second {
+		t.Errorf("Put returned after %v, before the server was back", waited)
+	}
+	if got, err := readAll(ctx, st, "o/1"); err != nil || string(got) != "after the outage" {
+		t.Fatalf("read back = %q, %v", got, err)
+	}
+	// A bounded retry_for gives up, naming the operation.
+	cfg.RetryFor = 500 * time.Millisecond
+	short, err := s3.New(cfg, testLog(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer short.Close()
+	srv.Stop()
+	if err := short.Put(ctx, "o/2", bytes.NewReader([]byte("x")), 1); err == nil || !strings.Contains(err.Error(), "s3 put o/2") {
+		t.Fatalf("Put with the server down and retry_for 500ms: %v", err)
 	}
 }

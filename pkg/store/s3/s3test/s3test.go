@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -42,6 +43,10 @@ type Server struct {
 	Dir       string // the posix backend's root: Dir/Bucket/<object keys>
 
 	prefixes atomic.Int64
+	bin      string
+	logPath  string
+	mu       sync.Mutex
+	stop     func() // nil while stopped
 }
 
 // Binary returns the versitygw path, or an error saying how to install it.
@@ -115,21 +120,36 @@ func start(t testing.TB, bin string) (*Server, error) {
 		SecretKey: "bicottestsecret",
 		Bucket:    "bicot-test",
 		Dir:       filepath.Join(dir, "data"),
+		bin:       bin,
+		logPath:   filepath.Join(dir, "versitygw.log"),
 	}
 	if err := os.MkdirAll(s.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(dir, "versitygw.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
+	if err := s.launch(); err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--port", s.Endpoint, "posix", s.Dir)
+	t.Cleanup(func() {
+		s.Stop()
+		if t.Failed() {
+			t.Logf("versitygw log tail:\n%s", s.logTail())
+		}
+	})
+	return s, nil
+}
+
+// launch runs versitygw on s's port and directory and waits until it serves the bucket.
+func (s *Server) launch() error {
+	logf, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(s.bin, "--port", s.Endpoint, "posix", s.Dir)
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
-		return nil, fmt.Errorf("run %s: %w", bin, err)
+		return fmt.Errorf("run %s: %w", s.bin, err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
@@ -143,13 +163,6 @@ func start(t testing.TB, bin string) (*Server, error) {
 		}
 		logf.Close()
 	}
-	logTail := func() string {
-		b, _ := os.ReadFile(logPath)
-		if len(b) > 2000 {
-			b = b[len(b)-2000:]
-		}
-		return string(b)
-	}
 
 	tr := &http.Transport{}
 	defer tr.CloseIdleConnections()
@@ -161,12 +174,18 @@ func start(t testing.TB, bin string) (*Server, error) {
 	})
 	if err != nil {
 		stop()
-		return nil, err
+		return err
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		err = cl.MakeBucket(ctx, s.Bucket, minio.MakeBucketOptions{})
+		if err != nil {
+			// After a restart the bucket is there already.
+			if ok, berr := cl.BucketExists(ctx, s.Bucket); berr == nil && ok {
+				err = nil
+			}
+		}
 		cancel()
 		if err == nil {
 			break
@@ -174,22 +193,45 @@ func start(t testing.TB, bin string) (*Server, error) {
 		select {
 		case werr := <-exited:
 			logf.Close()
-			return nil, fmt.Errorf("versitygw exited (%v) before serving: %s", werr, logTail())
+			return fmt.Errorf("versitygw exited (%v) before serving: %s", werr, s.logTail())
 		default:
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return nil, fmt.Errorf("versitygw on %s not ready: %v; log: %s", s.Endpoint, err, logTail())
+			return fmt.Errorf("versitygw on %s not ready: %v; log: %s", s.Endpoint, err, s.logTail())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	t.Cleanup(func() {
+	s.mu.Lock()
+	s.stop = stop
+	s.mu.Unlock()
+	return nil
+}
+
+// Stop shuts the server down (an S3 outage); Restart brings it back on the same address with the
+// same objects. Stopping a stopped server does nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	stop := s.stop
+	s.stop = nil
+	s.mu.Unlock()
+	if stop != nil {
 		stop()
-		if t.Failed() {
-			t.Logf("versitygw log tail:\n%s", logTail())
-		}
-	})
-	return s, nil
+	}
+}
+
+// Restart starts the stopped server again.
+func (s *Server) Restart() error {
+	s.Stop()
+	return s.launch()
+}
+
+func (s *Server) logTail() string {
+	b, _ := os.ReadFile(s.logPath)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
 }
 
 func freePort() (int, error) {
