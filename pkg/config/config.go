@@ -324,7 +324,7 @@ func (c Config) Validate() error {
 	}
 	for name, u := range c.ExpertURLs {
 		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
-			bad("expert_urls.%s %q: want an http(s) URL", name, u)
+			bad("expert_urls.%s %q: want an http(s) URL", name, RedactURL(u))
 		}
 	}
 	if c.RedispatchAfter.D() <= 0 {
@@ -422,4 +422,36 @@ func Overlay(fs *pflag.FlagSet, cfg *Config) error {
 	}
 	*cfg = tmp
 	return nil
+}
+
+// Redacted is c as a run records and serves it (config.yaml, checkpoints, the replicated run
+// state, the status API): the user information of expert URLs (basic-auth passwords, tokens) is
+// replaced by "redacted". A resumed run gets the credentials from its config again.
+func (c Config) Redacted() Config {
+	if len(c.ExpertURLs) == 0 {
+		return c
+	}
+	urls := make(map[string]string, len(c.ExpertURLs))
+	for k, u := range c.ExpertURLs {
+		urls[k] = RedactURL(u)
+	}
+	c.ExpertURLs = urls
+	return c
+}
+
+// RedactURL replaces the user information of a URL (user:password@ or token@) by "redacted@".
+func RedactURL(u string) string {
+	scheme, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	host := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		host = rest[:i]
+	}
+	at := strings.LastIndex(host, "@")
+	if at < 0 {
+		return u
+	}
+	return scheme + "://redacted@" + rest[at+1:]
 }

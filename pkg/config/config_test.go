@@ -192,3 +192,24 @@ func TestKeepWeightsCoversStaleness(t *testing.T) {
 		t.Errorf("keep_weights 0 (all): %v", err)
 	}
 }
+
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://alice:pw@h:1/score": "http://redacted@h:1/score",
+		"https://tok@h/x?y=1":       "https://redacted@h/x?y=1",
+		"http://h:1/a@b":            "http://h:1/a@b",
+		"http://h:1":                "http://h:1",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+	c := Default()
+	c.RunID, c.ExpertURLs = "r", map[string]string{"hps": "ftp://u:pw@h"}
+	if err := c.Validate(); err == nil || strings.Contains(err.Error(), "pw") {
+		t.Errorf("bad expert URL error %v: want one without the password", err)
+	}
+	if r := c.Redacted(); r.ExpertURLs["hps"] != "ftp://redacted@h" || c.ExpertURLs["hps"] != "ftp://u:pw@h" {
+		t.Errorf("Redacted %v, original %v", r.ExpertURLs, c.ExpertURLs)
+	}
+}

@@ -217,7 +217,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	if _, err := bus.EnsureStreams(ctx, c.js, c.cfg.RunID); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
 	}
-	cfgJSON, err := json.Marshal(c.cfg)
+	cfgJSON, err := json.Marshal(c.cfg.Redacted())
 	if err != nil {
 		return err
 	}

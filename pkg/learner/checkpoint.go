@@ -32,7 +32,7 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats trainer.Step
 	if err != nil {
 		return fmt.Errorf("checkpoint: weights: %w", err)
 	}
-	cfg, err := l.cfg.YAML()
+	cfg, err := l.cfg.Redacted().YAML()
 	if err != nil {
 		return fmt.Errorf("checkpoint: config: %w", err)
 	}

@@ -148,7 +148,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			c.Stop()
 		}
 	}()
-	if y, err := cfg.Effective().YAML(); err == nil {
+	if y, err := cfg.Effective().Redacted().YAML(); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "config.yaml"), y, 0o644)
 	}
 	ps, err := prompts.ReadFile(cfg.Prompts)

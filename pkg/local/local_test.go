@@ -368,3 +368,42 @@ func TestOldWeightsAreDropped(t *testing.T) {
 		t.Errorf("weights/ holds %v, want %v", names, want)
 	}
 }
+
+// Expert URLs with credentials (basic auth) are used but never recorded or served: not in
+// config.yaml, the checkpoints, the raft log and snapshots, or the status API's run state.
+func TestExpertCredentialsAreNotRecorded(t *testing.T) {
+	const secret = "s3cr3t-pw-42"
+	c := testConfig(t, 2)
+	c.ExpertURLs = map[string]string{"hps": "http://alice:" + secret + "@127.0.0.1:9/score"}
+	cl := start(t, c, 1)
+	wait(t, cl)
+	resp, err := http.Get("http://" + cl.Coordinator.Addr() + "/v1/runstate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(body), "redacted@127.0.0.1:9") || strings.Contains(string(body), secret) {
+		t.Errorf("GET /v1/runstate: want the expert URL redacted, got %.300s", body)
+	}
+	cl.Stop()
+	err = filepath.WalkDir(cl.Dir(), func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if strings.Contains(string(b), secret) {
+			t.Errorf("%s holds the expert password", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
