@@ -157,9 +157,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 		return bus.Poison(fmt.Errorf("task of run %s on a worker of run %s", t.Run, w.o.Run))
 	}
 	start := time.Now()
-	w.sampling.Lock()
-	defer w.sampling.Unlock()
-	m, version, err := w.policy.get(ctx, t.PolicyVersion)
+	ann, err := w.policy.await(ctx, t.PolicyVersion)
 	if errors.Is(err, errSuperseded) {
 		w.log.Warn().Str("task", t.MsgID()).Int64("version", t.PolicyVersion).Msg("task of a replaced learner's policy version dropped")
 		return nil
@@ -167,6 +165,13 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 	if err != nil {
 		return err
 	}
+	w.sampling.Lock()
+	defer w.sampling.Unlock()
+	m, err := w.policy.load(ctx, ann)
+	if err != nil {
+		return err
+	}
+	version := ann.Version
 	w.rep.SetProgress(t.Step, version)
 	encoded := make([][]int32, len(t.Prompts))
 	ids := make([]uint64, len(t.Prompts))
@@ -269,11 +274,12 @@ func (p *policyLoader) announced(a bus.PolicyAnnounce) {
 	}
 }
 
-// get returns the policy for a task of version want: exactly that version when this worker has
-// seen its announcement, else the newest announced one when it is newer (a task dispatched with
-// version v may be sampled by any later version within the staleness bound, which the learner
-// enforces). It waits while no announced version reaches want.
-func (p *policyLoader) get(ctx context.Context, want int64) (*model.Model, int64, error) {
+// await returns the announcement a task of version want is sampled with: exactly that version
+// when this worker has seen its announcement, else the newest announced one when it is newer (a
+// task dispatched with version v may be sampled by any later version within the staleness bound,
+// which the learner enforces). It waits while no announced version reaches want - outside the
+// sampling lock, so a task waiting for its version never holds up one that can run.
+func (p *policyLoader) await(ctx context.Context, want int64) (bus.PolicyAnnounce, error) {
 	start := time.Now()
 	deadline := start.Add(p.w.o.PolicyWait)
 	for {
@@ -285,7 +291,7 @@ func (p *policyLoader) get(ctx context.Context, want int64) (*model.Model, int64
 		superseded := !ok && p.superseded[want]
 		p.mu.Unlock()
 		if superseded && time.Since(start) > supersededWait {
-			return nil, 0, errSuperseded
+			return bus.PolicyAnnounce{}, errSuperseded
 		}
 		if !ok {
 			// The watcher may lag a moment behind the stream: ask it directly too.
@@ -297,15 +303,14 @@ func (p *policyLoader) get(ctx context.Context, want int64) (*model.Model, int64
 			}
 		}
 		if ok {
-			m, err := p.load(ctx, a)
-			return m, a.Version, err
+			return a, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, 0, fmt.Errorf("policy version %d not announced after %v", want, p.w.o.PolicyWait)
+			return bus.PolicyAnnounce{}, fmt.Errorf("policy version %d not announced after %v", want, p.w.o.PolicyWait)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return bus.PolicyAnnounce{}, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

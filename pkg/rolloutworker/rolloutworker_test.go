@@ -138,3 +138,74 @@ func collect(t *testing.T, ctx context.Context, js jetstream.JetStream, run stri
 	}
 	return out
 }
+
+// A task waiting for a policy version nobody has announced (yet) does not hold the worker's
+// sampling lock: with two fetchers, a task whose version is there is sampled meanwhile.
+func TestWaitingTaskDoesNotBlockOthers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	js := bustest.JetStream(t)
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := vq.Load(filepath.Join("..", "..", "models", "codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := model.TinyCheckpoint(backend, cb, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := prompts.ReadFile(filepath.Join("..", "..", "data", "prompts", "train.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const run = "wait"
+	if _, err := bus.EnsureStreams(ctx, js, run); err != nil {
+		t.Fatal(err)
+	}
+	key, sum, err := ckpt.PutWeights(ctx, st, run, 0, pol)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.AnnouncePolicy(ctx, js, bus.PolicyAnnounce{Run: run, Version: 0, WeightsKey: key, SHA256: sum}); err != nil {
+		t.Fatal(err)
+	}
+	sampling := bus.SamplingParams{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 5}
+	publish := func(v int64) {
+		task := bus.BatchTask{Run: run, Step: v, PolicyVersion: v, Prompts: []bus.PromptRef{{Index: int(v), Prompt: ps[v]}}, G: 2, Seed: 1, Sampling: sampling}
+		if _, err := bus.PublishTask(ctx, js, task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// First a task of a version that is never announced, taken and waited on ...
+	publish(7)
+	cfg := config.Default()
+	cfg.RunID, cfg.Wire.PollWait, cfg.Wire.RolloutFetchers = run, config.Duration(200*time.Millisecond), 2
+	cfg.Wire.PolicyWait = config.Duration(time.Minute)
+	w, err := rolloutworker.New(ctx, rolloutworker.Deps{ID: "w", JS: js, Backend: backend, Store: st, Log: zerolog.Nop()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	time.Sleep(time.Second)
+	// ... then one of version 0.
+	publish(0)
+	start := time.Now()
+	got := collect(t, ctx, js, run, 2) // fails after 5 s without a sample
+	if _, ok := got["0/0/0"]; !ok {
+		t.Errorf("samples %v, want those of the version-0 task", got)
+	}
+	t.Logf("version-0 task sampled after %v while the other waited", time.Since(start).Round(time.Millisecond))
+	wcancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
