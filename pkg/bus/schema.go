@@ -114,10 +114,10 @@ func (t *BatchTask) Validate() error {
 		return fmt.Errorf("%s: negative step", where)
 	case t.PolicyVersion < 0:
 		return fmt.Errorf("%s: negative policy_version %d", where, t.PolicyVersion)
-	case t.G < 1:
-		return fmt.Errorf("%s: group size g=%d, want >= 1", where, t.G)
-	case len(t.Prompts) == 0:
-		return fmt.Errorf("%s: no prompts", where)
+	case t.G < 1 || t.G > config.MaxGroupSize:
+		return fmt.Errorf("%s: group size g=%d, want 1..%d", where, t.G, config.MaxGroupSize)
+	case len(t.Prompts) == 0 || len(t.Prompts) > config.MaxPromptsPerTask:
+		return fmt.Errorf("%s: %d prompts, want 1..%d", where, len(t.Prompts), config.MaxPromptsPerTask)
 	case t.Attempt < 0:
 		return fmt.Errorf("%s: negative attempt", where)
 	}
@@ -205,8 +205,8 @@ func (s *Sample) Validate() error {
 		return fmt.Errorf("%s: negative step", where)
 	case s.PromptIndex < 0:
 		return fmt.Errorf("%s: negative prompt_index", where)
-	case s.G < 1:
-		return fmt.Errorf("%s: group size g=%d, want >= 1", where, s.G)
+	case s.G < 1 || s.G > config.MaxGroupSize:
+		return fmt.Errorf("%s: group size g=%d, want 1..%d", where, s.G, config.MaxGroupSize)
 	case s.SampleIndex < 0 || s.SampleIndex >= s.G:
 		return fmt.Errorf("%s: sample_index %d outside group of %d", where, s.SampleIndex, s.G)
 	case s.PolicyVersion < 0:

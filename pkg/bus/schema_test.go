@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/bicot-rl/bicot/pkg/config"
+	"github.com/bicot-rl/bicot/pkg/prompts"
 )
 
 func TestValidateRunID(t *testing.T) {
@@ -92,7 +93,7 @@ func TestTaskValidation(t *testing.T) {
 		want string
 	}{
 		{"g zero", func(b *BatchTask) { b.G = 0 }, "group size"},
-		{"no prompts", func(b *BatchTask) { b.Prompts = nil }, "no prompts"},
+		{"no prompts", func(b *BatchTask) { b.Prompts = nil }, "0 prompts"},
 		{"dup index", func(b *BatchTask) { b.Prompts[1].Index = b.Prompts[0].Index }, "appears twice"},
 		{"empty prompt", func(b *BatchTask) { b.Prompts[1].Prompt.Prompt = "" }, "empty prompt"},
 		{"temperature", func(b *BatchTask) { b.Sampling.Temperature = 0 }, "temperature"},
@@ -121,5 +122,27 @@ func TestPolicyAnnounceValidation(t *testing.T) {
 	p.SHA256 = "abc"
 	if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "sha256") {
 		t.Fatalf("short sha: %v", err)
+	}
+}
+
+// Tasks and samples naming absurd sizes are refused before anyone allocates for them.
+func TestSizesAreBounded(t *testing.T) {
+	p := prompts.Prompt{Prompt: "a red circle", TaskType: prompts.Color}
+	task := BatchTask{V: SchemaVersion, Run: "r", Step: 0, G: config.MaxGroupSize + 1, Prompts: []PromptRef{{Index: 0, Prompt: p}},
+		Sampling: SamplingParams{Temperature: 1}}
+	if err := task.Validate(); err == nil || !strings.Contains(err.Error(), "group size") {
+		t.Errorf("g %d: %v", task.G, err)
+	}
+	task.G = 2
+	task.Prompts = make([]PromptRef, config.MaxPromptsPerTask+1)
+	for i := range task.Prompts {
+		task.Prompts[i] = PromptRef{Index: i, Prompt: p}
+	}
+	if err := task.Validate(); err == nil || !strings.Contains(err.Error(), "prompts, want") {
+		t.Errorf("%d prompts: %v", len(task.Prompts), err)
+	}
+	task.Prompts = task.Prompts[:2]
+	if err := task.Validate(); err != nil {
+		t.Errorf("a task of 2 prompts x 2: %v", err)
 	}
 }

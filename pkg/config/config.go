@@ -276,11 +276,11 @@ func (c Config) Validate() error {
 	if c.PromptsPerStep < 1 {
 		bad("prompts_per_step %d: want >= 1", c.PromptsPerStep)
 	}
-	if c.GroupSize < 2 {
-		bad("group_size %d: want >= 2 (advantages compare samples within a group)", c.GroupSize)
+	if c.GroupSize < 2 || c.GroupSize > MaxGroupSize {
+		bad("group_size %d: want 2..%d (advantages compare samples within a group)", c.GroupSize, MaxGroupSize)
 	}
-	if c.PromptsPerTask < 1 {
-		bad("prompts_per_task %d: want >= 1", c.PromptsPerTask)
+	if c.PromptsPerTask < 1 || c.PromptsPerTask > MaxPromptsPerTask {
+		bad("prompts_per_task %d: want 1..%d", c.PromptsPerTask, MaxPromptsPerTask)
 	}
 	if c.Steps < 1 {
 		bad("steps %d: want >= 1", c.Steps)
@@ -455,3 +455,10 @@ func RedactURL(u string) string {
 	}
 	return scheme + "://redacted@" + rest[at+1:]
 }
+
+// Bounds every message of a run is checked against, so a task or sample naming absurd sizes is
+// refused before anyone allocates for it.
+const (
+	MaxGroupSize      = 1024 // G
+	MaxPromptsPerTask = 1024 // prompts in one rollout task
+)
