@@ -62,6 +62,20 @@ func TestPromptOrderIsAShuffledPermutationPerEpoch(t *testing.T) {
 	}
 }
 
+// singleNode is a one-node raft cluster over TCP on loopback, leading, shut down with the test.
+func singleNode(ctx context.Context, t *testing.T) *runstate.Node {
+	t.Helper()
+	node, err := runstate.Open(runstate.NodeConfig{ID: "c0", RaftAddr: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "raft"), Bootstrap: true}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Shutdown() })
+	if _, err := node.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return node
+}
+
 // TestRedispatchAndStepDone runs a coordinator on a single-node raft over embedded NATS with no
 // workers: the step's task goes out, its groups are re-dispatched with the next attempt after the
 // timeout until they are reported scored, and a step_done event finishes the run.
@@ -69,14 +83,7 @@ func TestRedispatchAndStepDone(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	js := bustest.JetStream(t)
-	node, err := runstate.Open(runstate.NodeConfig{ID: "c0", RaftAddr: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "raft"), Bootstrap: true}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Shutdown()
-	if _, err := node.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	node := singleNode(ctx, t)
 	cfg := config.Default()
 	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.PromptsPerTask, cfg.GroupSize = "rd", 1, 2, 2, 4
 	cfg.RedispatchAfter = config.Duration(400 * time.Millisecond)
@@ -197,14 +204,7 @@ func TestRestartWithAnotherPromptFileIsRefused(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	js := bustest.JetStream(t)
-	node, err := runstate.Open(runstate.NodeConfig{ID: "c0", RaftAddr: "127.0.0.1:0", DataDir: filepath.Join(t.TempDir(), "raft"), Bootstrap: true}, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer node.Shutdown()
-	if _, err := node.WaitLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
+	node := singleNode(ctx, t)
 	cfg := config.Default()
 	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.PromptsPerTask, cfg.GroupSize = "short", 3, 2, 2, 4
 	// The run starts with 10 prompts and dispatches its first step.

@@ -66,16 +66,12 @@ func env(t *testing.T) (jetstream.JetStream, backends.Backend, *local.Store) {
 	return js, backend, st
 }
 
-// TestLearnerDropsDuplicatesAndAnnounces feeds the learner scored samples by hand, some of them
-// twice without a message id (a duplicate arriving after JetStream's de-duplication window): it
-// trains exactly the P complete groups of G samples, counts the duplicates, announces version 1
-// with weights in the store, writes metrics and a checkpoint, and a new learner resumes from it.
-func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	r := root(t)
+// tinyRun sets up a one-step run of 2 prompts x G 4 over a tiny untrained policy, which the
+// learner tests feed by hand.
+func tinyRun(t *testing.T, run string) (jetstream.JetStream, backends.Backend, *local.Store, *vq.Codebook, []byte, config.Config) {
+	t.Helper()
 	js, backend, st := env(t)
-	cb, err := vq.Load(filepath.Join(r, "models/codebook.vq"))
+	cb, err := vq.Load(filepath.Join(root(t), "models/codebook.vq"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +80,20 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := config.Default()
-	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "lr1", 1, 2, 4
+	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = run, 1, 2, 4
 	cfg.Sampling.MaxPlanTokens = 5
+	return js, backend, st, cb, init, cfg
+}
+
+// TestLearnerDropsDuplicatesAndAnnounces feeds the learner scored samples by hand, some of them
+// twice without a message id (a duplicate arriving after JetStream's de-duplication window): it
+// trains exactly the P complete groups of G samples, counts the duplicates, announces version 1
+// with weights in the store, writes metrics and a checkpoint, and a new learner resumes from it.
+func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r := root(t)
+	js, backend, st, cb, init, cfg := tinyRun(t, "lr1")
 	cfg.Wire.PollWait = config.Duration(time.Second)
 	deps := learner.Deps{JS: js, Backend: backend, Store: st, Init: init, Codebook: cb, Log: zerolog.Nop()}
 	l, err := learner.New(ctx, deps, cfg)
@@ -290,18 +298,7 @@ func TestLearnerSurvivesHostileScoredSamples(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := root(t)
-	js, backend, st := env(t)
-	cb, err := vq.Load(filepath.Join(r, "models/codebook.vq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	init, err := model.TinyCheckpoint(backend, cb, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "hostile", 1, 2, 4
-	cfg.Sampling.MaxPlanTokens = 5
+	js, backend, st, _, init, cfg := tinyRun(t, "hostile")
 	cfg.Wire.PollWait, cfg.Wire.RetryDelay = config.Duration(time.Second), config.Duration(10*time.Millisecond)
 	l, err := learner.New(ctx, learner.Deps{JS: js, Backend: backend, Store: st, Init: init, Log: zerolog.Nop()}, cfg)
 	if err != nil {
@@ -416,18 +413,7 @@ func TestAnnouncedAfterCheckpoint(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	r := root(t)
-	js, backend, st := env(t)
-	cb, err := vq.Load(filepath.Join(r, "models/codebook.vq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	init, err := model.TinyCheckpoint(backend, cb, 3)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := config.Default()
-	cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize = "order", 1, 2, 4
-	cfg.Sampling.MaxPlanTokens = 5
+	js, backend, st, _, init, cfg := tinyRun(t, "order")
 	cfg.Wire.PollWait = config.Duration(time.Second)
 	rec := &orderStore{Store: st}
 	l, err := learner.New(ctx, learner.Deps{JS: js, Backend: backend, Store: rec, Init: init, Log: zerolog.Nop()}, cfg)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
@@ -30,13 +31,10 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreCurrent())
 }
 
-// TestSamplesAreDeterministicPerKey samples the same task in two runs by two workers, once as one
-// batch and once split differently: every sample (tokens, log-probs, plan) is identical, because
-// its random stream depends only on (seed, step, prompt index, sample index) and the weights. A
-// redelivered or re-dispatched task therefore reproduces its samples exactly.
-func TestSamplesAreDeterministicPerKey(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+// fixture is what a worker test runs on: an embedded JetStream, the pure-Go backend, a tiny
+// untrained policy's checkpoint, a local store and the training prompts.
+func fixture(t *testing.T) (jetstream.JetStream, backends.Backend, []byte, *local.Store, []prompts.Prompt) {
+	t.Helper()
 	js := bustest.JetStream(t)
 	backend, err := mlx.NewBackend("")
 	if err != nil {
@@ -58,6 +56,17 @@ func TestSamplesAreDeterministicPerKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js, backend, pol, st, ps
+}
+
+// TestSamplesAreDeterministicPerKey samples the same task in two runs by two workers, once as one
+// batch and once split differently: every sample (tokens, log-probs, plan) is identical, because
+// its random stream depends only on (seed, step, prompt index, sample index) and the weights. A
+// redelivered or re-dispatched task therefore reproduces its samples exactly.
+func TestSamplesAreDeterministicPerKey(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	js, backend, pol, st, ps := fixture(t)
 	refs := []bus.PromptRef{{Index: 4, Prompt: ps[4]}, {Index: 9, Prompt: ps[9]}, {Index: 2, Prompt: ps[2]}}
 	sampling := bus.SamplingParams{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 5}
 	got := map[string]map[string]bus.Sample{}
@@ -144,27 +153,7 @@ func collect(t *testing.T, ctx context.Context, js jetstream.JetStream, run stri
 func TestWaitingTaskDoesNotBlockOthers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	js := bustest.JetStream(t)
-	backend, err := mlx.NewBackend("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb, err := vq.Load(filepath.Join("..", "..", "models", "codebook.vq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := model.TinyCheckpoint(backend, cb, 11)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ps, err := prompts.ReadFile(filepath.Join("..", "..", "data", "prompts", "train.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	js, backend, pol, st, ps := fixture(t)
 	const run = "wait"
 	if _, err := bus.EnsureStreams(ctx, js, run); err != nil {
 		t.Fatal(err)
