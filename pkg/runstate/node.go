@@ -115,6 +115,9 @@ type Node struct {
 	wg       sync.WaitGroup
 	shutOnce sync.Once
 	shutErr  error
+	// raftDown is closed once raft has shut down: an apply raft accepted but never processed is
+	// then never answered (hashicorp/raft gives apply futures no shutdown channel).
+	raftDown chan struct{}
 }
 
 // Open starts a raft node: it recovers state from DataDir (snapshot + log replay), bootstraps a new
@@ -128,7 +131,7 @@ func Open(cfg NodeConfig, log zerolog.Logger) (*Node, error) {
 	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("raft node %s: data dir: %w", c.ID, err)
 	}
-	n := &Node{cfg: c, log: log, fsm: NewFSM(), leaderCh: make(chan bool, 1)}
+	n := &Node{cfg: c, log: log, fsm: NewFSM(), leaderCh: make(chan bool, 1), raftDown: make(chan struct{})}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
@@ -405,6 +408,26 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 	}
 }
 
+// await is f.Error() that also returns when raft shuts down: an apply raft accepted just before
+// shutting down is never answered, and waiting for it would hang Shutdown (it waits for the
+// goroutines that apply). The goroutine left waiting on such a future then stays blocked; it
+// holds nothing but the future.
+func (n *Node) await(f raft.ApplyFuture) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.raftDown:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
+}
+
 // applyLeader proposes cmd to raft on this node, which must lead. A raft error (lost leadership,
 // timeout) is returned as is for the caller to retry.
 func (n *Node) applyLeader(ctx context.Context, cmd Command) (Result, error) {
@@ -413,7 +436,7 @@ func (n *Node) applyLeader(ctx context.Context, cmd Command) (Result, error) {
 		return Result{}, fmt.Errorf("%w: %v", ErrRejected, err)
 	}
 	f := n.raft.Apply(data, n.timeout(ctx))
-	if err := f.Error(); err != nil {
+	if err := n.await(f); err != nil {
 		return Result{}, fmt.Errorf("raft apply %s: %w", cmd.Type, err)
 	}
 	res, ok := f.Response().(Result)
@@ -530,6 +553,7 @@ func (n *Node) Shutdown() error {
 				errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
 			}
 		}
+		close(n.raftDown)
 		n.wg.Wait()
 		errs = append(errs, n.closeResources())
 		n.shutErr = errors.Join(errs...)

@@ -10,12 +10,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// An apply raft accepted just before it shut down is never answered (runstate.Node.await).
+		goleak.IgnoreAnyFunction("github.com/bicot-rl/bicot/pkg/runstate.(*Node).await.func1"),
+	)
 }
 
 func testLog(t *testing.T) zerolog.Logger {
@@ -389,4 +393,32 @@ func TestStaticBootstrap(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// pendingFuture is an apply raft accepted and never answers (what an apply queued just before
+// raft shut down gets from hashicorp/raft: its future has no shutdown channel).
+type pendingFuture struct{ raft.ApplyFuture }
+
+func (pendingFuture) Error() error { select {} }
+
+// A node shutting down does not wait for ever on such an apply (Shutdown waits for the goroutines
+// that apply, so it hung): await returns raft's shutdown error once raft is down.
+func TestAwaitReturnsWhenRaftIsDown(t *testing.T) {
+	n := &Node{raftDown: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- n.await(pendingFuture{}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("await returned %v before raft was down", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(n.raftDown)
+	select {
+	case err := <-done:
+		if !errors.Is(err, raft.ErrRaftShutdown) {
+			t.Fatalf("await: %v, want raft.ErrRaftShutdown", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("await still waiting after raft shut down")
+	}
 }
