@@ -58,6 +58,10 @@ type Wire struct {
 	PolicyWait Duration `yaml:"policy_wait" json:"policy_wait"`
 	// DispatchTick is how often the coordinator checks what to dispatch and re-dispatch.
 	DispatchTick Duration `yaml:"dispatch_tick" json:"dispatch_tick"`
+	// ExpertOutageWait is how long a reward worker keeps retrying a sample whose remote expert
+	// is unavailable (5xx, 429, unreachable) before handing it back: an outage shorter than this
+	// costs its duration, not a dead letter and a re-dispatch.
+	ExpertOutageWait Duration `yaml:"expert_outage_wait" json:"expert_outage_wait"`
 }
 
 // Retention keeps the newest KeepLast checkpoints and the KeepBest best by Metric (a manifest
@@ -203,7 +207,8 @@ func Default() Config {
 		RedispatchAfter:   Duration(10 * time.Minute),
 		Wire: Wire{AckWait: Duration(60 * time.Second), MaxDeliver: 5, RolloutFetchers: 1, RewardFetchers: 2,
 			Heartbeat: Duration(5 * time.Second), RetryDelay: Duration(time.Second), PollWait: Duration(30 * time.Second),
-			PolicyWait: Duration(10 * time.Minute), DispatchTick: Duration(200 * time.Millisecond)},
+			PolicyWait: Duration(10 * time.Minute), DispatchTick: Duration(200 * time.Millisecond),
+			ExpertOutageWait: Duration(5 * time.Minute)},
 		Eval: Eval{Prompts: "data/prompts/eval.jsonl", LimitPerType: 4, G: 2},
 	}
 }
@@ -354,6 +359,9 @@ func (c Config) Validate() error {
 	}
 	if w.DispatchTick.D() <= 0 {
 		bad("wire.dispatch_tick %v: want > 0", w.DispatchTick.D())
+	}
+	if w.ExpertOutageWait.D() < 0 {
+		bad("wire.expert_outage_wait %v: want >= 0", w.ExpertOutageWait.D())
 	}
 	if c.Eval.LimitPerType < 0 {
 		bad("eval.limit_per_type %d: want >= 0", c.Eval.LimitPerType)

@@ -163,6 +163,10 @@ func (r *RemoteBackend) inferBatch(ctx context.Context, qs []Query, offset int) 
 	return raws, nil
 }
 
+// ErrUnavailable marks a remote expert that answered with 5xx or 429, timed out or could not be
+// reached: an outage that may pass, unlike a reply that is wrong.
+var ErrUnavailable = errors.New("remote expert unavailable")
+
 // call performs one request with retries and returns the body of a 2xx reply.
 func (r *RemoteBackend) call(ctx context.Context, method, path string, payload []byte) ([]byte, error) {
 	wait := r.cfg.Backoff
@@ -173,6 +177,9 @@ func (r *RemoteBackend) call(ctx context.Context, method, path string, payload [
 			return body, nil
 		}
 		last = fmt.Errorf("remote expert %s%s: attempt %d: %w", r.cfg.URL, path, attempt+1, err)
+		if retry {
+			last = fmt.Errorf("%w: %w", ErrUnavailable, last)
+		}
 		if !retry || attempt >= r.cfg.Retries || ctx.Err() != nil {
 			return nil, last
 		}

@@ -50,12 +50,13 @@ type Deps struct {
 
 // options are the worker's settings, derived from Deps and the run config by New.
 type options struct {
-	Run       string
-	ID        string
-	Ensemble  Scorer
-	Codebook  *vq.Codebook
-	Consume   bus.ConsumeOptions
-	Heartbeat time.Duration
+	Run        string
+	ID         string
+	Ensemble   Scorer
+	Codebook   *vq.Codebook
+	Consume    bus.ConsumeOptions
+	Heartbeat  time.Duration
+	OutageWait time.Duration
 }
 
 // Worker scores samples.
@@ -81,7 +82,8 @@ func New(_ context.Context, d Deps, cfg config.Config) (*Worker, error) {
 		return nil, errors.New("reward worker: id, JetStream, ensemble and codebook are required")
 	}
 	o := options{Run: cfg.RunID, ID: d.ID, Ensemble: d.Ensemble, Codebook: d.Codebook,
-		Consume: bus.ConsumeFrom(cfg.Wire, cfg.Wire.RewardFetchers), Heartbeat: cfg.Wire.Heartbeat.D()}
+		Consume: bus.ConsumeFrom(cfg.Wire, cfg.Wire.RewardFetchers), Heartbeat: cfg.Wire.Heartbeat.D(),
+		OutageWait: cfg.Wire.ExpertOutageWait.D()}
 	log := logging.Component(d.Log, "reward").With().Str("worker", o.ID).Logger()
 	return &Worker{o: o, js: d.JS, log: log, rep: bus.NewReporter(d.JS, o.Run, o.ID, bus.RoleReward, log)}, nil
 }
@@ -110,7 +112,32 @@ func (w *Worker) Run(ctx context.Context) error {
 	return err
 }
 
-func (w *Worker) handle(ctx context.Context, s *bus.Sample, _ jetstream.Msg) error {
+// score scores items, riding out an outage of remote experts: while the ensemble reports one
+// unavailable (reward.ErrUnavailable) it tries again with backoff for up to the run's
+// wire.expert_outage_wait, telling JetStream the sample is in progress, so a short outage costs its
+// duration instead of redeliveries, a dead letter and a re-dispatch.
+func (w *Worker) score(ctx context.Context, msg jetstream.Msg, key string, items []reward.Item) ([]reward.Scores, error) {
+	deadline := time.Now().Add(w.o.OutageWait)
+	wait := time.Second
+	for {
+		scores, err := w.o.Ensemble.Score(ctx, items)
+		if err == nil || !errors.Is(err, reward.ErrUnavailable) || time.Now().Add(wait).After(deadline) {
+			return scores, err
+		}
+		w.log.Warn().Err(err).Str("sample", key).Dur("retry_in", wait).Msg("remote expert unavailable; retrying")
+		if msg != nil {
+			_ = msg.InProgress()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 15*time.Second)
+	}
+}
+
+func (w *Worker) handle(ctx context.Context, s *bus.Sample, msg jetstream.Msg) error {
 	if s.Run != w.o.Run {
 		return bus.Poison(fmt.Errorf("sample of run %s on a worker of run %s", s.Run, w.o.Run))
 	}
@@ -119,7 +146,7 @@ func (w *Worker) handle(ctx context.Context, s *bus.Sample, _ jetstream.Msg) err
 		return bus.Poison(err)
 	}
 	w.rep.SetProgress(s.Step, s.PolicyVersion)
-	scores, err := w.o.Ensemble.Score(ctx, []reward.Item{{Prompt: s.Prompt, Image: img}})
+	scores, err := w.score(ctx, msg, s.Key(), []reward.Item{{Prompt: s.Prompt, Image: img}})
 	if err != nil {
 		return fmt.Errorf("score %s: %w", s.Key(), err)
 	}
