@@ -9,6 +9,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 // ConnectOptions configure a client connection.
@@ -74,22 +76,12 @@ func Connect(ctx context.Context, url string, o ConnectOptions) (*nats.Conn, jet
 }
 
 // Redact returns NATS server URLs (comma-separated) with any user information - user:password@
-// or token@ - replaced by "redacted@", so that errors and logs that name a server never carry
-// its credentials.
+// or token@ - replaced by "redacted@" (config.RedactURL), so that errors and logs that name a
+// server never carry its credentials.
 func Redact(urls string) string {
 	parts := strings.Split(urls, ",")
 	for i, p := range parts {
-		scheme, rest, ok := strings.Cut(strings.TrimSpace(p), "://")
-		if !ok {
-			continue
-		}
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			host := rest[at+1:]
-			if slash := strings.IndexAny(rest[:at], "/?#"); slash >= 0 {
-				continue // an @ in a path or query, not user information
-			}
-			parts[i] = scheme + "://redacted@" + host
-		}
+		parts[i] = config.RedactURL(strings.TrimSpace(p))
 	}
 	return strings.Join(parts, ",")
 }
