@@ -80,7 +80,8 @@ func PublishScored(ctx context.Context, js jetstream.JetStream, s ScoredSample) 
 	return Publish(ctx, js, Subject(s.Run, KindScored), &s)
 }
 
-// PublishEvent sends a progress event to the run's coordinator. Zero V and Time are filled in.
+// PublishEvent sends a progress event to the run's coordinator, on its role's subject
+// (EventSubject). Zero V and Time are filled in.
 func PublishEvent(ctx context.Context, js jetstream.JetStream, e Event) (*jetstream.PubAck, error) {
 	if e.V == 0 {
 		e.V = SchemaVersion
@@ -88,7 +89,7 @@ func PublishEvent(ctx context.Context, js jetstream.JetStream, e Event) (*jetstr
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
-	return Publish(ctx, js, Subject(e.Run, KindEvents), &e)
+	return Publish(ctx, js, EventSubject(e.Run, e.Role), &e)
 }
 
 // PublishDeadLetter records a dead letter under the run's dead subject for kind.

@@ -60,6 +60,41 @@ const (
 	RoleLearner = "learner"
 )
 
+// ValidRole reports whether r is a role that publishes events, each on its own subject
+// (EventSubject).
+func ValidRole(r string) bool {
+	switch r {
+	case RoleRollout, RoleReward, RoleLearner:
+		return true
+	}
+	return false
+}
+
+// learnerOnly reports whether only the learner reports events of this kind: each moves the run
+// state (a step learned, a rewind), so the coordinator takes them from the learner's subject alone.
+func learnerOnly(kind string) bool {
+	switch kind {
+	case EventGroupComplete, EventStepDone, EventCheckpoint, EventStepResample, EventLearnerResumed:
+		return true
+	}
+	return false
+}
+
+// CheckSender checks an event against the subject it arrived on: the subject's role must be the
+// event's, and events that move the run state must come from the learner. With per-role NATS
+// credentials (natsd.Permissions) the subject is what the server vouches for, so a worker cannot
+// speak for another role.
+func (e *Event) CheckSender(subject string) error {
+	want := EventSubject(e.Run, e.Role)
+	if subject != want {
+		return fmt.Errorf("event %s of role %q from %q arrived on %s, not %s", e.Kind, e.Role, e.Worker, subject, want)
+	}
+	if learnerOnly(e.Kind) && e.Role != RoleLearner {
+		return fmt.Errorf("event %s from %q: only the learner reports it, not role %q", e.Kind, e.Worker, e.Role)
+	}
+	return nil
+}
+
 // StepReport is the payload of a step_done event.
 type StepReport struct {
 	// Learned are the group keys ("step/prompt") the step trained on.

@@ -391,6 +391,8 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("event from %q: empty kind", e.Worker)
 	case e.Worker == "":
 		return fmt.Errorf("event %s: empty worker", e.Kind)
+	case !ValidRole(e.Role):
+		return fmt.Errorf("event %s from %q: role %q is not rollout, reward or learner", e.Kind, e.Worker, e.Role)
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ const (
 	KindTasks   = "tasks"   // coordinator -> rollout workers (BatchTask)
 	KindSamples = "samples" // rollout workers -> reward workers (Sample)
 	KindScored  = "scored"  // reward workers -> learner (ScoredSample)
-	KindEvents  = "events"  // every worker -> coordinator (Event)
+	KindEvents  = "events"  // every worker -> coordinator (Event), on one subject per role
 )
 
 // SubjectPrefix begins every subject of the wire: bicot.<run>.<kind>.
@@ -58,6 +58,12 @@ func streamName(run, kind string) string {
 // Subject returns the subject of a kind in a run: bicot.<run>.<kind>.
 func Subject(run, kind string) string { return SubjectPrefix + "." + run + "." + kind }
 
+// EventSubject is where a role publishes its events: bicot.<run>.events.<role>. One subject per
+// role lets the NATS server's permissions (natsd.Permissions) decide who may speak as whom, and the
+// coordinator refuses an event whose role is not its subject's (a rollout worker's credentials
+// cannot report a step as learned).
+func EventSubject(run, role string) string { return Subject(run, KindEvents) + "." + role }
+
 // NewTopology names the streams and subjects of a run without touching the server.
 func NewTopology(run string) (Topology, error) {
 	if err := config.ValidateRunID(run); err != nil {
@@ -84,6 +90,7 @@ func NewTopology(run string) (Topology, error) {
 	t.Samples = q(KindSamples, "reward")
 	t.Scored = q(KindScored, "learner")
 	t.Events = q(KindEvents, "coordinator")
+	t.Events.Subject = Subject(run, KindEvents) + ".>"
 	return t, nil
 }
 

@@ -481,9 +481,12 @@ func (c *Coordinator) rewind(ctx context.Context, rw runstate.Rewind) error {
 }
 
 // onEvent applies a worker's report to the run state.
-func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, _ jetstream.Msg) error {
+func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, msg jetstream.Msg) error {
 	if e.Run != c.cfg.RunID {
 		return bus.Poison(fmt.Errorf("event of run %s at the coordinator of run %s", e.Run, c.cfg.RunID))
+	}
+	if err := e.CheckSender(msg.Subject()); err != nil {
+		return bus.Poison(err)
 	}
 	c.mu.Lock()
 	w := c.workers[e.Worker]

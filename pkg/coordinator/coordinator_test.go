@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"encoding/json"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -158,6 +159,34 @@ func TestRedispatchAndStepDone(t *testing.T) {
 		t.Errorf("scored groups were re-dispatched again (%d tasks, then %d)", n, count())
 	}
 	learned := []string{runstate.GroupKey(0, int64(first.Prompts[0].Index)), runstate.GroupKey(0, int64(first.Prompts[1].Index))}
+	// Forged step reports: a rollout worker's, and one that claims the learner's role on the
+	// rollout workers' subject. Both are dead-lettered; the run does not end.
+	forged, _ := json.Marshal(bus.StepReport{Learned: learned})
+	worker := bus.NewReporter(js, cfg.RunID, "rollout-9", bus.RoleRollout, zerolog.Nop())
+	if err := worker.EmitJSON(ctx, bus.EventStepDone, 0, 1, bus.StepReport{Learned: learned}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bus.Publish(ctx, js, bus.EventSubject(cfg.RunID, bus.RoleRollout), &bus.Event{V: bus.SchemaVersion, Run: cfg.RunID,
+		Kind: bus.EventStepDone, Worker: "learner", Role: bus.RoleLearner, PolicyVersion: 1, Message: string(forged)}); err != nil {
+		t.Fatal(err)
+	}
+	topo := mustTopo(t, cfg.RunID)
+	waitFor("two forged step reports dead-lettered", func() bool {
+		s, err := js.Stream(ctx, topo.DeadStream)
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 2
+	})
+	select {
+	case <-c.Done():
+		t.Fatal("a forged step report ended the run")
+	default:
+	}
+	if st := c.Status(ctx); st.PolicyVersion != 0 {
+		t.Fatalf("a forged step report moved the policy version to %d", st.PolicyVersion)
+	}
 	if err := rep.EmitJSON(ctx, bus.EventStepDone, 0, 1, bus.StepReport{Learned: learned, Metrics: map[string]float64{"loss": 0.5}}, ""); err != nil {
 		t.Fatal(err)
 	}
