@@ -135,8 +135,19 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	if _, err := ckpt.GetWeights(ctx, st, v1.WeightsKey, v1.SHA256); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(st.Root(), cfg.RunID, "metrics.jsonl")); err != nil {
-		t.Error(err)
+	// The metrics line names the trained groups: what a chaos run counts lost and doubled groups by.
+	mb, err := os.ReadFile(filepath.Join(st.Root(), cfg.RunID, "metrics.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec learner.StepRecord
+	if err := json.Unmarshal(mb, &rec); err != nil {
+		t.Fatalf("metrics line %s: %v", mb, err)
+	}
+	if !slices.EqualFunc(rec.Learned, a.Learned[0], func(x, y learner.LearnedGroup) bool {
+		return x.PromptIndex == y.PromptIndex && x.Samples == y.Samples && slices.Equal(x.SampleIndices, y.SampleIndices)
+	}) || len(rec.Learned) != 2 {
+		t.Errorf("metrics line lists learned groups %+v, the learner trained %+v", rec.Learned, a.Learned[0])
 	}
 	// A learner started again resumes after the checkpointed step.
 	l2, err := learner.New(ctx, deps, cfg)

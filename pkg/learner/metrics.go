@@ -19,6 +19,10 @@ type StepRecord struct {
 	PerExpert     map[string]float64 `json:"per_expert,omitempty"`
 	Groups        int                `json:"groups"`
 	Samples       int                `json:"samples"`
+	// Learned lists the groups the step trained (prompt index, samples, their indices): with the
+	// file rewritten from the checkpoint's history on every resume, it is the learner's durable
+	// record of which groups the run learned, so a lost or twice-learned group shows in it.
+	Learned []LearnedGroup `json:"learned,omitempty"`
 	// ResampleRounds is how many rounds of this step were dropped whole (every group tied under
 	// grpo.filter_zero_std) before this one trained; FilteredGroups the groups they held.
 	ResampleRounds int `json:"resample_rounds,omitempty"`

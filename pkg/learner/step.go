@@ -50,7 +50,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	rec := StepRecord{Step: step, PolicyVersion: l.trainer.Version(), Stats: stats, PerExpert: stats.PerExpert,
 		ResampleRounds: rounds, FilteredGroups: len(dropped), Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}
 	learned, lg, samples := consumed(fresh, stale, dropped)
-	rec.Samples = samples
+	rec.Samples, rec.Learned = samples, lg
 	final := step+1 >= int64(l.cfg.Steps)
 	if final && l.o.Codebook != nil {
 		if err := l.writeImages(ctx, step, fresh); err != nil {
