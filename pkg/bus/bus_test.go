@@ -867,3 +867,37 @@ func TestPolicyAnnouncementSurvivesGarbage(t *testing.T) {
 		t.Fatalf("LatestPolicy = %+v, %v; want learner-2's", p, err)
 	}
 }
+
+// TestEnsureStreamsLooksFirst: streams as EnsureStreams defines them are found as they are, so a
+// role without the right to create or update streams (a worker under natsd.Permissions) can call
+// it once the coordinator has.
+func TestEnsureStreamsLooksFirst(t *testing.T) {
+	e := newEnv(t)
+	ctx := testCtx(t)
+	topo, err := EnsureStreams(ctx, e.js, "looks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{topo.DeadStream, topo.PolicyStream}
+	for _, q := range topo.Queues() {
+		names = append(names, q.Stream)
+	}
+	o := StreamOptions{}
+	if err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]jetstream.StreamConfig{}
+	for _, c := range streamConfigs(topo, o) {
+		want[c.Name] = c
+	}
+	for _, n := range names {
+		s, err := e.js.Stream(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		have := s.CachedInfo().Config
+		if !sameStream(have, want[n]) {
+			t.Errorf("stream %s as created differs from its definition: %+v", n, have)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -154,6 +155,53 @@ func EnsureStreamsWith(ctx context.Context, js jetstream.JetStream, run string, 
 	if err := o.defaults(); err != nil {
 		return Topology{}, err
 	}
+	cfgs := streamConfigs(t, o)
+	// Look before creating: a stream already as defined is left alone, so a role whose NATS
+	// permissions only let it read stream information (every worker's, natsd.Permissions) finds
+	// the streams the coordinator created.
+	for _, c := range cfgs {
+		if s, err := js.Stream(ctx, c.Name); err == nil && sameStream(s.CachedInfo().Config, c) {
+			continue
+		}
+		if _, err := js.CreateOrUpdateStream(ctx, c); err != nil {
+			return Topology{}, fmt.Errorf("ensure stream %s: %w", c.Name, err)
+		}
+	}
+	// Durable consumers exist from the start so queue depth is measurable (an autoscaler can
+	// scale a pool up from zero). An existing consumer keeps the settings its pool gave it.
+	for _, q := range t.Queues() {
+		if _, err := js.Consumer(ctx, q.Stream, q.Consumer); err == nil {
+			continue
+		}
+		def := ConsumeOptions{}
+		if err := def.defaults(); err != nil {
+			return Topology{}, err
+		}
+		_, err := js.CreateConsumer(ctx, q.Stream, consumerConfig(q, def))
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+			return Topology{}, fmt.Errorf("ensure consumer %s/%s: %w", q.Stream, q.Consumer, err)
+		}
+	}
+	return t, nil
+}
+
+// sameStream reports whether a stream's configuration has every setting EnsureStreams gives it.
+func sameStream(have, want jetstream.StreamConfig) bool {
+	// The server records "no limit" as -1.
+	unlimited := func(n int64) int64 {
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	return slices.Equal(have.Subjects, want.Subjects) && have.Retention == want.Retention && have.Discard == want.Discard &&
+		have.Storage == want.Storage && have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
+		have.MaxMsgSize == want.MaxMsgSize && have.MaxAge == want.MaxAge && have.MaxMsgsPerSubject == unlimited(want.MaxMsgsPerSubject) &&
+		have.Description == want.Description
+}
+
+// streamConfigs are the definitions of a run's streams (o with its defaults applied).
+func streamConfigs(t Topology, o StreamOptions) []jetstream.StreamConfig {
 	base := func(name string, subjects ...string) jetstream.StreamConfig {
 		return jetstream.StreamConfig{
 			Name:       name,
@@ -168,50 +216,33 @@ func EnsureStreamsWith(ctx context.Context, js jetstream.JetStream, run string, 
 	var cfgs []jetstream.StreamConfig
 	for _, q := range []Queue{t.Tasks, t.Samples, t.Scored} {
 		c := base(q.Stream, q.Subject)
-		c.Description = "bicot " + q.Kind + " work queue of run " + run
+		c.Description = "bicot " + q.Kind + " work queue of run " + t.Run
 		c.Retention = jetstream.WorkQueuePolicy
 		// A full work queue must push back on publishers, not silently drop work.
 		c.Discard = jetstream.DiscardNew
 		cfgs = append(cfgs, c)
 	}
 	ev := base(t.Events.Stream, t.Events.Subject)
-	ev.Description = "bicot progress events of run " + run
+	ev.Description = "bicot progress events of run " + t.Run
 	ev.Retention = jetstream.WorkQueuePolicy
 	ev.MaxAge = o.EventsMaxAge
 	cfgs = append(cfgs, ev)
 
 	dead := base(t.DeadStream, t.DeadSubjectPrefix+".>")
-	dead.Description = "bicot dead letters of run " + run
+	dead.Description = "bicot dead letters of run " + t.Run
 	dead.Retention = jetstream.LimitsPolicy
 	dead.MaxAge = o.DeadMaxAge
 	cfgs = append(cfgs, dead)
 
 	pol := base(t.PolicyStream, t.PolicySubject)
-	pol.Description = "bicot policy versions of run " + run + " (the latest few kept)"
+	pol.Description = "bicot policy versions of run " + t.Run + " (the latest few kept)"
 	pol.Retention = jetstream.LimitsPolicy
 	// A few, not one: a message that is not a valid announcement (garbage anyone could publish)
 	// must not erase the last valid one; LatestPolicy reads back past it.
 	pol.MaxMsgsPerSubject = PolicyHistory
 	cfgs = append(cfgs, pol)
 
-	for _, c := range cfgs {
-		if _, err := js.CreateOrUpdateStream(ctx, c); err != nil {
-			return Topology{}, fmt.Errorf("ensure stream %s: %w", c.Name, err)
-		}
-	}
-	// Durable consumers exist from the start so queue depth is measurable (an autoscaler can
-	// scale a pool up from zero). An existing consumer keeps the settings its pool gave it.
-	for _, q := range t.Queues() {
-		def := ConsumeOptions{}
-		if err := def.defaults(); err != nil {
-			return Topology{}, err
-		}
-		_, err := js.CreateConsumer(ctx, q.Stream, consumerConfig(q, def))
-		if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
-			return Topology{}, fmt.Errorf("ensure consumer %s/%s: %w", q.Stream, q.Consumer, err)
-		}
-	}
-	return t, nil
+	return cfgs
 }
 
 // DeleteStreams removes every stream of a run (its queued work, dead letters and policy).

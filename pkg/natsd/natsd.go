@@ -37,6 +37,13 @@ type Options struct {
 	MonitorPort int
 	// Debug turns on the server's own logging to stderr.
 	Debug bool
+	// Users the server lets in, each with its role's permissions (Permissions); empty, and no
+	// Token: anyone who reaches the port (keep it on loopback then).
+	Users []User
+	// Token: one shared secret that gives every client full access (instead of Users).
+	Token string
+	// TLS, when set, serves clients over TLS only.
+	TLS *TLS
 }
 
 // Server is a running in-process nats-server with JetStream enabled.
@@ -95,6 +102,10 @@ func Start(o Options) (*Server, error) {
 		MaxPending: int64(o.MaxPayload) * 8,
 		NoSigs:     true,
 		NoLog:      !o.Debug,
+	}
+	if err := configureAuth(o, sopts); err != nil {
+		e.cleanup()
+		return nil, err
 	}
 	if o.MonitorPort != 0 {
 		sopts.HTTPHost = o.Host
