@@ -209,4 +209,3 @@ func configureAuth(o Options, s *server.Options) error {
 	s.TLSTimeout = 2
 	return nil
 }
-
