@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/logging"
+	"github.com/bicot-rl/bicot/pkg/secure"
 )
 
 // Client talks to a coordinator cluster given any list of its HTTP addresses. It remembers the
@@ -18,10 +19,11 @@ import (
 // address in turn and backs off, until the context ends. Workers need nothing else to follow
 // failovers.
 type Client struct {
-	addrs []string
-	tr    *http.Transport
-	hc    *http.Client
-	log   zerolog.Logger
+	addrs  []string
+	scheme string
+	rt     http.RoundTripper
+	tr     *http.Transport
+	log    zerolog.Logger
 
 	mu     sync.Mutex
 	leader string
@@ -31,8 +33,20 @@ type Client struct {
 // election, short enough to notice a dead cluster.
 const DefaultClientTimeout = 15 * time.Second
 
+// ClientOptions guard a client's calls: the cluster's bearer token and TLS (a CA that verifies
+// the nodes, a client certificate for nodes that require one).
+type ClientOptions struct {
+	Token string
+	TLS   secure.TLSFiles
+}
+
 // NewClient returns a client for the coordinators at addrs ("host:port" or "http://host:port").
 func NewClient(addrs []string, log zerolog.Logger) (*Client, error) {
+	return NewClientWith(addrs, ClientOptions{}, log)
+}
+
+// NewClientWith is NewClient for a cluster that requires a token or TLS.
+func NewClientWith(addrs []string, o ClientOptions, log zerolog.Logger) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("runstate client: no coordinator addresses")
 	}
@@ -41,12 +55,16 @@ func NewClient(addrs []string, log zerolog.Logger) (*Client, error) {
 			return nil, fmt.Errorf("runstate client: empty coordinator address in %q", addrs)
 		}
 	}
-	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 30 * time.Second}
+	rt, tr, err := secure.Transport(o.TLS, o.Token)
+	if err != nil {
+		return nil, fmt.Errorf("runstate client: %w", err)
+	}
 	return &Client{
-		addrs: append([]string(nil), addrs...),
-		tr:    tr,
-		hc:    &http.Client{Transport: tr},
-		log:   logging.Component(log, "runstate-client"),
+		addrs:  append([]string(nil), addrs...),
+		scheme: o.TLS.Scheme(),
+		rt:     rt,
+		tr:     tr,
+		log:    logging.Component(log, "runstate-client"),
 	}, nil
 }
 
@@ -125,7 +143,7 @@ func (c *Client) do(ctx context.Context, what string, mk func(ctx context.Contex
 func (c *Client) doOne(req *http.Request, out any) error {
 	// Wrap the transport call so the leader hint is learned from every answer, errors included.
 	hc := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		resp, err := c.tr.RoundTrip(r)
+		resp, err := c.rt.RoundTrip(r)
 		if err == nil {
 			c.learn(resp)
 		}
@@ -147,7 +165,7 @@ func (c *Client) Apply(ctx context.Context, cmd Command) (Result, error) {
 	var res Result
 	err := c.do(ctx, "apply "+string(cmd.Type), func(ctx context.Context, addr string) (*http.Request, error) {
 		res = Result{}
-		return jsonRequest(ctx, addr, "/raft/apply", cmd)
+		return jsonRequest(ctx, baseURL(c.scheme, addr)+"/raft/apply", cmd)
 	}, &res)
 	if err != nil {
 		return res, err
@@ -160,7 +178,7 @@ func (c *Client) Apply(ctx context.Context, cmd Command) (Result, error) {
 func (c *Client) State(ctx context.Context) (State, error) {
 	var st State
 	err := c.do(ctx, "state", func(ctx context.Context, addr string) (*http.Request, error) {
-		return http.NewRequestWithContext(ctx, http.MethodGet, baseURL(addr)+"/raft/state", nil)
+		return http.NewRequestWithContext(ctx, http.MethodGet, baseURL(c.scheme, addr)+"/raft/state", nil)
 	}, &st)
 	return st.Clone(), err
 }
@@ -169,19 +187,19 @@ func (c *Client) State(ctx context.Context) (State, error) {
 func (c *Client) LeaderInfo(ctx context.Context) (LeaderInfo, error) {
 	var li LeaderInfo
 	err := c.do(ctx, "leader", func(ctx context.Context, addr string) (*http.Request, error) {
-		return http.NewRequestWithContext(ctx, http.MethodGet, baseURL(addr)+"/raft/leader", nil)
+		return http.NewRequestWithContext(ctx, http.MethodGet, baseURL(c.scheme, addr)+"/raft/leader", nil)
 	}, &li)
 	return li, err
 }
 
-func jsonRequest(ctx context.Context, addr, path string, in any) (*http.Request, error) {
+func jsonRequest(ctx context.Context, url string, in any) (*http.Request, error) {
 	body, err := jsonBody(in)
 	if err != nil {
 		return nil, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL(addr)+path, body)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, body)
 	if err != nil {
-		return nil, fmt.Errorf("request to %s: %w", addr, err)
+		return nil, fmt.Errorf("request to %s: %w", url, err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	return req, nil

@@ -136,12 +136,12 @@ func (n *Node) handleState(w http.ResponseWriter, r *http.Request) {
 // forward sends cmd to the leader at addr as an already-forwarded request.
 func (n *Node) forward(ctx context.Context, addr string, cmd Command) (Result, error) {
 	var res Result
-	err := postJSON(ctx, n.httpCl, addr, "/raft/apply", cmd, true, &res)
+	err := postJSON(ctx, n.httpCl, n.cfg.TLS.Scheme(), addr, "/raft/apply", cmd, true, &res)
 	return res, err
 }
 
 func (n *Node) forwardMembership(ctx context.Context, addr string, m memberChange) error {
-	return postJSON(ctx, n.httpCl, addr, "/raft/members", m, true, nil)
+	return postJSON(ctx, n.httpCl, n.cfg.TLS.Scheme(), addr, "/raft/members", m, true, nil)
 }
 
 // httpError is a non-2xx answer from a node.
@@ -153,21 +153,21 @@ type httpError struct {
 
 func (e *httpError) Error() string { return fmt.Sprintf("http %d: %s", e.Code, e.Msg) }
 
-func baseURL(addr string) string {
+func baseURL(scheme, addr string) string {
 	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
 		return strings.TrimSuffix(addr, "/")
 	}
-	return "http://" + addr
+	return scheme + "://" + addr
 }
 
 // postJSON posts in as JSON and decodes a 200 answer into out. A 400 answer is a rejection
 // (wrapping ErrRejected); any other failure is an error worth retrying elsewhere.
-func postJSON(ctx context.Context, hc *http.Client, addr, path string, in any, forwarded bool, out any) error {
+func postJSON(ctx context.Context, hc *http.Client, scheme, addr, path string, in any, forwarded bool, out any) error {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return fmt.Errorf("%w: encode request: %v", ErrRejected, err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL(addr)+path, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, baseURL(scheme, addr)+path, bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("request to %s: %w", addr, err)
 	}
