@@ -70,7 +70,9 @@ func newResumeCmd(p *startup.Process) *cobra.Command {
 	}
 	f := cmd.Flags()
 	var natsURL string
+	var sec startup.Security
 	f.StringVar(&natsURL, "nats", "nats://127.0.0.1:4222", "NATS server URL(s) (not with --local)")
+	sec.Register(f)
 	f.StringVar(&httpAddr, "http", "127.0.0.1:8080", "status API address")
 	rf.register(f)
 	f.BoolVar(&keep, "keep-serving", false, "keep serving the status API after the run is done")
@@ -145,7 +147,10 @@ func newResumeCmd(p *startup.Process) *cobra.Command {
 			// streams would drop what the leader has dispatched meanwhile.
 			reset = false
 		}
-		return serve(ctx, cfg, nodeCfg, natsURL, httpAddr, keep, reset, log)
+		if err := sec.Load(); err != nil {
+			return err
+		}
+		return serve(ctx, cfg, nodeCfg, natsURL, &sec, httpAddr, keep, reset, log)
 	}
 	return cmd
 }

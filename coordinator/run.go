@@ -147,19 +147,20 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return serve(cmd.Context(), cfg, nodeCfg, cli.NATS, httpAddr, keep, false, log)
+		return serve(cmd.Context(), cfg, nodeCfg, cli.NATS, &cli.Security, httpAddr, keep, false, log)
 	}
 	return cmd
 }
 
 // serve runs one coordinator until the run is done (or ctx ends). fresh deletes the run's
 // streams first (a resumed run re-dispatches everything after its checkpoint).
-func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, natsURL, httpAddr string, keep, fresh bool, log zerolog.Logger) error {
+func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, natsURL string, sec *startup.Security, httpAddr string, keep, fresh bool, log zerolog.Logger) error {
 	ps, err := prompts.ReadFile(cfg.Prompts)
 	if err != nil {
 		return err
 	}
-	nc, js, err := bus.Connect(ctx, natsURL, bus.ConnectOptions{Name: "coordinator-" + nodeCfg.ID})
+	nodeCfg.Token, nodeCfg.TLS = sec.ClusterToken, sec.TLS
+	nc, js, err := bus.Connect(ctx, natsURL, bus.ConnectOptions{Name: "coordinator-" + nodeCfg.ID, Role: bus.RoleCoordinator, Auth: sec.NATS, Log: log})
 	if err != nil {
 		return err
 	}
@@ -186,7 +187,8 @@ func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, 
 		return fmt.Errorf("raft leader: %w", err)
 	}
 	log.Info().Str("leader", leader).Msg("raft cluster up")
-	c, err := coordinator.New(ctx, coordinator.Deps{JS: js, Node: node, Prompts: ps, HTTPAddr: httpAddr, Log: log}, cfg)
+	c, err := coordinator.New(ctx, coordinator.Deps{JS: js, Node: node, Prompts: ps, HTTPAddr: httpAddr,
+		APIToken: sec.APIToken, TLS: sec.TLS, Log: log}, cfg)
 	if err != nil {
 		return err
 	}
@@ -197,7 +199,7 @@ func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, 
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- c.Run(rctx) }()
-	log.Info().Str("run", cfg.RunID).Str("node", nodeCfg.ID).Str("status", "http://"+c.Addr()+"/v1/status").Msg("coordinating")
+	log.Info().Str("run", cfg.RunID).Str("node", nodeCfg.ID).Str("status", sec.TLS.Scheme()+"://"+c.Addr()+"/v1/status").Msg("coordinating")
 	select {
 	case <-c.Done():
 		if keep {
@@ -221,12 +223,28 @@ func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, 
 // JetStream for runs whose roles are separate processes.
 func newNatsServerCmd() *cobra.Command {
 	var o natsd.Options
-	var urlFile string
+	var urlFile, usersFile string
+	var tlsOpts natsd.TLS
 	cmd := &cobra.Command{
 		Use:   "nats-server",
 		Short: "Serve NATS with JetStream (the embedded server) until interrupted",
 		Args:  cobra.NoArgs,
+		Long: "Serves NATS with JetStream on --host:--port. Clients authenticate as the users of --users (each\n" +
+			"with its role's permissions: workers publish only their own subjects) or with the token in\n" +
+			"$" + startup.EnvNATSToken + "; --tls-cert/--tls-key serve TLS, --tls-ca with --tls-verify requires client\n" +
+			"certificates. Without either, anyone who reaches the port may publish: keep it on loopback.",
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if usersFile != "" {
+				us, err := natsd.ReadUsers(usersFile)
+				if err != nil {
+					return err
+				}
+				o.Users = us
+			}
+			o.Token = os.Getenv(startup.EnvNATSToken)
+			if tlsOpts != (natsd.TLS{}) {
+				o.TLS = &tlsOpts
+			}
 			srv, err := natsd.Start(o)
 			if err != nil {
 				return err
@@ -251,5 +269,10 @@ func newNatsServerCmd() *cobra.Command {
 	f.StringVar(&o.StoreDir, "store-dir", "", "JetStream storage directory (default: a temporary one)")
 	f.IntVar(&o.MonitorPort, "monitor-port", 0, "HTTP monitoring port for autoscalers (0: off, -1: any)")
 	f.StringVar(&urlFile, "url-file", "", "write the client URL to this file once listening")
+	f.StringVar(&usersFile, "users", "", "users file (YAML: user and password or nkey, and role) whose users alone may connect")
+	f.StringVar(&tlsOpts.CertFile, "tls-cert", "", "serve TLS with this certificate file")
+	f.StringVar(&tlsOpts.KeyFile, "tls-key", "", "key file of --tls-cert")
+	f.StringVar(&tlsOpts.CAFile, "tls-ca", "", "CA file that verifies client certificates")
+	f.BoolVar(&tlsOpts.VerifyClients, "tls-verify", false, "require a client certificate signed by --tls-ca")
 	return cmd
 }

@@ -3,11 +3,11 @@ package main
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/bicot-rl/bicot/pkg/startup"
-
+	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/runstate"
+	"github.com/bicot-rl/bicot/pkg/startup"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -29,7 +29,7 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 	cmd.Flags().StringVar(&coordURL, "coordinator", "", "coordinator status API (http://host:port): checkpoints then hold the run state and data cursor")
 	cmd.Flags().StringSliceVar(&coordinators, "coordinators", nil, "run-state endpoints (--raft-http) of the coordinator cluster, any or all of them: the leader is found and followed across failovers; checkpoints then hold the run state and data cursor")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		r, err := cli.Start(cmd, id)
+		r, err := cli.Start(cmd, bus.RoleLearner, id)
 		if err != nil {
 			return err
 		}
@@ -50,14 +50,16 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 		var runState func() ([]byte, error)
 		switch {
 		case len(coordinators) > 0:
-			cl, err := runstate.NewClient(coordinators, log)
+			cl, err := runstate.NewClientWith(coordinators, cli.Security.Cluster(), log)
 			if err != nil {
 				return err
 			}
 			defer cl.Close()
 			runState = learner.RunStateFromCluster(cl)
 		case coordURL != "":
-			runState = learner.RunStateFrom(coordURL)
+			if runState, err = learner.RunStateFrom(coordURL, cli.Security.APIToken, cli.Security.TLS); err != nil {
+				return err
+			}
 		}
 		l, err := learner.New(r.Ctx, learner.Deps{ID: id, JS: r.JS, Backend: r.Backend, Store: st, Init: init,
 			Codebook: cb, RunState: runState, Log: log}, cfg)

@@ -28,6 +28,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/logging"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runstate"
+	"github.com/bicot-rl/bicot/pkg/secure"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 )
 
@@ -69,7 +71,11 @@ type Deps struct {
 	Prompts []prompts.Prompt
 	// HTTPAddr serves the status API ("" = none; port 0 picks one, see Addr).
 	HTTPAddr string
-	Log      zerolog.Logger
+	// APIToken, when set, is the bearer token the status API requires (all but /healthz).
+	APIToken string
+	// TLS, when set, serves the status API over TLS (with a CA: mutual TLS).
+	TLS secure.TLSFiles
+	Log zerolog.Logger
 }
 
 // WorkerInfo is what the coordinator knows of a worker from its events.
@@ -155,9 +161,16 @@ func (c *Coordinator) Listen() error {
 	if c.o.HTTPAddr == "" {
 		return nil
 	}
+	sc, err := c.o.TLS.ServerConfig()
+	if err != nil {
+		return fmt.Errorf("coordinator: status API: %w", err)
+	}
 	ln, err := net.Listen("tcp", c.o.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("coordinator: listen %s: %w", c.o.HTTPAddr, err)
+	}
+	if sc != nil {
+		ln = tls.NewListener(ln, sc)
 	}
 	c.mu.Lock()
 	c.ln = ln
@@ -238,7 +251,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	if c.ln != nil {
-		srv := &http.Server{Handler: c.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		srv := &http.Server{Handler: secure.RequireToken(c.o.APIToken, c.Handler(), "/healthz"), ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

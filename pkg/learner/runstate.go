@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/bicot-rl/bicot/pkg/runstate"
+	"github.com/bicot-rl/bicot/pkg/secure"
 )
 
 // RunStateFromCluster returns a RunState function that reads the replicated run state from the
@@ -31,9 +32,13 @@ func RunStateFromCluster(cl *runstate.Client) func() ([]byte, error) {
 }
 
 // RunStateFrom returns a RunState function that reads the snapshot from a coordinator's status
-// API (GET <url>/v1/runstate).
-func RunStateFrom(url string) func() ([]byte, error) {
-	hc := &http.Client{Timeout: 10 * time.Second}
+// API (GET <url>/v1/runstate), with the API's bearer token and TLS when it has them.
+func RunStateFrom(url, token string, files secure.TLSFiles) (func() ([]byte, error), error) {
+	rt, _, err := secure.Transport(files, token)
+	if err != nil {
+		return nil, fmt.Errorf("run state from %s: %w", url, err)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: rt}
 	return func() ([]byte, error) {
 		resp, err := hc.Get(strings.TrimRight(url, "/") + "/v1/runstate")
 		if err != nil {
@@ -51,5 +56,5 @@ func RunStateFrom(url string) func() ([]byte, error) {
 			return nil, fmt.Errorf("run state from %s: %w", url, err)
 		}
 		return b, nil
-	}
+	}, nil
 }

@@ -19,8 +19,10 @@ import (
 type CLI struct {
 	ConfigPath string
 	NATS       string
-	proc       *Process
-	flags      config.Config
+	// Security: credentials (from the environment) and TLS files (flags), read by Load.
+	Security Security
+	proc     *Process
+	flags    config.Config
 }
 
 // NewCLI registers the shared flags on cmd, a command of the process p.
@@ -29,6 +31,7 @@ func NewCLI(cmd *cobra.Command, p *Process) *CLI {
 	f := cmd.Flags()
 	f.StringVar(&c.ConfigPath, "config", "", "run config YAML")
 	f.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
+	c.Security.Register(f)
 	c.flags.Flags(f)
 	return c
 }
@@ -38,6 +41,9 @@ func NewCLI(cmd *cobra.Command, p *Process) *CLI {
 // name it.
 func (c *CLI) Load(cmd *cobra.Command) (config.Config, zerolog.Logger, error) {
 	log := c.proc.Log()
+	if err := c.Security.Load(); err != nil {
+		return config.Config{}, log, err
+	}
 	cfg, err := config.Load(c.ConfigPath)
 	if err != nil {
 		return config.Config{}, log, err

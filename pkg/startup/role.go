@@ -29,8 +29,9 @@ type Role struct {
 	closers []func()
 }
 
-// Start loads the config as Load does and sets up the role of the process named id.
-func (c *CLI) Start(cmd *cobra.Command, id string) (*Role, error) {
+// Start loads the config as Load does and sets up the process named id, of role (bus.RoleRollout,
+// bus.RoleReward or bus.RoleLearner).
+func (c *CLI) Start(cmd *cobra.Command, role, id string) (*Role, error) {
 	cfg, log, err := c.Load(cmd)
 	if err != nil {
 		return nil, err
@@ -44,7 +45,7 @@ func (c *CLI) Start(cmd *cobra.Command, id string) (*Role, error) {
 		r.Close()
 		return nil, err
 	}
-	nc, js, err := bus.Connect(ctx, c.NATS, bus.ConnectOptions{Name: id})
+	nc, js, err := bus.Connect(ctx, c.NATS, bus.ConnectOptions{Name: id, Role: role, Auth: c.Security.NATS, Log: log})
 	if err != nil {
 		r.Close()
 		return nil, err
@@ -61,7 +62,8 @@ type WorkerCLI struct {
 	kind        string
 }
 
-// NewWorkerCLI registers the worker flags on cmd; kind names the default id, <kind>-<pid>.
+// NewWorkerCLI registers the worker flags on cmd; kind is the worker's role (bus.RoleRollout or
+// bus.RoleReward) and names the default id, <kind>-<pid>.
 func NewWorkerCLI(cmd *cobra.Command, p *Process, kind string) *WorkerCLI {
 	w := &WorkerCLI{CLI: NewCLI(cmd, p), kind: kind}
 	cmd.Flags().StringVar(&w.ID, "id", "", "worker id (default "+kind+"-<pid>)")
@@ -74,7 +76,7 @@ func (w *WorkerCLI) Start(cmd *cobra.Command) (*Role, error) {
 	if w.ID == "" {
 		w.ID = w.kind + "-" + strconv.Itoa(os.Getpid())
 	}
-	return w.CLI.Start(cmd, w.ID)
+	return w.CLI.Start(cmd, w.kind, w.ID)
 }
 
 // OpenStore opens the run's object store (the config's store); Close releases it.

@@ -9,10 +9,11 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/bicot-rl/bicot/pkg/natsd"
-
 	"github.com/spf13/cobra"
 	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/natsd"
 )
 
 func startRole(t *testing.T, args ...string) (*Role, error) {
@@ -23,7 +24,7 @@ func startRole(t *testing.T, args ...string) (*Role, error) {
 	if err := cmd.ParseFlags(args); err != nil {
 		t.Fatal(err)
 	}
-	return cli.Start(cmd, "test-role")
+	return cli.Start(cmd, bus.RoleRollout, "test-role")
 }
 
 // Start sets up a role over a real NATS server; Close releases the connection and the store, so
@@ -70,6 +71,31 @@ func TestRoleStartFailsWithoutNATS(t *testing.T) {
 	}
 	if _, err := startRole(t, "--nats", "nats://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "run_id") {
 		t.Fatalf("missing run id: %v", err)
+	}
+}
+
+// A role authenticates to NATS with --nats-user and the password in $BICOT_NATS_PASSWORD; a
+// wrong password is refused, and a password without a user is a configuration error.
+func TestRoleAuthenticates(t *testing.T) {
+	srv, err := natsd.Start(natsd.Options{Users: []natsd.User{{Name: "roll", Password: "pw-1", Role: natsd.RoleRollout}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	t.Setenv(EnvNATSPassword, "pw-1")
+	r, err := startRole(t, "--run-id", "r1", "--nats", srv.URL(), "--nats-user", "roll")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	t.Setenv(EnvNATSPassword, "pw-2")
+	if _, err := startRole(t, "--run-id", "r1", "--nats", srv.URL(), "--nats-user", "roll"); err == nil {
+		t.Fatal("a wrong password connected")
+	} else if strings.Contains(err.Error(), "pw-2") {
+		t.Fatalf("the error quotes the password: %v", err)
+	}
+	if _, err := startRole(t, "--run-id", "r1", "--nats", srv.URL()); err == nil || !strings.Contains(err.Error(), "--nats-user") {
+		t.Fatalf("a password without a user: %v", err)
 	}
 }
 
