@@ -16,9 +16,21 @@ type Codebook interface {
 	Decode(codes []int) (*image.RGBA, error)
 }
 
+// MaxImageSide bounds the width and height of a sample's attached PNG. A PNG's header names its
+// size and a decoder allocates the pixels for it before reading them, so a message of a few bytes
+// could otherwise claim gigabytes; the header is checked first.
+const MaxImageSide = 2048
+
 // Image returns the sample's image: its PNG when attached, else its image tokens decoded with cb.
 func (s *Sample) Image(cb Codebook) (image.Image, error) {
 	if len(s.PNG) > 0 {
+		c, err := png.DecodeConfig(bytes.NewReader(s.PNG))
+		if err != nil {
+			return nil, fmt.Errorf("sample %s: png: %w", s.Key(), err)
+		}
+		if c.Width > MaxImageSide || c.Height > MaxImageSide {
+			return nil, fmt.Errorf("sample %s: png is %dx%d pixels, larger than %dx%d", s.Key(), c.Width, c.Height, MaxImageSide, MaxImageSide)
+		}
 		img, err := png.Decode(bytes.NewReader(s.PNG))
 		if err != nil {
 			return nil, fmt.Errorf("sample %s: png: %w", s.Key(), err)
