@@ -265,6 +265,11 @@ func ReadManifest(ctx context.Context, st store.Store, key string) (Manifest, er
 	if err != nil {
 		return Manifest{}, fmt.Errorf("read manifest %s: %w", key, err)
 	}
+	return parseManifest(key, body)
+}
+
+// parseManifest decodes and validates the manifest body stored at key.
+func parseManifest(key string, body []byte) (Manifest, error) {
 	var m Manifest
 	if err := json.Unmarshal(body, &m); err != nil {
 		return Manifest{}, fmt.Errorf("manifest %s: %w: %v", key, ErrCorrupt, err)
