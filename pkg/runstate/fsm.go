@@ -6,8 +6,11 @@ import (
 	"io"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/bicot-rl/bicot/pkg/config"
 )
 
 // FSM is the raft state machine over State. Apply is deterministic: it reads only the log entry
@@ -182,8 +185,11 @@ func (s *State) dispatchBatch(c Command) (Result, error) {
 		return Result{}, fmt.Errorf("no run initialised")
 	case p.BatchID == "":
 		return Result{}, fmt.Errorf("empty batch id")
-	case p.Count <= 0 || int64(p.Count) > s.PromptCount:
-		return Result{}, fmt.Errorf("batch %s: count %d, want 1..%d (prompts in the file)", p.BatchID, p.Count, s.PromptCount)
+	case p.Count <= 0 || p.Count > config.MaxPromptsPerTask || int64(p.Count) > s.PromptCount:
+		// A batch is one rollout task: the bound keeps a command of a few bytes from making every
+		// replica allocate (and replay, after each restart) billions of groups.
+		return Result{}, fmt.Errorf("batch %s: count %d, want 1..%d (the prompts in the file, at most %d per task)",
+			p.BatchID, p.Count, min(s.PromptCount, config.MaxPromptsPerTask), config.MaxPromptsPerTask)
 	}
 	if step, ok := s.Batches[p.BatchID]; ok {
 		var gs []Group
@@ -348,6 +354,10 @@ func (s *State) heartbeat(c Command) (Result, error) {
 		return Result{}, fmt.Errorf("worker %s: lease ttl %v, want > 0", p.WorkerID, p.TTL)
 	}
 	exp := c.At.Add(p.TTL)
+	if exp.Year() > 9999 {
+		// Such a time has no JSON form: the state could never be snapshotted again.
+		return Result{}, fmt.Errorf("worker %s: lease ttl %v from %s ends after the year 9999", p.WorkerID, p.TTL, c.At.Format(time.RFC3339))
+	}
 	if old, ok := s.Workers[p.WorkerID]; ok && old.Expires.After(exp) {
 		// A delayed, older heartbeat never shortens a lease.
 		exp = old.Expires
