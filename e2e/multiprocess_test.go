@@ -16,11 +16,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/bicot-rl/bicot/pkg/experts"
-	"github.com/bicot-rl/bicot/pkg/mlx"
-	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/runstate"
-	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
 // TestMultiProcessRun builds the four binaries and runs a run as separate OS processes: a NATS
@@ -35,42 +31,9 @@ func TestMultiProcessRun(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
 	tmp := t.TempDir()
-	bins := map[string]string{}
-	for _, b := range []string{"coordinator", "rollout-worker", "reward-worker", "learner"} {
-		out := filepath.Join(tmp, "bin", b)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./"+b)
-		cmd.Dir = root
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", b, err, msg)
-		}
-		bins[b] = out
-	}
-
-	backend, err := mlx.NewBackend("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb, err := vq.Load(filepath.Join(root, "models/codebook.vq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := model.TinyCheckpoint(backend, cb, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	policyPath := filepath.Join(tmp, "policy.safetensors")
-	if err := os.WriteFile(policyPath, pol, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	expertDir := filepath.Join(tmp, "experts")
-	if err := experts.TrainAll(ctx, backend, expertDir, experts.TrainOptions{Seed: 1, Steps: 3, Log: zerolog.Nop()}); err != nil {
-		t.Fatal(err)
-	}
+	pr := newProcessRun(ctx, t, tmp)
+	root, bins, policyPath, expertDir := pr.root, pr.bins, pr.policy, pr.expertDir
 	const steps = 3
 	cfg := fmt.Sprintf(`run_id: mp1
 seed: 3

@@ -178,12 +178,12 @@ func (r *Reporter) Heartbeat(ctx context.Context, interval time.Duration) {
 // RunEnded returns a context that is cancelled when the run's policy announcements show that
 // all steps are learned (an announcement for step >= steps), or when parent ends. Worker processes
 // use it to exit by themselves at the end of a run. It may start before the run's streams exist:
-// it creates them (idempotent) and retries until it watches.
+// it waits for them (AwaitStreams) and retries until it watches.
 func RunEnded(parent context.Context, js jetstream.JetStream, run string, steps int, log zerolog.Logger) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(parent)
 	go func() {
 		for ctx.Err() == nil {
-			if _, err := EnsureStreams(ctx, js, run); err == nil {
+			if _, err := AwaitStreams(ctx, js, run, log); err == nil {
 				err = WatchPolicy(ctx, js, run, func(p PolicyAnnounce) {
 					if p.Step >= int64(steps) {
 						log.Info().Int64("step", p.Step).Int64("version", p.Version).Msg("run finished")

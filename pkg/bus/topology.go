@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/config"
 )
@@ -183,6 +184,35 @@ func EnsureStreamsWith(ctx context.Context, js jetstream.JetStream, run string, 
 		}
 	}
 	return t, nil
+}
+
+// AwaitStreams is EnsureStreams for a role that may start before the coordinator and may lack
+// the right to create streams (natsd.Permissions): it tries, and until the streams are there
+// (created by itself or by the coordinator) tries again every second, until ctx ends.
+func AwaitStreams(ctx context.Context, js jetstream.JetStream, run string, log zerolog.Logger) (Topology, error) {
+	if _, err := NewTopology(run); err != nil {
+		return Topology{}, err
+	}
+	for warned := false; ; {
+		// A create the server's permissions refuse is never answered: bound each try.
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		t, err := EnsureStreams(actx, js, run)
+		cancel()
+		if err == nil {
+			return t, nil
+		}
+		if ctx.Err() != nil {
+			return Topology{}, fmt.Errorf("waiting for the streams of run %s: %w (last error: %v)", run, ctx.Err(), err)
+		}
+		if !warned {
+			log.Warn().Err(err).Str("run", run).Msg("waiting for the run's streams (the coordinator creates them)")
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // sameStream reports whether a stream's configuration has every setting EnsureStreams gives it.

@@ -13,7 +13,7 @@ import (
 // Run announces the current policy, then learns until the run's last step is done (it returns
 // nil) or ctx ends (nil too) or a step fails (the error).
 func (l *Learner) Run(ctx context.Context) error {
-	topo, err := bus.EnsureStreams(ctx, l.js, l.cfg.RunID)
+	topo, err := bus.AwaitStreams(ctx, l.js, l.cfg.RunID, l.log)
 	if err != nil {
 		return fmt.Errorf("learner: %w", err)
 	}

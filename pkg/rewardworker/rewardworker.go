@@ -93,7 +93,7 @@ func (w *Worker) Scored() int64 { return w.scored.Load() }
 
 // Run works until ctx ends; nil on a clean stop.
 func (w *Worker) Run(ctx context.Context) error {
-	topo, err := bus.EnsureStreams(ctx, w.js, w.o.Run)
+	topo, err := bus.AwaitStreams(ctx, w.js, w.o.Run, w.log)
 	if err != nil {
 		return fmt.Errorf("reward worker %s: %w", w.o.ID, err)
 	}

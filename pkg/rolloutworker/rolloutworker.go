@@ -125,7 +125,7 @@ func (w *Worker) Stats() Stats {
 
 // Run works until ctx ends. It returns nil on a clean stop.
 func (w *Worker) Run(ctx context.Context) error {
-	topo, err := bus.EnsureStreams(ctx, w.js, w.o.Run)
+	topo, err := bus.AwaitStreams(ctx, w.js, w.o.Run, w.log)
 	if err != nil {
 		return fmt.Errorf("rollout %s: %w", w.o.ID, err)
 	}

@@ -1,0 +1,66 @@
+package e2e
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/vq"
+)
+
+// processRun is what the tests that run the binaries as separate processes share: the
+// repository root, the four binaries built from it, and a tiny policy and expert set to run with.
+type processRun struct {
+	root      string
+	bins      map[string]string
+	policy    string
+	expertDir string
+}
+
+// newProcessRun builds the four binaries into tmp/bin and writes a tiny policy and experts
+// trained for three steps into tmp.
+func newProcessRun(ctx context.Context, t *testing.T, tmp string) processRun {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := processRun{root: root, bins: map[string]string{}}
+	for _, b := range []string{"coordinator", "rollout-worker", "reward-worker", "learner"} {
+		out := filepath.Join(tmp, "bin", b)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./"+b)
+		cmd.Dir = root
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", b, err, msg)
+		}
+		r.bins[b] = out
+	}
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := vq.Load(filepath.Join(root, "models/codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := model.TinyCheckpoint(backend, cb, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.policy = filepath.Join(tmp, "policy.safetensors")
+	if err := os.WriteFile(r.policy, pol, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.expertDir = filepath.Join(tmp, "experts")
+	if err := experts.TrainAll(ctx, backend, r.expertDir, experts.TrainOptions{Seed: 1, Steps: 3, Log: zerolog.Nop()}); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
