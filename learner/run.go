@@ -50,7 +50,7 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 		var runState func() ([]byte, error)
 		switch {
 		case len(coordinators) > 0:
-			cl, err := runstate.NewClientWith(coordinators, cli.Security.Cluster(), log)
+			cl, err := runstate.NewClientWith(coordinators, runstate.ClientOptions{Token: cli.Security.ClusterToken, TLS: cli.Security.TLS}, log)
 			if err != nil {
 				return err
 			}

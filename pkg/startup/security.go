@@ -7,7 +7,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
-	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/secure"
 )
 
@@ -73,9 +72,4 @@ func (s *Security) Load() error {
 		}
 	}
 	return nil
-}
-
-// Cluster is how a client calls the coordinators' run-state endpoint.
-func (s *Security) Cluster() runstate.ClientOptions {
-	return runstate.ClientOptions{Token: s.ClusterToken, TLS: s.TLS}
 }
