@@ -29,7 +29,10 @@ func (l *Learner) announce(ctx context.Context, step int64) error {
 		return fmt.Errorf("announce version %d: %w", v, err)
 	}
 	ann := bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum, Learner: l.incarnation}
-	if _, err := bus.AnnouncePolicy(ctx, l.js, ann); err != nil {
+	if err := l.retryPublish(ctx, "policy announcement", func() error {
+		_, err := bus.AnnouncePolicy(ctx, l.js, ann)
+		return err
+	}); err != nil {
 		return fmt.Errorf("announce version %d: %w", v, err)
 	}
 	l.mu.Lock()

@@ -122,8 +122,10 @@ func (l *Learner) reportStep(ctx context.Context, rec StepRecord, learned []stri
 	for k, v := range stats.PerExpert {
 		metrics["reward/"+k] = v
 	}
-	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, rec.Step, l.trainer.Version(), bus.StepReport{Learned: learned, Metrics: metrics},
-		l.eventID(fmt.Sprintf("step/%d", rec.Step))); err != nil {
+	if err := l.retryPublish(ctx, "step_done", func() error {
+		return l.rep.EmitJSON(ctx, bus.EventStepDone, rec.Step, l.trainer.Version(), bus.StepReport{Learned: learned, Metrics: metrics},
+			l.eventID(fmt.Sprintf("step/%d", rec.Step)))
+	}); err != nil {
 		return fmt.Errorf("report step done: %w", err)
 	}
 	return nil
