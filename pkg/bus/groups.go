@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
@@ -33,11 +34,17 @@ func (g Group) Rewards() []float64 {
 // concurrent use by several fetchers.
 type Collector struct {
 	run string
+	// MaxPartial bounds the incomplete groups held (0: no bound); a sample that would start one
+	// more gets ErrCollectorFull, to be retried once groups complete.
+	MaxPartial int
 
 	mu       sync.Mutex
 	partial  map[GroupKey]map[int]ScoredSample
 	complete map[GroupKey]bool
 }
+
+// ErrCollectorFull: the collector holds MaxPartial incomplete groups already.
+var ErrCollectorFull = errors.New("collector full")
 
 // NewCollector returns an empty collector for a run.
 func NewCollector(run string) *Collector {
@@ -62,6 +69,9 @@ func (c *Collector) Add(s ScoredSample) (g *Group, dup bool, err error) {
 	}
 	held := c.partial[k]
 	if held == nil {
+		if c.MaxPartial > 0 && len(c.partial) >= c.MaxPartial {
+			return nil, false, fmt.Errorf("%w: %d incomplete groups held; sample %s starts another", ErrCollectorFull, len(c.partial), s.Key())
+		}
 		held = map[int]ScoredSample{}
 		c.partial[k] = held
 	}

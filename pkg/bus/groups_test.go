@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -88,5 +89,26 @@ func TestCollectorConcurrent(t *testing.T) {
 	wg.Wait()
 	if released != prompts {
 		t.Fatalf("released %d groups, want %d (each exactly once)", released, prompts)
+	}
+}
+
+// A collector holds at most MaxPartial incomplete groups: a sample that would start one more is
+// refused with ErrCollectorFull (retried later), while samples of held groups still complete them.
+func TestCollectorBound(t *testing.T) {
+	c := NewCollector("run1")
+	c.MaxPartial = 2
+	for p := range 2 {
+		if _, _, err := c.Add(scored(1, p, 0, 2, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := c.Add(scored(1, 9, 0, 2, 0)); !errors.Is(err, ErrCollectorFull) {
+		t.Fatalf("a third incomplete group: %v, want ErrCollectorFull", err)
+	}
+	if g, _, err := c.Add(scored(1, 0, 1, 2, 0)); err != nil || g == nil {
+		t.Fatalf("completing a held group: %v %v", g, err)
+	}
+	if _, _, err := c.Add(scored(1, 9, 0, 2, 0)); err != nil {
+		t.Fatalf("after a group completed: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package learner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -22,6 +23,12 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 		l.mu.Unlock()
 		return nil
 	}
+	// The coordinator hands out steps up to the learned version plus the staleness bound; a
+	// sample further ahead is not for this learner yet (or forged): it is retried later and
+	// dead-lettered after the last delivery, never held in memory meanwhile.
+	if ahead := s.Step - next; ahead > int64(l.cfg.Staleness)+maxStepsAhead {
+		return fmt.Errorf("sample %s is %d steps ahead of the learner (step %d; staleness %d)", s.Key(), ahead, next, l.cfg.Staleness)
+	}
 	if s.G != l.cfg.GroupSize {
 		return bus.Poison(fmt.Errorf("sample %s has group size %d, the run's is %d", s.Key(), s.G, l.cfg.GroupSize))
 	}
@@ -29,6 +36,9 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 		return bus.Poison(err)
 	}
 	g, dup, err := l.coll.Add(*s)
+	if errors.Is(err, bus.ErrCollectorFull) {
+		return err
+	}
 	if err != nil {
 		return bus.Poison(err)
 	}
@@ -52,6 +62,16 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 		}
 	}
 	return nil
+}
+
+// maxStepsAhead is how far past the staleness bound a sample's step may be and still be held:
+// slack for a coordinator that counts a step learned a moment before the learner does.
+const maxStepsAhead = 2
+
+// maxPartialGroups bounds the incomplete groups the learner holds: every step it may be sent
+// (staleness + maxStepsAhead + 1) with room for re-sampled rounds and re-dispatches.
+func maxPartialGroups(staleness, promptsPerStep int) int {
+	return (staleness + maxStepsAhead + 1) * promptsPerStep * 4
 }
 
 // groupKey is a group's name in the coordinator's reports and event ids.

@@ -114,7 +114,7 @@ func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 		return nil, fmt.Errorf("learner: %w", err)
 	}
 	js := o.JS
-	l := &Learner{o: o, incarnation: fmt.Sprintf("%s-%d", o.ID, time.Now().UnixNano()), consume: bus.ConsumeFrom(c.Wire, 1), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: bus.NewCollector(c.RunID), log: log,
+	l := &Learner{o: o, incarnation: fmt.Sprintf("%s-%d", o.ID, time.Now().UnixNano()), consume: bus.ConsumeFrom(c.Wire, 1), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: newCollector(c), log: log,
 		rep:  bus.NewReporter(js, c.RunID, o.ID, bus.RoleLearner, log),
 		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
 		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}
@@ -141,4 +141,10 @@ func (l *Learner) NextStep() int64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.next
+}
+
+func newCollector(c config.Config) *bus.Collector {
+	coll := bus.NewCollector(c.RunID)
+	coll.MaxPartial = maxPartialGroups(c.Staleness, c.PromptsPerStep)
+	return coll
 }

@@ -322,7 +322,7 @@ func TestLearnerSurvivesHostileScoredSamples(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := ps[5].Prompt
-	want := map[int]string{0: "reward", 1: "log-prob", 2: "image tokens", 3: "prompt"}
+	want := map[int]string{0: "reward", 1: "log-prob", 2: "image tokens", 3: "prompt", 4: "steps ahead"}
 	publishStepWith(ctx, t, js, st, cfg, backend, ps[:2], false, func(i int, h bus.ScoredSample) []bus.ScoredSample {
 		if _, ok := want[i]; !ok {
 			return nil
@@ -339,6 +339,10 @@ func TestLearnerSurvivesHostileScoredSamples(t *testing.T) {
 			x.ImageTokens, x.ImageLogp = x.ImageTokens[1:], x.ImageLogp[1:]
 		case 3:
 			x.Prompt.Prompt = other
+		case 4:
+			// Far beyond any step the coordinator can hand out: retried, then dead-lettered,
+			// never held.
+			x.Step = 1000
 		}
 		return []bus.ScoredSample{x}
 	})
@@ -358,7 +362,11 @@ func TestLearnerSurvivesHostileScoredSamples(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dead := readDead(ctx, t, js, topo.DeadStream)
+	// The far-ahead sample reaches the dead letters after its last retry, maybe after the run.
+	var dead []string
+	for dead = readDead(ctx, t, js, topo.DeadStream); len(dead) < len(want) && ctx.Err() == nil; dead = readDead(ctx, t, js, topo.DeadStream) {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if len(dead) != len(want) {
 		t.Fatalf("%d dead letters %v, want %d", len(dead), dead, len(want))
 	}
