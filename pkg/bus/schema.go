@@ -359,6 +359,9 @@ func (d *DeadLetter) Validate() error {
 	return nil
 }
 
+// MaxWorkerID bounds a worker id's length.
+const MaxWorkerID = 256
+
 // Event is progress reported by a worker to the coordinator.
 type Event struct {
 	V      int    `json:"v"`
@@ -391,6 +394,8 @@ func (e *Event) Validate() error {
 		return fmt.Errorf("event from %q: empty kind", e.Worker)
 	case e.Worker == "":
 		return fmt.Errorf("event %s: empty worker", e.Kind)
+	case len(e.Worker) > MaxWorkerID:
+		return fmt.Errorf("event %s: worker id of %d bytes, longer than %d", e.Kind, len(e.Worker), MaxWorkerID)
 	case !ValidRole(e.Role):
 		return fmt.Errorf("event %s from %q: role %q is not rollout, reward or learner", e.Kind, e.Worker, e.Role)
 	}

@@ -145,4 +145,8 @@ func TestSizesAreBounded(t *testing.T) {
 	if err := task.Validate(); err != nil {
 		t.Errorf("a task of 2 prompts x 2: %v", err)
 	}
+	ev := Event{V: SchemaVersion, Run: "r", Kind: EventHeartbeat, Role: RoleRollout, Worker: strings.Repeat("w", MaxWorkerID+1)}
+	if err := ev.Validate(); err == nil || !strings.Contains(err.Error(), "worker id") {
+		t.Errorf("a worker id of %d bytes: %v", len(ev.Worker), err)
+	}
 }

@@ -504,6 +504,7 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, msg jetstream.M
 	c.mu.Lock()
 	w := c.workers[e.Worker]
 	if w == nil {
+		c.makeRoomForWorker()
 		w = &WorkerInfo{ID: e.Worker}
 		c.workers[e.Worker] = w
 	}
@@ -623,6 +624,26 @@ func (c *Coordinator) Redispatched() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.redispatch
+}
+
+// MaxWorkers bounds the workers the coordinator remembers for its status: worker ids change with
+// every restart (<kind>-<pid>), so a long run with elastic pools would otherwise grow the map for
+// ever.
+const MaxWorkers = 1024
+
+// makeRoomForWorker forgets the least recently seen worker when MaxWorkers are remembered
+// (c.mu held).
+func (c *Coordinator) makeRoomForWorker() {
+	if len(c.workers) < MaxWorkers {
+		return
+	}
+	var oldest *WorkerInfo
+	for _, w := range c.workers {
+		if oldest == nil || w.LastSeen.Before(oldest.LastSeen) {
+			oldest = w
+		}
+	}
+	delete(c.workers, oldest.ID)
 }
 
 // encodable keeps the prompts the policy's tokenizer can encode (rollout workers refuse the others

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"fmt"
 	"context"
 	"encoding/json"
 	"path/filepath"
@@ -258,5 +259,22 @@ func TestRestartWithAnotherPromptFileIsRefused(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the coordinator kept running with a prompt file shorter than the run's")
+	}
+}
+
+// The coordinator remembers at most MaxWorkers workers, forgetting the least recently seen.
+func TestWorkerMapIsBounded(t *testing.T) {
+	c := &Coordinator{workers: map[string]*WorkerInfo{}}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range MaxWorkers + 10 {
+		c.makeRoomForWorker()
+		id := fmt.Sprintf("rollout-%d", i)
+		c.workers[id] = &WorkerInfo{ID: id, LastSeen: t0.Add(time.Duration(i) * time.Second)}
+	}
+	if len(c.workers) != MaxWorkers {
+		t.Fatalf("%d workers remembered, want %d", len(c.workers), MaxWorkers)
+	}
+	if c.workers["rollout-9"] != nil || c.workers["rollout-10"] == nil {
+		t.Error("not the least recently seen workers were forgotten")
 	}
 }
