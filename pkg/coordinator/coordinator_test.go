@@ -1,9 +1,9 @@
 package coordinator
 
 import (
-	"fmt"
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
