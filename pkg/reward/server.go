@@ -8,6 +8,11 @@ import (
 	"net/http"
 )
 
+// MaxImageSide bounds the width and height of a request's images. A PNG's header names its size
+// and a decoder allocates the pixels for it before reading them, so a request of a few bytes could
+// otherwise claim gigabytes; the header is checked first.
+const MaxImageSide = 2048
+
 // HandlerOptions tune NewHandler.
 type HandlerOptions struct {
 	MaxBatch     int   // most items per request (default 64)
@@ -83,6 +88,16 @@ func (h *handler) infer(w http.ResponseWriter, r *http.Request) {
 	for i, it := range req.Items {
 		if len(it.ImagePNG) == 0 {
 			writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("item %d: missing image_png", i))
+			return
+		}
+		c, err := png.DecodeConfig(bytes.NewReader(it.ImagePNG))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, CodeBadRequest, fmt.Sprintf("item %d: decode png: %v", i, err))
+			return
+		}
+		if c.Width > MaxImageSide || c.Height > MaxImageSide {
+			writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge,
+				fmt.Sprintf("item %d: png is %dx%d pixels, larger than %dx%d", i, c.Width, c.Height, MaxImageSide, MaxImageSide))
 			return
 		}
 		img, err := png.Decode(bytes.NewReader(it.ImagePNG))
