@@ -18,8 +18,9 @@ type Codebook interface {
 
 // MaxImageSide bounds the width and height of a sample's attached PNG. A PNG's header names its
 // size and a decoder allocates the pixels for it before reading them, so a message of a few bytes
-// could otherwise claim gigabytes; the header is checked first.
-const MaxImageSide = 2048
+// could otherwise claim gigabytes; the header is checked first. 1024 is the largest canvas a scene
+// config allows (grid 16 x cell 64).
+const MaxImageSide = 1024
 
 // Image returns the sample's image: its PNG when attached, else its image tokens decoded with cb.
 func (s *Sample) Image(cb Codebook) (image.Image, error) {

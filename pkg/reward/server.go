@@ -10,8 +10,9 @@ import (
 
 // MaxImageSide bounds the width and height of a request's images. A PNG's header names its size
 // and a decoder allocates the pixels for it before reading them, so a request of a few bytes could
-// otherwise claim gigabytes; the header is checked first.
-const MaxImageSide = 2048
+// otherwise claim gigabytes; the header is checked first. 1024 is the largest canvas a scene config
+// allows (grid 16 x cell 64).
+const MaxImageSide = 1024
 
 // HandlerOptions tune NewHandler.
 type HandlerOptions struct {
