@@ -2,7 +2,11 @@
 # test.sh: the project's whole test suite, as CI runs it. Needs only Go: it installs the S3 test
 # server (versitygw, into the git-ignored .tools/bin) when it is missing, then vets and tests every
 # package (after checking that go.mod is tidy; and checks that the XLA backend build still compiles when a C compiler is present).
-# Extra arguments go to `go test` (e.g. scripts/test.sh -run Pipeline ./pkg/coordinator/...).
+# Every fuzz target (func FuzzXxx in a _test.go file: the decoders of untrusted input) then runs for
+# BICOT_FUZZTIME each (default 3s; 0 skips them); to fuzz one longer, e.g.
+# go test -run '^$' -fuzz '^FuzzDecode$' -fuzztime 10m ./pkg/bus
+# Extra arguments go to `go test` (e.g. scripts/test.sh -run Pipeline ./pkg/coordinator/...), and
+# then the fuzz targets are skipped.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,6 +23,15 @@ if command -v "${CC:-gcc}" >/dev/null 2>&1; then
 	GOMLX_NO_AUTO_INSTALL=1 CGO_ENABLED=1 go test -tags xla -count=1 -run XLA ./pkg/model
 else
 	echo "test.sh: no C compiler, skipping the -tags xla build check" >&2
+fi
+# Each fuzz target briefly (`go test -fuzz` takes one target of one package at a time); go test
+# below runs their seed corpora and testdata/fuzz regressions. Minimization is off: in a few
+# seconds it would only take time from fuzzing, and a failing input is written to testdata either way.
+fuzztime="${BICOT_FUZZTIME:-3s}"
+if [[ $# -eq 0 && "$fuzztime" != 0 ]]; then
+	while IFS=: read -r file decl; do
+		go test -run '^$' -fuzz "^${decl#func }\$" -fuzztime "$fuzztime" -fuzzminimizetime 0 -parallel 2 "./$(dirname "$file")"
+	done < <(grep -rHo --include='*_test.go' --exclude-dir='.?*' '^func Fuzz[A-Za-z0-9_]*' . | sort)
 fi
 if [[ $# -gt 0 ]]; then
 	exec go test -count=1 -timeout 20m "$@"
