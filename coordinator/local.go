@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +20,8 @@ func newLocalCmd(p *startup.Process) *cobra.Command {
 		configPath, out, httpAddr   string
 		rollouts, rewards, natsPort int
 		noEval, noFallback          bool
+		printConfig                 bool
+		sets                        config.Sets
 		cfg                         = laptopDefaults()
 	)
 	cmd := &cobra.Command{
@@ -26,7 +30,7 @@ func newLocalCmd(p *startup.Process) *cobra.Command {
 		Long: "Starts an embedded nats-server with JetStream on loopback, a single-node raft coordinator,\n" +
 			"N rollout workers, M reward workers and the learner in this process, trains for --steps steps,\n" +
 			"writes the run under <out>/<run-id>/ and prints the oracle evaluation of the final policy.\n" +
-			"Settings come from configs/local.yaml-style YAML (--config) with flags on top.",
+			"Settings: configs/laptop.yaml unless --config names a file, then the flags, then --set key.path=value.",
 		Args: cobra.NoArgs,
 		// Progress lines go to stdout; the log stays quiet unless asked.
 		Annotations: map[string]string{startup.DefaultLogLevelAnnotation: "warn"},
@@ -43,15 +47,30 @@ func newLocalCmd(p *startup.Process) *cobra.Command {
 				}
 				cfg = base
 			}
+			if err := sets.Apply(&cfg); err != nil {
+				return err
+			}
+			if printConfig {
+				return startup.PrintConfig(cmd.OutOrStdout(), cfg)
+			}
 			ctx := cmd.Context()
 			var fb *local.Fallbacks
 			if !noFallback {
 				fb = &local.Fallbacks{}
 			}
 			cfg.Eval.LimitPerType = max(cfg.Eval.LimitPerType, 0)
-			_, err := local.Run(ctx, local.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: out,
+			res, err := local.Run(ctx, local.Options{Config: cfg, RolloutWorkers: rollouts, RewardWorkers: rewards, Out: out,
 				HTTPAddr: httpAddr, NATSPort: natsPort, Progress: cmd.OutOrStdout(), Fallbacks: fb, SkipEval: noEval,
 				Log: logging.Component(log, "local")})
+			if err != nil && ctx.Err() != nil && res.Dir != "" {
+				// Interrupted (Ctrl-C, SIGTERM): say how to go on, not just "context canceled".
+				if _, serr := os.Stat(filepath.Join(res.Dir, "checkpoints")); serr != nil {
+					return fmt.Errorf("local run interrupted after %d of %d steps, before its first checkpoint (every %d steps): nothing to resume",
+						res.Steps, cfg.Steps, cfg.CheckpointEvery)
+				}
+				return fmt.Errorf("local run interrupted after %d of %d steps; continue it from its newest checkpoint with:\n  coordinator resume %s --local",
+					res.Steps, cfg.Steps, res.Dir)
+			}
 			if err != nil {
 				return fmt.Errorf("local run: %w", err)
 			}
@@ -59,8 +78,9 @@ func newLocalCmd(p *startup.Process) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&configPath, "config", "", "run config YAML (default: the laptop settings of configs/local.yaml)")
+	f.StringVar(&configPath, "config", "", "run config YAML (default: the settings of configs/laptop.yaml)")
 	cfg.Flags(f)
+	sets.Register(f, &printConfig)
 	f.IntVar(&rollouts, "rollout-workers", 2, "rollout workers (two sample a step's tasks side by side on 2 cores)")
 	f.IntVar(&rewards, "reward-workers", 1, "reward workers")
 	f.StringVar(&out, "out", "runs", "directory the run is written under")
@@ -71,7 +91,7 @@ func newLocalCmd(p *startup.Process) *cobra.Command {
 	return cmd
 }
 
-// laptopDefaults are the settings of configs/local.yaml, so `coordinator local` needs no file:
+// laptopDefaults are the settings of configs/laptop.yaml, so `coordinator local` needs no file:
 // the learning run of the README (P 8 x G 8 for 240 steps, about 28 minutes on 2 cores with two
 // rollout workers, then the initial and final policy on 1,440 held-out samples each).
 func laptopDefaults() config.Config {

@@ -213,3 +213,33 @@ func TestRedactURL(t *testing.T) {
 		t.Errorf("Redacted %v, original %v", r.ExpertURLs, c.ExpertURLs)
 	}
 }
+
+// --set reaches any key at any depth, reads the value as YAML, keeps every other value, and names
+// a wrong key or value.
+func TestSet(t *testing.T) {
+	c := Default()
+	c.GRPO.Loss.Beta = 0.07
+	for _, a := range []string{"grpo.optimizer.lr=3e-4", "sampling.temperature=0.9", "redispatch_after=90s",
+		"expert_urls.hps=http://h:1", "grpo.filter_zero_std=true", "steps = 7"} {
+		if err := c.Set(a); err != nil {
+			t.Fatalf("--set %s: %v", a, err)
+		}
+	}
+	if c.GRPO.Optimizer.LR != 3e-4 || c.Sampling.Temperature != 0.9 || c.RedispatchAfter.D() != 90*time.Second ||
+		c.ExpertURLs["hps"] != "http://h:1" || !c.GRPO.FilterZeroStd || c.Steps != 7 {
+		t.Fatalf("after --set: %+v", c)
+	}
+	if c.GRPO.Loss.Beta != 0.07 || c.Sampling.CFGWeight != Default().Sampling.CFGWeight {
+		t.Error("--set changed a value it did not name")
+	}
+	for bad, want := range map[string]string{
+		"grpo.optimizer.lrr=1": "lrr",
+		"steps=many":           "steps",
+		"grpo..lr=1":           "empty key",
+		"nothing":              "key.path=value",
+	} {
+		if err := c.Set(bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("--set %s: %v, want an error naming %q", bad, err, want)
+		}
+	}
+}

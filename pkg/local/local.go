@@ -143,9 +143,11 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, fmt.Errorf("laptop: %w", err)
 	}
 	c = &Cluster{o: o, cfg: cfg, dir: dir, log: o.Log.With().Str("run", cfg.RunID).Logger(), learnErr: make(chan error, 1)}
+	// The failure paths below return nil for c: stop what was started through a copy.
+	cl := c
 	defer func() {
 		if err != nil {
-			c.Stop()
+			cl.Stop()
 		}
 	}()
 	if y, err := cfg.Effective().Redacted().YAML(); err == nil {

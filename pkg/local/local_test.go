@@ -409,3 +409,17 @@ func TestExpertCredentialsAreNotRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A run interrupted while it starts (Ctrl-C during start-up) fails with an error and stops what
+// it had started; it used to stop a nil cluster and panic.
+func TestStartInterruptedStopsCleanly(t *testing.T) {
+	e := testEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cl, err := Start(ctx, Options{Config: testConfig(t, 3), RolloutWorkers: 1, RewardWorkers: 1, Out: t.TempDir(),
+		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+	if err == nil {
+		cl.Stop()
+		t.Fatal("a run started under a cancelled context")
+	}
+}

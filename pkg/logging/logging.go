@@ -34,12 +34,26 @@ func New(o Options) (zerolog.Logger, error) {
 	}
 	switch o.Format {
 	case "", "console":
-		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
+		out = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly, NoColor: !colour(out)}
 	case "json":
 	default:
 		return zerolog.Nop(), fmt.Errorf("log format %q: want console or json", o.Format)
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// colour reports whether console output to w may carry colour codes: only on a terminal, and not
+// when $NO_COLOR is set (no-color.org). Logs redirected to a file or a pipe stay plain text.
+func colour(w io.Writer) bool {
+	if os.Getenv("NO_COLOR") != "" {
+		return false
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // Component returns a child logger tagged with the component name.

@@ -7,6 +7,8 @@ package startup
 
 import (
 	"errors"
+	"fmt"
+	"io"
 
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
@@ -20,9 +22,11 @@ type CLI struct {
 	ConfigPath string
 	NATS       string
 	// Security: credentials (from the environment) and TLS files (flags), read by Load.
-	Security Security
-	proc     *Process
-	flags    config.Config
+	Security    Security
+	sets        config.Sets
+	printConfig bool
+	proc        *Process
+	flags       config.Config
 }
 
 // NewCLI registers the shared flags on cmd, a command of the process p.
@@ -33,6 +37,7 @@ func NewCLI(cmd *cobra.Command, p *Process) *CLI {
 	f.StringVar(&c.NATS, "nats", "nats://127.0.0.1:4222", "NATS server URL(s), comma-separated")
 	c.Security.Register(f)
 	c.flags.Flags(f)
+	c.sets.Register(f, &c.printConfig)
 	return c
 }
 
@@ -51,6 +56,12 @@ func (c *CLI) Load(cmd *cobra.Command) (config.Config, zerolog.Logger, error) {
 	if err := config.Overlay(cmd.Flags(), &cfg); err != nil {
 		return config.Config{}, log, err
 	}
+	if err := c.sets.Apply(&cfg); err != nil {
+		return config.Config{}, log, err
+	}
+	if c.printConfig {
+		return config.Config{}, log, PrintConfig(cmd.OutOrStdout(), cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		return config.Config{}, log, err
 	}
@@ -58,4 +69,23 @@ func (c *CLI) Load(cmd *cobra.Command) (config.Config, zerolog.Logger, error) {
 		return config.Config{}, log, errors.New("run config: run_id is required (--run-id or run_id in the config file)")
 	}
 	return cfg, log, nil
+}
+
+// ErrConfigPrinted ends a command that was asked for --print-config: Execute exits 0 on it.
+var ErrConfigPrinted = errors.New("config printed")
+
+// PrintConfig writes cfg as the run records it (every default included, credentials redacted)
+// after validating it, and returns ErrConfigPrinted.
+func PrintConfig(w io.Writer, cfg config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	y, err := cfg.Effective().Redacted().YAML()
+	if err != nil {
+		return fmt.Errorf("print config: %w", err)
+	}
+	if _, err := w.Write(y); err != nil {
+		return err
+	}
+	return ErrConfigPrinted
 }

@@ -2,6 +2,7 @@ package startup
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -60,7 +61,7 @@ func Execute(root *cobra.Command) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := root.ExecuteContext(ctx)
 	stop()
-	if err != nil {
+	if err != nil && !errors.Is(err, ErrConfigPrinted) {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", root.Name(), err)
 		os.Exit(1)
 	}

@@ -1,6 +1,7 @@
 package startup
 
 import (
+	"errors"
 	"os"
 	"strconv"
 	"strings"
@@ -127,5 +128,35 @@ func TestWorkerCLIIDs(t *testing.T) {
 		if cli.ID != tc.want || cli.KeepRunning != (len(tc.args) > 0) {
 			t.Fatalf("%v: id %q keep %v, want %q", tc.args, cli.ID, cli.KeepRunning, tc.want)
 		}
+	}
+}
+
+// --print-config prints the effective config (defaults included) after the file, the flags and
+// --set, and ends the command without starting anything; Execute treats that as success.
+func TestPrintConfig(t *testing.T) {
+	cmd := &cobra.Command{Use: "run"}
+	var out strings.Builder
+	cmd.SetOut(&out)
+	cli := NewCLI(cmd, &Process{log: zerolog.Nop()})
+	if err := cmd.ParseFlags([]string{"--run-id", "r1", "--nats", "nats://127.0.0.1:1", "--steps", "9",
+		"--set", "grpo.optimizer.lr=3e-4", "--set", "sampling.cfg_weight=2", "--print-config"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := cli.Start(cmd, bus.RoleRollout, "x")
+	if !errors.Is(err, ErrConfigPrinted) {
+		t.Fatalf("Start with --print-config: %v", err)
+	}
+	for _, want := range []string{"run_id: r1", "steps: 9", "lr: 0.0003", "cfg_weight: 2", "beta:", "group_size: 8"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("printed config lacks %q:\n%s", want, out.String())
+		}
+	}
+	cmd2 := &cobra.Command{Use: "run"}
+	cli2 := NewCLI(cmd2, &Process{log: zerolog.Nop()})
+	if err := cmd2.ParseFlags([]string{"--run-id", "r1", "--set", "grpo.optimizer.lr=-1", "--print-config"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli2.Start(cmd2, bus.RoleRollout, "x"); err == nil || errors.Is(err, ErrConfigPrinted) || !strings.Contains(err.Error(), "lr") {
+		t.Errorf("an invalid --set printed or passed: %v", err)
 	}
 }
