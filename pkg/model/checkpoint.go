@@ -180,6 +180,15 @@ func Load(backend backends.Backend, b []byte) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The model is built from the config before the tensors are matched to it: a config that
+	// claims a far larger model than the file holds would allocate it first.
+	var held float64
+	for _, t := range ck.Tensors {
+		held += float64(t.Shape().Size())
+	}
+	if need := ck.Config.minParams(); need > held {
+		return nil, fmt.Errorf("checkpoint: its config implies at least %.0f parameters, the file holds %.0f", need, held)
+	}
 	m, err := New(backend, ck.Config, 0)
 	if err != nil {
 		return nil, err

@@ -185,6 +185,13 @@ func (c Config) Vocab() int { return c.TextVocab + c.ImageVocab }
 // HeadDim is the per-head width.
 func (c Config) HeadDim() int { return c.DModel / c.Heads }
 
+// minParams is a lower bound of the parameters a model of this config has (embeddings, attention
+// and feed-forward weights), in float64 so that no claimed size overflows.
+func (c Config) minParams() float64 {
+	d, ff := float64(c.DModel), float64(c.FF)
+	return float64(c.TextVocab+c.ImageVocab)*d + float64(c.Layers)*(4*d*d+2*d*ff)
+}
+
 // Validate reports every problem of the configuration.
 func (c Config) Validate() error {
 	var errs []error

@@ -1,14 +1,18 @@
 package model
 
 import (
+	"bytes"
+	"encoding/json"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 
 	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/tensorfile"
 )
 
 func tinyConfig() Config {
@@ -266,5 +270,41 @@ func TestBagWeightsHostMatchesGraph(t *testing.T) {
 	c.bagWeights(seq, c.TextLen+2, want)
 	if want[planStart+len(plan)] != 1 {
 		t.Fatalf("unnamed cell's weights %v, want 1 on eos at %d", want[:c.TextLen], planStart+len(plan))
+	}
+}
+
+// A checkpoint whose config claims a model far larger than its tensors is refused before the
+// model is built (a rollout worker loads whatever checkpoint a policy announcement names).
+func TestLoadRefusesAnOversizedConfig(t *testing.T) {
+	m := tinyModel(t, 1)
+	var buf bytes.Buffer
+	if err := m.Save(&buf, SaveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The config is JSON inside the header's JSON: its quotes are escaped.
+	f, err := tensorfile.Parse(buf.Bytes(), tensorfile.Options{Checksum: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := m.Config
+	cfg.Layers = 90_000_000
+	cj, err := json.Marshal(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Metadata["config"] = string(cj)
+	b, err := tensorfile.Encode(f, tensorfile.Options{Checksum: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ParseCheckpoint(b); err != nil {
+		t.Fatalf("the edited checkpoint does not parse: %v", err)
+	}
+	backend, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(backend, b); err == nil || !strings.Contains(err.Error(), "implies") {
+		t.Fatalf("Load: %v, want a refusal naming the implied size", err)
 	}
 }

@@ -167,6 +167,11 @@ func (r *RemoteBackend) inferBatch(ctx context.Context, qs []Query, offset int) 
 // reached: an outage that may pass, unlike a reply that is wrong.
 var ErrUnavailable = errors.New("remote expert unavailable")
 
+// MaxReplyBytes bounds what is read of an expert server's reply: a batch's outputs are a few
+// numbers and short strings per image, far below it, and a server that sends more is refused
+// instead of filling the reward worker's memory.
+const MaxReplyBytes = 16 << 20
+
 // call performs one request with retries and returns the body of a 2xx reply.
 func (r *RemoteBackend) call(ctx context.Context, method, path string, payload []byte) ([]byte, error) {
 	wait := r.cfg.Backoff
@@ -214,9 +219,12 @@ func (r *RemoteBackend) once(ctx context.Context, method, path string, payload [
 		return nil, ctx.Err() == nil, err
 	}
 	defer resp.Body.Close()
-	body, err = io.ReadAll(resp.Body)
+	body, err = io.ReadAll(io.LimitReader(resp.Body, MaxReplyBytes+1))
 	if err != nil {
 		return nil, ctx.Err() == nil, fmt.Errorf("read reply: %w", err)
+	}
+	if len(body) > MaxReplyBytes {
+		return nil, false, fmt.Errorf("reply larger than %d bytes", MaxReplyBytes)
 	}
 	if resp.StatusCode/100 == 2 {
 		return body, false, nil

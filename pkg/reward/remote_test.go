@@ -137,6 +137,7 @@ func TestRemoteFaults(t *testing.T) {
 		{"probability out of range", []func(http.ResponseWriter, *http.Request){status(200, `{"protocol":"bicot-expert/1","results":[{"answers":[{"yes":0.5,"no":0.5}]},{"answers":[{"yes":1.5,"no":0}]}]}`)}, OutputAnswers, 1, "sample 1: invalid reply: answer 0: yes 1.5 outside [0, 1]"},
 		{"too few answers", []func(http.ResponseWriter, *http.Request){status(200, `{"protocol":"bicot-expert/1","results":[{"answers":[]},{"answers":[]}]}`)}, OutputAnswers, 1, "0 answers for 1 questions"},
 		{"wrong protocol", []func(http.ResponseWriter, *http.Request){status(200, `{"protocol":"bicot-expert/9","results":[]}`)}, OutputScore, 1, "bicot-expert/9"},
+		{"endless reply", []func(http.ResponseWriter, *http.Request){status(200, `{"protocol":"bicot-expert/1","results":[`+strings.Repeat(`{"score":0.5},`, MaxReplyBytes/14+1))}, OutputScore, 1, "reply larger than"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
