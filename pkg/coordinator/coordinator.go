@@ -108,6 +108,11 @@ type Coordinator struct {
 	done        chan struct{}
 	doneOnce    sync.Once
 
+	// republishDue is set when a task recorded in the run state may not have been published (the
+	// publish or the apply failed: the bus or raft was down); the next tick publishes every
+	// waiting group's task again. Only Run's goroutine touches it.
+	republishDue bool
+
 	ln   net.Listener
 	reg  *prometheus.Registry
 	gMet *prometheus.GaugeVec
@@ -303,6 +308,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 				c.mu.Unlock()
 				if err := c.republish(ctx); err != nil && ctx.Err() == nil {
 					c.log.Warn().Err(err).Msg("re-publishing in-flight groups")
+					c.republishDue = true
 				}
 			} else {
 				c.log.Info().Msg("following: scheduling stopped")
@@ -353,11 +359,26 @@ func (c *Coordinator) LeaderSince() time.Time {
 }
 
 // tick dispatches what the policy version allows, re-dispatches stragglers and notices the end.
-func (c *Coordinator) tick(ctx context.Context) error {
+// A batch is recorded before it is published and never recorded twice, so when a publish fails
+// (the NATS server restarting) the tasks of every waiting group go out again on the next tick,
+// with their message ids, instead of waiting for the re-dispatch timeout.
+func (c *Coordinator) tick(ctx context.Context) (err error) {
 	st := c.o.Node.State()
 	if st.Step >= int64(c.cfg.Steps) {
 		c.finish(st)
 		return nil
+	}
+	defer func() {
+		if err != nil {
+			c.republishDue = true
+		}
+	}()
+	if c.republishDue {
+		if err := c.republish(ctx); err != nil {
+			return fmt.Errorf("re-publishing waiting tasks: %w", err)
+		}
+		c.republishDue = false
+		c.log.Info().Msg("waiting tasks published again after a failed publish")
 	}
 	last := min(int64(c.cfg.Steps)-1, st.PolicyVersion+int64(c.cfg.Staleness))
 	for s := st.Step; s <= last; s++ {
