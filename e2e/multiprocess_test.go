@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -127,11 +129,13 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 		coords = append(coords, startProc(fmt.Sprintf("coordinator-c%d", i), bins["coordinator"], append(common, "--http", free(),
 			"--node-id", fmt.Sprintf("c%d", i), "--peers", strings.Join(peers, ","), "--raft-dir", filepath.Join(tmp, fmt.Sprintf("raft-c%d", i)))...))
 	}
+	// Each role's process serves its own /metrics: what a Prometheus scrapes, found below.
+	metricsAt := map[string]string{"learner": free(), "rollout-1": free(), "reward-1": free()}
 	roles := []*proc{
-		startProc("learner", bins["learner"], append(common, "--coordinators", strings.Join(raftHTTP, ","))...),
-		startProc("rollout-1", bins["rollout-worker"], append(common, "--id", "rollout-1")...),
+		startProc("learner", bins["learner"], append(common, "--coordinators", strings.Join(raftHTTP, ","), "--metrics-addr", metricsAt["learner"])...),
+		startProc("rollout-1", bins["rollout-worker"], append(common, "--id", "rollout-1", "--metrics-addr", metricsAt["rollout-1"])...),
 		startProc("rollout-2", bins["rollout-worker"], append(common, "--id", "rollout-2")...),
-		startProc("reward-1", bins["reward-worker"], append(common, "--id", "reward-1")...),
+		startProc("reward-1", bins["reward-worker"], append(common, "--id", "reward-1", "--metrics-addr", metricsAt["reward-1"])...),
 		startProc("reward-2", bins["reward-worker"], append(common, "--id", "reward-2")...),
 	}
 
@@ -144,6 +148,33 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 			t.Fatal("step 0 not learned in time")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	for name, want := range map[string][]string{
+		"learner":   {`bicot_learner_steps_total{worker="learner"}`, `bicot_learner_seconds_total{phase="wait"`, "go_goroutines"},
+		"rollout-1": {`bicot_rollout_samples_total{worker="rollout-1"}`, `bicot_rollout_busy_seconds_total`, "process_cpu_seconds_total"},
+		"reward-1":  {`bicot_reward_samples_total{worker="reward-1"}`, `bicot_reward_per_expert_bucket`, `bicot_reward_expert_batch_seconds_bucket`},
+	} {
+		var body string
+		for missing := want; len(missing) > 0; {
+			if ctx.Err() != nil {
+				t.Fatalf("%s's /metrics lacks %v:\n%s", name, missing, lastLines(body, 20))
+			}
+			resp, err := http.Get("http://" + metricsAt[name] + "/metrics")
+			if err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body = string(b)
+			}
+			missing = missing[:0:0]
+			for _, w := range want {
+				if !strings.Contains(body, w) {
+					missing = append(missing, w)
+				}
+			}
+			if len(missing) > 0 {
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
 	}
 	rs, err := runstate.NewClient(raftHTTP, zerolog.Nop())
 	if err != nil {

@@ -62,7 +62,7 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 			}
 		}
 		l, err := learner.New(r.Ctx, learner.Deps{ID: id, JS: r.JS, Backend: r.Backend, Store: st, Init: init,
-			Codebook: cb, RunState: runState, Log: log}, cfg)
+			Codebook: cb, RunState: runState, Metrics: r.Metrics, Log: log}, cfg)
 		if err != nil {
 			return err
 		}

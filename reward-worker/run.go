@@ -35,7 +35,7 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		w, err := rewardworker.New(r.Ctx, rewardworker.Deps{ID: cli.ID, JS: r.JS, Ensemble: ens, Codebook: cb, Log: r.Log}, cfg)
+		w, err := rewardworker.New(r.Ctx, rewardworker.Deps{ID: cli.ID, JS: r.JS, Ensemble: ens, Codebook: cb, Metrics: r.Metrics, Log: r.Log}, cfg)
 		if err != nil {
 			return err
 		}

@@ -37,7 +37,7 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		w, err := rolloutworker.New(r.Ctx, rolloutworker.Deps{ID: cli.ID, JS: r.JS, Backend: r.Backend, Store: st, Codebook: cb, Log: r.Log}, cfg)
+		w, err := rolloutworker.New(r.Ctx, rolloutworker.Deps{ID: cli.ID, JS: r.JS, Backend: r.Backend, Store: st, Codebook: cb, Metrics: r.Metrics, Log: r.Log}, cfg)
 		if err != nil {
 			return err
 		}

@@ -141,6 +141,10 @@ type Config struct {
 	Eval            Eval     `yaml:"eval" json:"eval"`
 	// Backend is the gomlx backend configuration ("" = pure Go, see pkg/mlx).
 	Backend string `yaml:"backend" json:"backend"`
+	// MetricsAddr is where a role's process serves Prometheus /metrics (rollout and reward workers,
+	// the learner; the coordinator serves them on its status API). Port 0 picks a free port (logged);
+	// "" serves none. Loopback by default: scraping from elsewhere means binding a real address.
+	MetricsAddr string `yaml:"metrics_addr" json:"metrics_addr"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML.
@@ -209,7 +213,8 @@ func Default() Config {
 			Heartbeat: Duration(5 * time.Second), RetryDelay: Duration(time.Second), PollWait: Duration(30 * time.Second),
 			PolicyWait: Duration(10 * time.Minute), DispatchTick: Duration(200 * time.Millisecond),
 			ExpertOutageWait: Duration(5 * time.Minute)},
-		Eval: Eval{Prompts: "data/prompts/eval.jsonl", LimitPerType: 4, G: 2},
+		Eval:        Eval{Prompts: "data/prompts/eval.jsonl", LimitPerType: 4, G: 2},
+		MetricsAddr: "127.0.0.1:0",
 	}
 }
 
@@ -264,6 +269,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.ExpertConfig, "expert-config", c.ExpertConfig, "expert ensemble YAML (built-in or remote per expert)")
 	fs.StringVar(&c.Backend, "backend", c.Backend, "gomlx backend configuration")
 	fs.Var(&c.RedispatchAfter, "redispatch-after", "re-dispatch groups not scored after this long")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "serve Prometheus /metrics of this process here (port 0: any free port; empty: none)")
 }
 
 // Validate reports every problem of the configuration at once.

@@ -75,6 +75,10 @@ type Deps struct {
 	APIToken string
 	// TLS, when set, serves the status API over TLS (with a CA: mutual TLS).
 	TLS secure.TLSFiles
+	// Metrics is the registry the status API serves at /metrics; the coordinator adds its series.
+	// Nil: a registry of its own with the Go runtime and process collectors. Laptop mode passes
+	// the one its other roles register in, so one endpoint shows them all.
+	Metrics *prometheus.Registry
 	Log zerolog.Logger
 }
 

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -114,7 +115,11 @@ func (c *Coordinator) Handler() http.Handler {
 }
 
 func (c *Coordinator) initMetrics() {
-	c.reg = prometheus.NewRegistry()
+	c.reg = c.o.Metrics
+	if c.reg == nil {
+		c.reg = prometheus.NewRegistry()
+		c.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
 	run := prometheus.Labels{"run": c.cfg.RunID}
 	c.reg.MustRegister(bus.NewDepthCollector(c.js, c.topo))
 	c.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "bicot_step", Help: "The next step to learn.", ConstLabels: run},

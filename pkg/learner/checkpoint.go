@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
@@ -24,6 +25,7 @@ const (
 // retention. learned is the step's consumed group keys, which a learner resuming from it reports
 // again.
 func (l *Learner) checkpoint(ctx context.Context, step int64, stats trainer.StepStats, learned []string) error {
+	start := time.Now()
 	state, err := l.trainer.Save()
 	if err != nil {
 		return fmt.Errorf("checkpoint: trainer state: %w", err)
@@ -61,6 +63,11 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats trainer.Step
 	key := ckpt.ManifestKey(l.cfg.RunID, step)
 	if err == nil {
 		key = m.Key
+		size := 0
+		for _, p := range parts {
+			size += len(p)
+		}
+		l.prom.checkpoint(time.Since(start), size)
 	}
 	l.rep.Emit(ctx, bus.EventCheckpoint, step, l.trainer.Version(), 0, key, l.eventID("checkpoint/"+key))
 	l.log.Info().Int64("step", step).Str("key", key).Msg("checkpoint committed")

@@ -26,6 +26,7 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -59,7 +60,9 @@ type Deps struct {
 	RunState func() ([]byte, error)
 	// OnStep is called after every step (laptop mode's progress display).
 	OnStep func(StepRecord)
-	Log    zerolog.Logger
+	// Metrics registers the learner's Prometheus series (nil: none).
+	Metrics prometheus.Registerer
+	Log     zerolog.Logger
 }
 
 // Learner is the learner role.
@@ -80,6 +83,7 @@ type Learner struct {
 	complete map[int64][]bus.Group
 	dropped  map[int64][]string // group keys of whole-filtered rounds, reported as consumed at step_done
 	acct     Accounting
+	prom     *promMetrics
 	// resumed is the checkpoint the learner started from (nil: a fresh run), whose step_done it
 	// reports again at start in case the previous learner died between the two.
 	resumed *ckpt.Manifest
@@ -114,7 +118,11 @@ func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 		return nil, fmt.Errorf("learner: %w", err)
 	}
 	js := o.JS
-	l := &Learner{o: o, incarnation: fmt.Sprintf("%s-%d", o.ID, time.Now().UnixNano()), consume: bus.ConsumeFrom(c.Wire, 1), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: newCollector(c), log: log,
+	prom, err := newPromMetrics(o.Metrics, o.ID)
+	if err != nil {
+		return nil, err
+	}
+	l := &Learner{prom: prom, o: o, incarnation: fmt.Sprintf("%s-%d", o.ID, time.Now().UnixNano()), consume: bus.ConsumeFrom(c.Wire, 1), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: newCollector(c), log: log,
 		rep:  bus.NewReporter(js, c.RunID, o.ID, bus.RoleLearner, log),
 		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
 		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}

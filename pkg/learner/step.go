@@ -58,6 +58,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 		}
 	}
 	rec.StepSeconds = time.Since(start).Seconds() + wait.Seconds()
+	published := time.Now()
 	if err := l.appendMetrics(ctx, rec); err != nil {
 		return err
 	}
@@ -74,6 +75,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	if err := l.reportStep(ctx, rec, learned); err != nil {
 		return err
 	}
+	l.prom.stepDone(rec, time.Since(published))
 	l.mu.Lock()
 	l.acct.Learned[step] = lg
 	l.acct.StaleGroups += len(stale)

@@ -23,6 +23,8 @@ import (
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -95,6 +97,8 @@ type Cluster struct {
 	backend backends.Backend
 	cb      *vq.Codebook
 	ens     rewardworker.Scorer
+	// metrics is every role's registry, served by the coordinator's status API at /metrics.
+	metrics *prometheus.Registry
 
 	Coordinator *coordinator.Coordinator
 	Learner     *learner.Learner
@@ -205,12 +209,14 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		return nil, fmt.Errorf("laptop: raft leader: %w", err)
 	}
 	c.ctx, c.cancel = context.WithCancel(ctx)
+	c.metrics = prometheus.NewRegistry()
+	c.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	js, err := c.connect("coordinator")
 	if err != nil {
 		return nil, err
 	}
-	if c.Coordinator, err = coordinator.New(c.ctx, coordinator.Deps{JS: js, Node: c.node, Prompts: ps, HTTPAddr: o.HTTPAddr, Log: c.log}, cfg); err != nil {
+	if c.Coordinator, err = coordinator.New(c.ctx, coordinator.Deps{JS: js, Node: c.node, Prompts: ps, HTTPAddr: o.HTTPAddr, Metrics: c.metrics, Log: c.log}, cfg); err != nil {
 		return nil, err
 	}
 	if err := c.Coordinator.Listen(); err != nil {
@@ -224,7 +230,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 	started := time.Now()
 	c.learnerDeps = learner.Deps{JS: ljs, Backend: c.backend, Store: st, Init: init,
-		Codebook: c.cb, RunState: c.runState, Log: c.log,
+		Codebook: c.cb, RunState: c.runState, Metrics: c.metrics, Log: c.log,
 		OnStep: func(r learner.StepRecord) {
 			elapsed := time.Since(started)
 			done := r.Step + 1
@@ -343,7 +349,7 @@ func (c *Cluster) AddRolloutWorker() (*rolloutworker.Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := rolloutworker.New(c.ctx, rolloutworker.Deps{ID: id, JS: js, Backend: c.backend, Store: c.st, Codebook: c.cb, Log: c.log}, c.cfg)
+	w, err := rolloutworker.New(c.ctx, rolloutworker.Deps{ID: id, JS: js, Backend: c.backend, Store: c.st, Codebook: c.cb, Metrics: c.metrics, Log: c.log}, c.cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -363,7 +369,7 @@ func (c *Cluster) AddRewardWorker() (*rewardworker.Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := rewardworker.New(c.ctx, rewardworker.Deps{ID: id, JS: js, Ensemble: c.ens, Codebook: c.cb, Log: c.log}, c.cfg)
+	w, err := rewardworker.New(c.ctx, rewardworker.Deps{ID: id, JS: js, Ensemble: c.ens, Codebook: c.cb, Metrics: c.metrics, Log: c.log}, c.cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -171,6 +172,23 @@ func TestPipelineLearnsCompleteGroupsOnce(t *testing.T) {
 	}
 	if n := strings.Count(string(b), "\n"); n != c.Steps {
 		t.Errorf("metrics.jsonl has %d lines, want %d", n, c.Steps)
+	}
+
+	// Every role's series, on the one endpoint laptop mode serves.
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{fmt.Sprintf(`bicot_rollout_samples_total{worker="rollout-0"} %d`, res.Rollout[0].Samples),
+		fmt.Sprintf(`bicot_reward_samples_total{worker="reward-0"} %d`, res.Scored[0]),
+		`bicot_reward_per_expert_bucket{expert="detector"`, `bicot_reward_expert_batch_seconds_count{expert="vqa"`,
+		`bicot_learner_steps_total{worker="learner"} 3`, `bicot_learner_seconds_total{phase="train"`, `bicot_learner_step_stat{stat="kl"`,
+		`bicot_learner_checkpoint_bytes_total`, "bicot_queue_pending", "go_goroutines", "process_resident_memory_bytes"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }
 

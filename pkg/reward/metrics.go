@@ -1,9 +1,12 @@
 package reward
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bicot-rl/bicot/pkg/promreg"
 )
 
 // Metrics instruments ensembles: per expert, the time one batch takes, the failed batches and
@@ -14,7 +17,8 @@ type Metrics struct {
 	rewards  *prometheus.HistogramVec
 }
 
-// NewMetrics creates the collectors and registers them with reg.
+// NewMetrics creates the collectors and registers them with reg (or takes the ones registered
+// there before).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		seconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -29,10 +33,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Buckets: prometheus.LinearBuckets(0, 0.1, 11),
 		}, []string{"expert"}),
 	}
-	for _, c := range []prometheus.Collector{m.seconds, m.failures, m.rewards} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("reward metrics: %w", err)
-		}
+	if err := errors.Join(promreg.Into(reg, &m.seconds), promreg.Into(reg, &m.failures), promreg.Into(reg, &m.rewards)); err != nil {
+		return nil, fmt.Errorf("reward metrics: %w", err)
 	}
 	return m, nil
 }

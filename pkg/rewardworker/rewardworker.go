@@ -21,6 +21,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/config"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -45,7 +46,10 @@ type Deps struct {
 	Ensemble Scorer
 	// Codebook decodes image tokens (samples without a PNG).
 	Codebook *vq.Codebook
-	Log      zerolog.Logger
+	// Metrics registers the worker's Prometheus series (nil: none), the ensemble's per-expert
+	// timings and failures among them when it is a *reward.Ensemble.
+	Metrics prometheus.Registerer
+	Log     zerolog.Logger
 }
 
 // options are the worker's settings, derived from Deps and the run config by New.
@@ -65,6 +69,7 @@ type Worker struct {
 	js  jetstream.JetStream
 	rep *bus.Reporter
 	log zerolog.Logger
+	m   *metrics
 
 	scored atomic.Int64
 }
@@ -85,7 +90,18 @@ func New(_ context.Context, d Deps, cfg config.Config) (*Worker, error) {
 		Consume: bus.ConsumeFrom(cfg.Wire, cfg.Wire.RewardFetchers), Heartbeat: cfg.Wire.Heartbeat.D(),
 		OutageWait: cfg.Wire.ExpertOutageWait.D()}
 	log := logging.Component(d.Log, "reward").With().Str("worker", o.ID).Logger()
-	return &Worker{o: o, js: d.JS, log: log, rep: bus.NewReporter(d.JS, o.Run, o.ID, bus.RoleReward, log)}, nil
+	m, err := newMetrics(d.Metrics, o.ID)
+	if err != nil {
+		return nil, err
+	}
+	if ens, ok := o.Ensemble.(*reward.Ensemble); ok && d.Metrics != nil {
+		em, err := reward.NewMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"worker": o.ID}, d.Metrics))
+		if err != nil {
+			return nil, err
+		}
+		o.Ensemble = ens.Instrumented(em)
+	}
+	return &Worker{o: o, js: d.JS, log: log, m: m, rep: bus.NewReporter(d.JS, o.Run, o.ID, bus.RoleReward, log)}, nil
 }
 
 // Scored is how many samples this worker scored.
@@ -146,7 +162,9 @@ func (w *Worker) handle(ctx context.Context, s *bus.Sample, msg jetstream.Msg) e
 		return bus.Poison(err)
 	}
 	w.rep.SetProgress(s.Step, s.PolicyVersion)
+	start := time.Now()
 	scores, err := w.score(ctx, msg, s.Key(), []reward.Item{{Prompt: s.Prompt, Image: img}})
+	took := time.Since(start)
 	if err != nil {
 		return fmt.Errorf("score %s: %w", s.Key(), err)
 	}
@@ -162,5 +180,6 @@ func (w *Worker) handle(ctx context.Context, s *bus.Sample, msg jetstream.Msg) e
 		return fmt.Errorf("score %s: %w", s.Key(), err)
 	}
 	w.scored.Add(1)
+	w.m.scored(sc, took, time.Since(start))
 	return nil
 }

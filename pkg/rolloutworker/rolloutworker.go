@@ -25,6 +25,7 @@ import (
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -48,7 +49,9 @@ type Deps struct {
 	Store   store.Store
 	// Codebook decodes images for sampling.attach_png (unused otherwise).
 	Codebook *vq.Codebook
-	Log      zerolog.Logger
+	// Metrics registers the worker's Prometheus series (nil: none).
+	Metrics prometheus.Registerer
+	Log     zerolog.Logger
 }
 
 // options are the worker's settings, derived from Deps and the run config by New.
@@ -82,6 +85,7 @@ type Worker struct {
 	log    zerolog.Logger
 	policy *policyLoader
 	topo   bus.Topology
+	m      *metrics
 	// sampling serialises the model: one policy per worker, swapped between tasks.
 	sampling sync.Mutex
 
@@ -110,8 +114,12 @@ func New(_ context.Context, d Deps, cfg config.Config) (*Worker, error) {
 		AttachPNG: cfg.Sampling.AttachPNG, Consume: bus.ConsumeFrom(cfg.Wire, cfg.Wire.RolloutFetchers),
 		Heartbeat: cfg.Wire.Heartbeat.D(), PolicyWait: cfg.Wire.PolicyWait.D()}
 	log := logging.Component(d.Log, "rollout").With().Str("worker", o.ID).Logger()
+	m, err := newMetrics(d.Metrics, o.ID)
+	if err != nil {
+		return nil, err
+	}
 	w := &Worker{o: o, js: d.JS, vocab: tokenizer.New(), cache: ckpt.NewWeightCache(o.Store), log: log,
-		rep: bus.NewReporter(d.JS, o.Run, o.ID, bus.RoleRollout, log)}
+		rep: bus.NewReporter(d.JS, o.Run, o.ID, bus.RoleRollout, log), m: m}
 	w.policy = &policyLoader{w: w, seen: map[int64]bus.PolicyAnnounce{}, superseded: map[int64]bool{}}
 	return w, nil
 }
@@ -167,6 +175,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 	}
 	w.sampling.Lock()
 	defer w.sampling.Unlock()
+	busyFrom := time.Now()
 	m, err := w.policy.load(ctx, ann)
 	if err != nil {
 		return err
@@ -215,6 +224,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 	}
 	w.tasks.Add(1)
 	w.samples.Add(int64(len(ss)))
+	w.m.task(len(ss), version, time.Since(start), time.Since(busyFrom))
 	w.mu.Lock()
 	if n := len(w.steps); n == 0 || w.steps[n-1] != t.Step {
 		w.steps = append(w.steps, t.Step)

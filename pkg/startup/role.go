@@ -2,18 +2,27 @@ package startup
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/secure"
 	"github.com/bicot-rl/bicot/pkg/store"
 )
 
@@ -26,7 +35,13 @@ type Role struct {
 	Ctx     context.Context
 	Backend backends.Backend
 	JS      jetstream.JetStream
-	closers []func()
+	// Metrics is the process's Prometheus registry (Go runtime and process collectors included),
+	// served on config.MetricsAddr at /metrics (behind $BICOT_API_TOKEN when set); roles register
+	// their series in it.
+	Metrics *prometheus.Registry
+	// MetricsAddr is the address /metrics is served on ("" when none).
+	MetricsAddr string
+	closers     []func()
 }
 
 // Start loads the config as Load does and sets up the process named id, of role (bus.RoleRollout,
@@ -51,7 +66,43 @@ func (c *CLI) Start(cmd *cobra.Command, role, id string) (*Role, error) {
 		return nil, err
 	}
 	r.JS, r.closers = js, append(r.closers, nc.Close)
+	if err := r.serveMetrics(c.Security.APIToken); err != nil {
+		r.Close()
+		return nil, err
+	}
 	return r, nil
+}
+
+// serveMetrics creates the registry and serves it on the config's metrics address.
+func (r *Role) serveMetrics(token string) error {
+	r.Metrics = prometheus.NewRegistry()
+	r.Metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if r.Config.MetricsAddr == "" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", r.Config.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("metrics: listen %s: %w", r.Config.MetricsAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(r.Metrics, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: secure.RequireToken(token, mux), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			r.Log.Warn().Err(err).Msg("metrics endpoint stopped")
+		}
+	}()
+	r.MetricsAddr = ln.Addr().String()
+	r.Log.Info().Str("addr", "http://"+r.MetricsAddr+"/metrics").Msg("serving metrics")
+	r.closers = append(r.closers, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	})
+	return nil
 }
 
 // WorkerCLI is a worker's run command line: the shared flags plus --id and --keep-running.
