@@ -79,7 +79,7 @@ type Deps struct {
 	// Nil: a registry of its own with the Go runtime and process collectors. Laptop mode passes
 	// the one its other roles register in, so one endpoint shows them all.
 	Metrics *prometheus.Registry
-	Log zerolog.Logger
+	Log     zerolog.Logger
 }
 
 // WorkerInfo is what the coordinator knows of a worker from its events.
