@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gomlx/gomlx/backends"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
@@ -439,5 +441,58 @@ func TestStartInterruptedStopsCleanly(t *testing.T) {
 	if err == nil {
 		cl.Stop()
 		t.Fatal("a run started under a cancelled context")
+	}
+}
+
+// TestDashboardQueriesExportedSeries: every series the Grafana dashboard (deploy/grafana) queries
+// is one that laptop mode's registry, which holds every role's, describes.
+func TestDashboardQueriesExportedSeries(t *testing.T) {
+	c := testConfig(t, 1)
+	cl := start(t, c, 1)
+	wait(t, cl)
+	have := map[string]bool{}
+	ch := make(chan *prometheus.Desc, 1024)
+	go func() { cl.metrics.Describe(ch); close(ch) }()
+	name := regexp.MustCompile(`fqName: "([a-z_:]+)"`)
+	for d := range ch {
+		if m := name.FindStringSubmatch(d.String()); m != nil {
+			have[m[1]] = true
+		}
+	}
+	b, err := os.ReadFile(filepath.Join("..", "..", "deploy", "grafana", "bicot.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash struct {
+		Panels []struct {
+			Title   string `json:"title"`
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatal(err)
+	}
+	series := regexp.MustCompile(`\b((?:bicot|go|process)_[a-z_]+)`)
+	n := 0
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range series.FindAllStringSubmatch(tg.Expr, -1) {
+				s := m[1]
+				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+					if base, ok := strings.CutSuffix(s, suffix); ok && have[base] {
+						s = base
+					}
+				}
+				n++
+				if !have[s] {
+					t.Errorf("panel %q queries %s, which no role exports", p.Title, m[1])
+				}
+			}
+		}
+	}
+	if n < 20 {
+		t.Errorf("only %d series found in the dashboard's queries", n)
 	}
 }
