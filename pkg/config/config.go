@@ -62,6 +62,12 @@ type Wire struct {
 	// is unavailable (5xx, 429, unreachable) before handing it back: an outage shorter than this
 	// costs its duration, not a dead letter and a re-dispatch.
 	ExpertOutageWait Duration `yaml:"expert_outage_wait" json:"expert_outage_wait"`
+	// RewardBatchWait, when > 0, lets a reward worker gather the samples its fetchers hold
+	// (up to reward_fetchers) for this long into one ensemble call: remote experts get one
+	// request per batch and built-in models one batched forward pass. 0 scores each sample on
+	// its own, which keeps rewards bit-identical across runs whatever the timing (a batched
+	// forward pass may round differently from a single one).
+	RewardBatchWait Duration `yaml:"reward_batch_wait" json:"reward_batch_wait"`
 }
 
 // Retention keeps the newest KeepLast checkpoints and the KeepBest best by Metric (a manifest
@@ -365,6 +371,9 @@ func (c Config) Validate() error {
 	}
 	if w.DispatchTick.D() <= 0 {
 		bad("wire.dispatch_tick %v: want > 0", w.DispatchTick.D())
+	}
+	if w.RewardBatchWait.D() < 0 || w.RewardBatchWait.D() > time.Second {
+		bad("wire.reward_batch_wait %v: want 0 (off) to 1s", w.RewardBatchWait.D())
 	}
 	if w.ExpertOutageWait.D() < 0 {
 		bad("wire.expert_outage_wait %v: want >= 0", w.ExpertOutageWait.D())

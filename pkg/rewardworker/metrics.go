@@ -20,6 +20,8 @@ type metrics struct {
 	busy   prometheus.Counter
 	total  prometheus.Histogram
 	expert *prometheus.HistogramVec
+	// batchSize is the samples per ensemble call (wire.reward_batch_wait).
+	batchSize prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, id string) (*metrics, error) {
@@ -35,12 +37,14 @@ func newMetrics(reg prometheus.Registerer, id string) (*metrics, error) {
 			Help: "Seconds spent scoring and publishing; 1 - rate() is the idle ratio."}),
 		total: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "bicot_reward_total",
 			Help: "Total (weighted ensemble) reward of each sample.", Buckets: prometheus.LinearBuckets(0, 0.25, 17)}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "bicot_reward_batch_size",
+			Help: "Samples scored in one ensemble call (wire.reward_batch_wait > 0 batches the fetchers' samples).", Buckets: prometheus.ExponentialBuckets(1, 2, 8)}),
 		expert: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "bicot_reward_per_expert",
 			Help: "Each expert's reward of each sample.", Buckets: prometheus.LinearBuckets(0, 0.1, 11)}, []string{"expert"}),
 	}
 	// A worker started again under the same id keeps its series.
 	if err := errors.Join(promreg.Into(reg, &m.samples), promreg.Into(reg, &m.scoreSeconds), promreg.Into(reg, &m.busy),
-		promreg.Into(reg, &m.total), promreg.Into(reg, &m.expert)); err != nil {
+		promreg.Into(reg, &m.total), promreg.Into(reg, &m.expert), promreg.Into(reg, &m.batchSize)); err != nil {
 		return nil, fmt.Errorf("reward worker: %w", err)
 	}
 	return m, nil
@@ -57,4 +61,11 @@ func (m *metrics) scored(sc reward.Scores, took, busy time.Duration) {
 	for name, r := range sc.PerExpert {
 		m.expert.WithLabelValues(name).Observe(r)
 	}
+}
+
+func (m *metrics) batch(n int) {
+	if m == nil {
+		return
+	}
+	m.batchSize.Observe(float64(n))
 }

@@ -61,6 +61,7 @@ type options struct {
 	Consume    bus.ConsumeOptions
 	Heartbeat  time.Duration
 	OutageWait time.Duration
+	BatchWait  time.Duration
 }
 
 // Worker scores samples.
@@ -70,6 +71,8 @@ type Worker struct {
 	rep *bus.Reporter
 	log zerolog.Logger
 	m   *metrics
+	// scoreItem scores one sample: through the batcher when batching, else alone.
+	scoreItem func(context.Context, reward.Item) (reward.Scores, error)
 
 	scored atomic.Int64
 }
@@ -88,7 +91,7 @@ func New(_ context.Context, d Deps, cfg config.Config) (*Worker, error) {
 	}
 	o := options{Run: cfg.RunID, ID: d.ID, Ensemble: d.Ensemble, Codebook: d.Codebook,
 		Consume: bus.ConsumeFrom(cfg.Wire, cfg.Wire.RewardFetchers), Heartbeat: cfg.Wire.Heartbeat.D(),
-		OutageWait: cfg.Wire.ExpertOutageWait.D()}
+		OutageWait: cfg.Wire.ExpertOutageWait.D(), BatchWait: cfg.Wire.RewardBatchWait.D()}
 	log := logging.Component(d.Log, "reward").With().Str("worker", o.ID).Logger()
 	m, err := newMetrics(d.Metrics, o.ID)
 	if err != nil {
@@ -118,12 +121,26 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer close(done)
 		w.rep.Heartbeat(ctx, w.o.Heartbeat)
 	}()
+	w.scoreItem = w.scoreAlone
+	batchDone := make(chan struct{})
+	if w.o.BatchWait > 0 && w.o.Consume.Fetchers > 1 {
+		b := newBatcher(w.o.Ensemble.Score, w.o.Consume.Fetchers, w.o.BatchWait)
+		b.sizes = w.m.batch
+		w.scoreItem = b.Score
+		go func() {
+			defer close(batchDone)
+			b.run(ctx)
+		}()
+	} else {
+		close(batchDone)
+	}
 	co := w.o.Consume
 	lg := w.log
 	co.Logger = &lg
 	w.log.Info().Msg("reward worker started")
 	err = bus.Consume(ctx, w.js, topo.Samples, bus.Typed(w.handle), co)
 	<-done
+	<-batchDone
 	w.log.Info().Int64("scored", w.scored.Load()).Msg("reward worker stopped")
 	return err
 }
@@ -132,13 +149,13 @@ func (w *Worker) Run(ctx context.Context) error {
 // unavailable (reward.ErrUnavailable) it tries again with backoff for up to the run's
 // wire.expert_outage_wait, telling JetStream the sample is in progress, so a short outage costs its
 // duration instead of redeliveries, a dead letter and a re-dispatch.
-func (w *Worker) score(ctx context.Context, msg jetstream.Msg, key string, items []reward.Item) ([]reward.Scores, error) {
+func (w *Worker) score(ctx context.Context, msg jetstream.Msg, key string, item reward.Item) (reward.Scores, error) {
 	deadline := time.Now().Add(w.o.OutageWait)
 	wait := time.Second
 	for {
-		scores, err := w.o.Ensemble.Score(ctx, items)
+		sc, err := w.scoreItem(ctx, item)
 		if err == nil || !errors.Is(err, reward.ErrUnavailable) || time.Now().Add(wait).After(deadline) {
-			return scores, err
+			return sc, err
 		}
 		w.log.Warn().Err(err).Str("sample", key).Dur("retry_in", wait).Msg("remote expert unavailable; retrying")
 		if msg != nil {
@@ -146,11 +163,23 @@ func (w *Worker) score(ctx context.Context, msg jetstream.Msg, key string, items
 		}
 		select {
 		case <-ctx.Done():
-			return nil, ctx.Err()
+			return reward.Scores{}, ctx.Err()
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 15*time.Second)
 	}
+}
+
+// scoreAlone scores one sample in an ensemble call of its own.
+func (w *Worker) scoreAlone(ctx context.Context, it reward.Item) (reward.Scores, error) {
+	scores, err := w.o.Ensemble.Score(ctx, []reward.Item{it})
+	if err != nil {
+		return reward.Scores{}, err
+	}
+	if len(scores) != 1 {
+		return reward.Scores{}, fmt.Errorf("ensemble returned %d scores for 1 sample", len(scores))
+	}
+	return scores[0], nil
 }
 
 func (w *Worker) handle(ctx context.Context, s *bus.Sample, msg jetstream.Msg) error {
@@ -163,15 +192,11 @@ func (w *Worker) handle(ctx context.Context, s *bus.Sample, msg jetstream.Msg) e
 	}
 	w.rep.SetProgress(s.Step, s.PolicyVersion)
 	start := time.Now()
-	scores, err := w.score(ctx, msg, s.Key(), []reward.Item{{Prompt: s.Prompt, Image: img}})
+	sc, err := w.score(ctx, msg, s.Key(), reward.Item{Prompt: s.Prompt, Image: img})
 	took := time.Since(start)
 	if err != nil {
 		return fmt.Errorf("score %s: %w", s.Key(), err)
 	}
-	if len(scores) != 1 {
-		return fmt.Errorf("score %s: ensemble returned %d scores for 1 sample", s.Key(), len(scores))
-	}
-	sc := scores[0]
 	if math.IsNaN(sc.Total) || math.IsInf(sc.Total, 0) {
 		return fmt.Errorf("score %s: total reward %v", s.Key(), sc.Total)
 	}

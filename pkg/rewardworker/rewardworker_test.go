@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -196,4 +197,79 @@ func (constScore) Infer(_ context.Context, qs []reward.Query) ([]reward.Raw, err
 		out[i].Score = &v
 	}
 	return out, nil
+}
+
+// With wire.reward_batch_wait the samples a worker's fetchers hold reach a remote expert in a
+// few batched requests instead of one request each, and every sample is still scored and acked.
+func TestRewardWorkerBatchesRemoteCalls(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	js := bustest.JetStream(t)
+	topo, err := bus.EnsureStreams(ctx, js, "batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cb, err := vq.Load(filepath.Join("..", "..", "models", "codebook.vq"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int64
+	srv := reward.NewHandler("hps", constScore{}, reward.HandlerOptions{MaxBatch: 64})
+	front := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/infer" {
+			requests.Add(1)
+		}
+		srv.ServeHTTP(rw, r)
+	}))
+	defer front.Close()
+	tr := &http.Transport{}
+	defer tr.CloseIdleConnections()
+	remote, err := reward.NewRemoteBackend(reward.RemoteConfig{URL: front.URL, Output: reward.OutputScore, Client: &http.Client{Transport: tr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ens, err := reward.NewEnsemble(reward.Expert{Name: "hps", Backend: remote, Rule: reward.DefaultHPSRule(), Weight: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	for i := range n {
+		s := bus.Sample{Run: "batch", Step: 0, PromptIndex: 1, SampleIndex: i, G: n, PlanTokens: []int32{}, PlanLogp: []float32{},
+			ImageTokens: make([]int32, cb.TokensPerImage()), ImageLogp: make([]float32, cb.TokensPerImage()),
+			Prompt: prompts.Prompt{Prompt: "a red circle", TaskType: prompts.Color, Nouns: []string{"circle"}, AttrNouns: []string{"red circle"}}}
+		if _, err := bus.PublishSample(ctx, js, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := config.Default()
+	cfg.RunID = "batch"
+	cfg.Wire.RewardFetchers, cfg.Wire.RewardBatchWait = n, config.Duration(300*time.Millisecond)
+	cfg.Wire.PollWait = config.Duration(200 * time.Millisecond)
+	w, err := New(ctx, Deps{ID: "r1", JS: js, Ensemble: ens, Codebook: cb, Log: zerolog.Nop()}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(rctx) }()
+	for w.Scored() < n {
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d samples scored", w.Scored(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	rcancel()
+	if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatal(err)
+	}
+	if r := requests.Load(); r >= n/2 {
+		t.Errorf("%d expert requests for %d samples, want them batched (fewer than %d)", r, n, n/2)
+	}
+	scored, err := js.Stream(ctx, topo.Scored.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := scored.Info(ctx); err != nil || info.State.Msgs != n {
+		t.Fatalf("scored stream %+v %v, want %d messages", info.State, err, n)
+	}
 }
