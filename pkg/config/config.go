@@ -122,6 +122,10 @@ type Config struct {
 	Staleness int `yaml:"staleness" json:"staleness"`
 	// CheckpointEvery N steps the learner writes a checkpoint (0: only at the end).
 	CheckpointEvery int `yaml:"checkpoint_every" json:"checkpoint_every"`
+	// SamplesEvery N steps (steps 0, N, 2N, ... and always the last) the learner keeps the step's
+	// samples under <run>/samples/: their images, plans, rewards and advantages, for the dashboard
+	// and the report. 0 keeps only the last step's.
+	SamplesEvery int `yaml:"samples_every" json:"samples_every"`
 	// Retention says which committed checkpoints the learner keeps after each new one.
 	Retention Retention `yaml:"retention" json:"retention"`
 	// MaxResampleRounds bounds how often a step whose groups all tie (grpo.filter_zero_std drops
@@ -209,6 +213,7 @@ func Default() Config {
 		Sampling:          Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: ImageLogpConditional},
 		GRPO:              DefaultGRPO(),
 		CheckpointEvery:   10,
+		SamplesEvery:      10,
 		Retention:         Retention{KeepLast: 5, KeepBest: 1, Metric: "reward_mean", KeepWeights: 4},
 		MaxResampleRounds: 8,
 		PolicyInit:        "models/base.safetensors",
@@ -266,6 +271,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.Steps, "steps", c.Steps, "training steps")
 	fs.IntVar(&c.Staleness, "staleness", c.Staleness, "policy versions a sample may lag (0: on-policy)")
 	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "checkpoint every N steps")
+	fs.IntVar(&c.SamplesEvery, "samples-every", c.SamplesEvery, "keep the samples (images, plans, rewards) of every N-th step and the last (0: the last only)")
 	fs.IntVar(&c.Retention.KeepLast, "keep-last", c.Retention.KeepLast, "checkpoints kept, newest first (0: all)")
 	fs.IntVar(&c.Retention.KeepBest, "keep-best", c.Retention.KeepBest, "checkpoints kept besides, best by retention.metric")
 	fs.StringVar(&c.Store, "store", c.Store, "store: local directory or s3://bucket/prefix")
@@ -320,6 +326,9 @@ func (c Config) Validate() error {
 	}
 	if c.CheckpointEvery < 0 {
 		bad("checkpoint_every %d: want >= 0", c.CheckpointEvery)
+	}
+	if c.SamplesEvery < 0 {
+		bad("samples_every %d: want >= 0", c.SamplesEvery)
 	}
 	if r := c.Retention; r.KeepLast < 0 || r.KeepBest < 0 || (r.KeepBest > 0 && r.Metric == "") {
 		bad("retention: keep_last %d, keep_best %d, metric %q: want counts >= 0 and a metric when keep_best > 0", r.KeepLast, r.KeepBest, r.Metric)

@@ -49,6 +49,7 @@ func TestBadConfigsNameTheField(t *testing.T) {
 		"policy_init: \"\"\n":                       "policy_init",
 		"experts: \"\"\n":                           "experts: empty",
 		"checkpoint_every: -2\n":                    "checkpoint_every -2",
+		"samples_every: -1\n":                       "samples_every -1",
 		"sampling: {max_plan_tokens: -1}\n":         "sampling.max_plan_tokens",
 		"wire: {heartbeat: 0s}\n":                   "wire.heartbeat",
 		"wire: {max_deliver: 0}\n":                  "wire.max_deliver",

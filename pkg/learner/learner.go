@@ -52,8 +52,9 @@ type Deps struct {
 	// Init is the initial policy checkpoint (model.Save bytes), used when the run has no
 	// checkpoint yet.
 	Init []byte
-	// Codebook, when set, writes the images of the final step's samples as PNGs under
-	// <run>/samples/step-<N>/.
+	// Codebook, when set, keeps the samples of every samples_every-th step and the last under
+	// <run>/samples/step-<N>/ (pkg/runfiles): their images as PNGs and an index of prompts, plans,
+	// rewards and advantages.
 	Codebook *vq.Codebook
 	// RunState, when set, supplies the run-state snapshot (runstate.EncodeSnapshot) stored in
 	// checkpoints, with the data cursor it holds as its own part.

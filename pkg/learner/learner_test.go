@@ -1,8 +1,11 @@
 package learner_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"image/png"
 	"io"
 	"math"
 	"os"
@@ -27,6 +30,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/runfiles"
 	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/store/local"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
@@ -149,6 +153,7 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	}) || len(rec.Learned) != 2 {
 		t.Errorf("metrics line lists learned groups %+v, the learner trained %+v", rec.Learned, a.Learned[0])
 	}
+	checkKeptSamples(ctx, t, st, cfg, ps[:2])
 	// A learner started again resumes after the checkpointed step.
 	l2, err := learner.New(ctx, deps, cfg)
 	if err != nil {
@@ -156,6 +161,70 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 	}
 	if l2.NextStep() != 1 || l2.Trainer().Version() != 1 {
 		t.Errorf("resumed at step %d version %d, want 1 and 1", l2.NextStep(), l2.Trainer().Version())
+	}
+}
+
+// checkKeptSamples checks the samples index and images the learner kept of the run's only step
+// (the last step is always kept): P groups of G, each sample's rewards as published (publishStep:
+// reward (i mod 3)/2, expert x (i mod 3)), advantages that are the group's standardised rewards,
+// and a decodable 32x32 PNG per sample, nothing more.
+func checkKeptSamples(ctx context.Context, t *testing.T, st *local.Store, cfg config.Config, ps []prompts.Prompt) {
+	t.Helper()
+	steps, err := runfiles.SampleSteps(ctx, st, cfg.RunID)
+	if err != nil || !slices.Equal(steps, []int64{0}) {
+		t.Fatalf("kept sample steps %v (%v), want [0]", steps, err)
+	}
+	idx, err := runfiles.ReadSamples(ctx, st, cfg.RunID, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if idx.Run != cfg.RunID || idx.Step != 0 || idx.PolicyVersion != 0 || len(idx.Groups) != cfg.PromptsPerStep {
+		t.Fatalf("samples index: run %s step %d version %d, %d groups; want %s 0 0 %d", idx.Run, idx.Step, idx.PolicyVersion,
+			len(idx.Groups), cfg.RunID, cfg.PromptsPerStep)
+	}
+	i := 0
+	for gi, g := range idx.Groups {
+		if g.PromptIndex != 10+gi || g.Prompt != ps[gi].Prompt || g.TaskType != ps[gi].TaskType || len(g.Samples) != cfg.GroupSize {
+			t.Fatalf("group %d: prompt %d %q (%s), %d samples; want %d %q (%s), %d", gi, g.PromptIndex, g.Prompt, g.TaskType,
+				len(g.Samples), 10+gi, ps[gi].Prompt, ps[gi].TaskType, cfg.GroupSize)
+		}
+		var mean float64
+		for _, s := range g.Samples {
+			mean += s.Reward / float64(len(g.Samples))
+		}
+		var sum float64
+		for si, s := range g.Samples {
+			want := float64(i%3) / 2
+			if s.SampleIndex != si || s.Reward != want || s.PerExpert["x"] != float64(i%3) || s.PolicyVersion != 0 {
+				t.Errorf("group %d sample %d: %+v; want index %d reward %v expert x %v version 0", gi, si, s, si, want, float64(i%3))
+			}
+			// Standardised: the advantage has the sign of the reward's distance from the mean.
+			if d := s.Reward - mean; (d > 1e-9 && s.Advantage <= 0) || (d < -1e-9 && s.Advantage >= 0) {
+				t.Errorf("group %d sample %d: reward %v (mean %v), advantage %v", gi, si, s.Reward, mean, s.Advantage)
+			}
+			sum += s.Advantage
+			if s.Image != fmt.Sprintf("p%d-s%d.png", g.PromptIndex, si) {
+				t.Errorf("group %d sample %d: image %q", gi, si, s.Image)
+			}
+			b, err := runfiles.ReadImage(ctx, st, cfg.RunID, 0, s.Image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c, err := png.DecodeConfig(bytes.NewReader(b)); err != nil || c.Width != 32 || c.Height != 32 {
+				t.Errorf("%s: %dx%d (%v), want a 32x32 PNG", s.Image, c.Width, c.Height, err)
+			}
+			i++
+		}
+		if math.Abs(sum) > 1e-9 || g.Filtered {
+			t.Errorf("group %d: advantages sum to %v (filtered %v), want 0 and trained", gi, sum, g.Filtered)
+		}
+	}
+	files, err := st.List(ctx, runfiles.SamplesPrefix(cfg.RunID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := cfg.PromptsPerStep*cfg.GroupSize + 1; len(files) != want {
+		t.Errorf("%d files kept under samples/, want P*G images + the index = %d", len(files), want)
 	}
 }
 

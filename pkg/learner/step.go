@@ -35,6 +35,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 		return fmt.Errorf("all %d groups are outside the staleness bound %d of version %d", len(stale), l.cfg.Staleness, l.trainer.Version())
 	}
 	t0 := time.Now()
+	from := l.trainer.Version()
 	stats, err := l.trainer.Step(fresh)
 	if errors.Is(err, trainer.ErrAllFiltered) {
 		return l.resample(ctx, step, groups)
@@ -52,9 +53,10 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	learned, lg, samples := consumed(fresh, stale, dropped)
 	rec.Samples, rec.Learned = samples, lg
 	final := step+1 >= int64(l.cfg.Steps)
-	if final && l.o.Codebook != nil {
-		if err := l.writeImages(ctx, step, fresh); err != nil {
-			l.log.Warn().Err(err).Msg("sample images not written")
+	if l.o.Codebook != nil && keepSamples(step, final, l.cfg.SamplesEvery) {
+		// Samples are for people looking at the run: a store hiccup here costs them, not the run.
+		if err := l.writeSamples(ctx, step, from, fresh); err != nil {
+			l.log.Warn().Err(err).Int64("step", step).Msg("samples not kept")
 		}
 	}
 	rec.StepSeconds = time.Since(start).Seconds() + wait.Seconds()

@@ -163,10 +163,14 @@ func TestPipelineLearnsCompleteGroupsOnce(t *testing.T) {
 	}
 	dir := cl.Dir()
 	for _, p := range []string{"metrics.jsonl", "config.yaml", "checkpoints/000000000002/MANIFEST.json", "checkpoints/000000000002/cursor", "checkpoints/000000000002/runstate", "weights/000000000003.bin",
-		"samples/step-2/p6-s0.png"} {
+		"samples/step-000000000000/index.json", "samples/step-000000000002/index.json", "samples/step-000000000002/p6-s0.png"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
 			t.Errorf("run output: %v", err)
 		}
+	}
+	// samples_every 10 over 3 steps: the first and the last step's samples are kept, not step 1's.
+	if _, err := os.Stat(filepath.Join(dir, "samples/step-000000000001")); !os.IsNotExist(err) {
+		t.Errorf("step 1's samples: %v, want none kept", err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl"))
 	if err != nil {

@@ -57,7 +57,9 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-func (o Options) advantageOptions() grpo.AdvantageOptions {
+// AdvantageOptions are the options Step computes advantages with (the learner recomputes a kept
+// step's advantages with them for its samples index).
+func (o Options) AdvantageOptions() grpo.AdvantageOptions {
 	return grpo.AdvantageOptions{StdEps: o.StdEps, FilterZeroStd: o.FilterZeroStd, MinSpread: o.MinSpread, Scale: o.AdvScale}
 }
 
@@ -68,7 +70,7 @@ func (o Options) Validate() error {
 	if err := o.GRPO.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := o.advantageOptions().Validate(); err != nil {
+	if err := o.AdvantageOptions().Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if o.MaxStaleness < 0 {

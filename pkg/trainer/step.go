@@ -53,7 +53,7 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 	for i, g := range groups {
 		rewards[i] = g.Rewards()
 	}
-	adv, err := grpo.ComputeAdvantages(rewards, t.opts.advantageOptions())
+	adv, err := grpo.ComputeAdvantages(rewards, t.opts.AdvantageOptions())
 	if err != nil {
 		return StepStats{}, fmt.Errorf("learner step: %w", err)
 	}
