@@ -20,6 +20,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/startup"
+	"github.com/bicot-rl/bicot/pkg/store"
 )
 
 // raftFlags are the flags that place one coordinator in its raft cluster.
@@ -187,8 +188,9 @@ func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, 
 		return fmt.Errorf("raft leader: %w", err)
 	}
 	log.Info().Str("leader", leader).Msg("raft cluster up")
+	st := dashboardStore(ctx, cfg.Store, log)
 	c, err := coordinator.New(ctx, coordinator.Deps{JS: js, Node: node, Prompts: ps, HTTPAddr: httpAddr,
-		APIToken: sec.APIToken, TLS: sec.TLS, Log: log}, cfg)
+		APIToken: sec.APIToken, TLS: sec.TLS, Store: st, Log: log}, cfg)
 	if err != nil {
 		return err
 	}
@@ -217,6 +219,24 @@ func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, 
 	}
 	cancel()
 	return <-done
+}
+
+// dashboardStore opens the run's store for the dashboard's pages, or returns nil with a warning:
+// coordinating needs no store, so a coordinator without access to it (no S3 credentials in its
+// environment) still runs, and its dashboard shows the status alone.
+func dashboardStore(ctx context.Context, spec string, log zerolog.Logger) store.Store {
+	if spec == "" {
+		return nil
+	}
+	octx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	// Released with the process: local and S3 stores hold nothing that outlives it.
+	st, _, err := startup.OpenStore(octx, spec, log)
+	if err != nil {
+		log.Warn().Err(err).Msg("the run's store cannot be opened: the dashboard shows the status only, no metrics or samples")
+		return nil
+	}
+	return st
 }
 
 // newNatsServerCmd is `coordinator nats-server`: a standalone embedded nats-server with

@@ -11,8 +11,8 @@
 //     re-dispatches groups not scored within RedispatchAfter as single-prompt tasks with the next
 //     attempt number (their samples are deterministic, the learner drops copies);
 //   - records workers' leases from their heartbeats and committed checkpoints;
-//   - serves GET /v1/status (JSON), GET /metrics (Prometheus, queue depth per pool included) and
-//     GET /healthz.
+//   - serves GET /v1/status (JSON), GET /metrics (Prometheus, queue depth per pool included),
+//     GET /healthz and the run's dashboard at / (pkg/dashboard, reading the run's store).
 //
 // Everything it decides is derived from the run state, so a restarted coordinator (or a new raft
 // leader) carries on where the old one stopped; publishing again is harmless because task message
@@ -50,6 +50,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/secure"
+	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 )
 
@@ -75,6 +76,9 @@ type Deps struct {
 	APIToken string
 	// TLS, when set, serves the status API over TLS (with a CA: mutual TLS).
 	TLS secure.TLSFiles
+	// Store is the run's store, from which the dashboard at / reads the learner's metrics, the
+	// kept samples and the evaluation (nil: the page shows the status alone).
+	Store store.Store
 	// Metrics is the registry the status API serves at /metrics; the coordinator adds its series.
 	// Nil: a registry of its own with the Go runtime and process collectors. Laptop mode passes
 	// the one its other roles register in, so one endpoint shows them all.
@@ -260,7 +264,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	}
 	var wg sync.WaitGroup
 	if c.ln != nil {
-		srv := &http.Server{Handler: secure.RequireToken(c.o.APIToken, c.Handler(), "/healthz"), ReadHeaderTimeout: 5 * time.Second}
+		// The dashboard's browser presents the token as ?token= once, then as a cookie.
+		h := secure.AcceptBrowserToken(c.o.APIToken, secure.RequireToken(c.o.APIToken, c.Handler(), "/healthz"))
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 		wg.Add(2)
 		go func() {
 			defer wg.Done()

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/dashboard"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 )
 
@@ -83,9 +84,11 @@ type leaderNode interface {
 	LeaderHTTP() string
 }
 
-// Handler serves the status API: /v1/status, /v1/runstate, /metrics, /healthz.
+// Handler serves the status API: /v1/status, /v1/runstate, /metrics, /healthz, and the
+// dashboard: the page at /, its assets and its data endpoints (pkg/dashboard).
 func (c *Coordinator) Handler() http.Handler {
 	mux := http.NewServeMux()
+	dashboard.Mount(mux, dashboard.Options{Store: c.o.Store, Run: c.cfg.RunID, Log: c.o.Log})
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 		defer cancel()

@@ -10,6 +10,7 @@
 package local
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -38,6 +39,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/rolloutworker"
+	"github.com/bicot-rl/bicot/pkg/runfiles"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/startup"
 	"github.com/bicot-rl/bicot/pkg/store"
@@ -216,7 +218,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Coordinator, err = coordinator.New(c.ctx, coordinator.Deps{JS: js, Node: c.node, Prompts: ps, HTTPAddr: o.HTTPAddr, Metrics: c.metrics, Log: c.log}, cfg); err != nil {
+	if c.Coordinator, err = coordinator.New(c.ctx, coordinator.Deps{JS: js, Node: c.node, Prompts: ps, HTTPAddr: o.HTTPAddr, Store: st, Metrics: c.metrics, Log: c.log}, cfg); err != nil {
 		return nil, err
 	}
 	if err := c.Coordinator.Listen(); err != nil {
@@ -505,7 +507,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		res.Eval, res.InitialEval = &ev, &initial
 		if b, err := json.MarshalIndent(map[string]evaluate.Result{"initial": initial, "final": ev}, "", "  "); err == nil {
-			_ = os.WriteFile(filepath.Join(c.dir, "eval.json"), append(b, '\n'), 0o644)
+			// Through the store, next to metrics.jsonl, where the dashboard and the report read
+			// it (the run's directory when the store is the output directory, the default).
+			b = append(b, '\n')
+			if err := c.st.Put(ctx, runfiles.EvalKey(c.cfg.RunID), bytes.NewReader(b), int64(len(b))); err != nil {
+				c.log.Warn().Err(err).Msg("eval.json not written")
+			}
 		}
 		PrintEval(o.Progress, &initial, ev)
 	}

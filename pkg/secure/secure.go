@@ -118,6 +118,45 @@ func RequireToken(token string, h http.Handler, open ...string) http.Handler {
 	})
 }
 
+// TokenCookie is the cookie a browser presents the status API's bearer token in.
+const TokenCookie = "bicot_token"
+
+// AcceptBrowserToken lets a browser present the bearer token that h (a RequireToken handler)
+// checks: a page load, an <img> or a plain fetch cannot carry an Authorization header. The token is
+// given once as ?token= in any URL, which sets it as an HttpOnly, SameSite=Strict cookie (Secure
+// over TLS) and redirects to the same URL without it, so it leaves the address bar and the
+// history; later requests carry the cookie, which becomes the Authorization header h checks. A
+// wrong ?token= is answered 401 and sets nothing; a request with its own Authorization header is
+// passed on as it is. An empty token returns h itself.
+func AcceptBrowserToken(token string, h http.Handler) http.Handler {
+	if token == "" {
+		return h
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		if q.Has("token") {
+			if subtle.ConstantTimeCompare([]byte(q.Get("token")), []byte(token)) != 1 {
+				http.Error(w, "wrong token", http.StatusUnauthorized)
+				return
+			}
+			http.SetCookie(w, &http.Cookie{Name: TokenCookie, Value: token, Path: "/", HttpOnly: true,
+				SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+			q.Del("token")
+			u := *r.URL
+			u.RawQuery = q.Encode()
+			http.Redirect(w, r, u.RequestURI(), http.StatusSeeOther)
+			return
+		}
+		if r.Header.Get(HeaderAuthorization) == "" {
+			if c, err := r.Cookie(TokenCookie); err == nil && c.Value != "" {
+				r = r.Clone(r.Context())
+				r.Header.Set(HeaderAuthorization, "Bearer "+c.Value)
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 type tokenTransport struct {
 	header string
 	base   http.RoundTripper

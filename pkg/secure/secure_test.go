@@ -42,6 +42,44 @@ func TestRequireToken(t *testing.T) {
 	}
 }
 
+func TestAcceptBrowserToken(t *testing.T) {
+	ok := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	h := secure.AcceptBrowserToken("s3cret", secure.RequireToken("s3cret", ok, "/healthz"))
+	do := func(target string, cookie *http.Cookie) *httptest.ResponseRecorder {
+		r := httptest.NewRequest(http.MethodGet, target, nil)
+		if cookie != nil {
+			r.AddCookie(cookie)
+		}
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+	if w := do("/", nil); w.Code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", w.Code)
+	}
+	if w := do("/?token=wrong", nil); w.Code != http.StatusUnauthorized || len(w.Result().Cookies()) != 0 {
+		t.Errorf("wrong ?token=: %d with cookies %v, want 401 and none", w.Code, w.Result().Cookies())
+	}
+	w := do("/v1/samples?step=3&token=s3cret", nil)
+	cookies := w.Result().Cookies()
+	if w.Code != http.StatusSeeOther || w.Header().Get("Location") != "/v1/samples?step=3" || len(cookies) != 1 {
+		t.Fatalf("?token=: %d to %q with cookies %v, want 303 to the URL without it and a cookie", w.Code, w.Header().Get("Location"), cookies)
+	}
+	c := cookies[0]
+	if c.Name != secure.TokenCookie || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Path != "/" {
+		t.Errorf("cookie %+v: want HttpOnly, SameSite=Strict, Path=/", c)
+	}
+	if w := do("/v1/status", c); w.Code != http.StatusOK {
+		t.Errorf("with the cookie: %d, want 200", w.Code)
+	}
+	if w := do("/v1/status", &http.Cookie{Name: secure.TokenCookie, Value: "forged"}); w.Code != http.StatusUnauthorized {
+		t.Errorf("with a wrong cookie: %d, want 401", w.Code)
+	}
+	if secure.AcceptBrowserToken("", ok) == nil {
+		t.Error("no token: want the handler itself")
+	}
+}
+
 func TestTLSFilesErrors(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "ca.pem")
