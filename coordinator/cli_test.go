@@ -5,23 +5,6 @@ import (
 	"testing"
 )
 
-func TestSplitResumeTarget(t *testing.T) {
-	for _, tc := range []struct{ in, store, run string }{
-		{"runs/r7", "runs", "r7"},
-		{"/data/runs/r7/", "/data/runs", "r7"},
-		{"s3://ckpts/team/r7", "s3://ckpts/team", "r7"},
-		{"s3://ckpts/r7?endpoint=127.0.0.1:7070&secure=false", "s3://ckpts?endpoint=127.0.0.1:7070&secure=false", "r7"},
-	} {
-		store, run, err := splitTarget(tc.in)
-		if err != nil || store != tc.store || run != tc.run {
-			t.Errorf("splitTarget(%q) = %q, %q, %v; want %q, %q", tc.in, store, run, err, tc.store, tc.run)
-		}
-	}
-	if _, _, err := splitTarget("/"); err == nil {
-		t.Error("a target without a run id was accepted")
-	}
-}
-
 func TestPeersFlag(t *testing.T) {
 	rf := raftFlags{nodeID: "b", raftAddr: "127.0.0.1:0", peers: "a=h1:1=h1:2, b=h2:1=h2:2,c=h3:1=h3:2"}
 	nc, servers, err := rf.nodeConfig("r")

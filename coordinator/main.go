@@ -14,6 +14,6 @@ func main() { startup.Execute(newRoot()) }
 // newRoot is the binary's command tree (tests run it with their own arguments).
 func newRoot() *cobra.Command {
 	root, p := startup.NewRoot("coordinator", "Coordinate a distributed BiCoT-GRPO run")
-	root.AddCommand(promptsCmd(), newLocalCmd(p), newRunCmd(p), newNatsServerCmd(), newResumeCmd(p))
+	root.AddCommand(promptsCmd(), newLocalCmd(p), newRunCmd(p), newNatsServerCmd(), newResumeCmd(p), newDashboardCmd(p))
 	return root
 }

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"net/url"
-	"path"
 	"path/filepath"
 	"strings"
 
@@ -17,31 +14,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/startup"
 )
-
-// splitTarget splits a resume target into the store location and the run id: the last path
-// element is the run, the rest the store ("s3://bucket/prefix/RUN?endpoint=..." or "runs/RUN").
-func splitTarget(target string) (storeSpec, run string, err error) {
-	if strings.HasPrefix(target, "s3://") {
-		u, err := url.Parse(target)
-		if err != nil {
-			return "", "", fmt.Errorf("resume target %q: %w", target, err)
-		}
-		p := strings.TrimSuffix(u.Path, "/")
-		run = path.Base(p)
-		u.Path = path.Dir(p)
-		if u.Path == "/" || u.Path == "." {
-			u.Path = ""
-		}
-		storeSpec = u.String()
-	} else {
-		clean := filepath.Clean(target)
-		run, storeSpec = filepath.Base(clean), filepath.Dir(clean)
-	}
-	if run == "" || run == "." || run == "/" {
-		return "", "", fmt.Errorf("resume target %q: no run id at the end of the path", target)
-	}
-	return storeSpec, run, nil
-}
 
 // newResumeCmd is `coordinator resume TARGET`: continue a run from its newest good checkpoint.
 func newResumeCmd(p *startup.Process) *cobra.Command {
@@ -85,7 +57,7 @@ func newResumeCmd(p *startup.Process) *cobra.Command {
 	f.IntVar(&override.Steps, "steps", 0, "train until this many steps (default: the stored config's)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		log := logging.Component(p.Log(), "coordinator")
-		storeSpec, run, err := splitTarget(args[0])
+		storeSpec, run, err := startup.SplitRunTarget(args[0])
 		if err != nil {
 			return err
 		}

@@ -3,7 +3,10 @@ package startup
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"os"
+	"path"
+	"path/filepath"
 	"strings"
 
 	"github.com/rs/zerolog"
@@ -41,4 +44,30 @@ func OpenStore(ctx context.Context, spec string, log zerolog.Logger) (store.Stor
 		return nil, nil, err
 	}
 	return st, func() {}, nil
+}
+
+// SplitRunTarget splits a run named by where it is stored into the store location and the run id:
+// the last path element is the run, the rest the store ("s3://bucket/prefix/RUN?endpoint=..." or
+// "runs/RUN"). `coordinator resume`, `coordinator dashboard` and `learner report` take such targets.
+func SplitRunTarget(target string) (storeSpec, run string, err error) {
+	if strings.HasPrefix(target, "s3://") {
+		u, err := url.Parse(target)
+		if err != nil {
+			return "", "", fmt.Errorf("run target %q: %w", target, err)
+		}
+		p := strings.TrimSuffix(u.Path, "/")
+		run = path.Base(p)
+		u.Path = path.Dir(p)
+		if u.Path == "/" || u.Path == "." {
+			u.Path = ""
+		}
+		storeSpec = u.String()
+	} else {
+		clean := filepath.Clean(target)
+		run, storeSpec = filepath.Base(clean), filepath.Dir(clean)
+	}
+	if run == "" || run == "." || run == "/" {
+		return "", "", fmt.Errorf("run target %q: no run id at the end of the path", target)
+	}
+	return storeSpec, run, nil
 }
