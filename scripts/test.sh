@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh: the project's whole test suite, as CI runs it. Needs only Go: it installs the S3 test
-# server (versitygw, into the git-ignored .tools/bin) when it is missing, then vets and tests every
+# server (versitygw, into the git-ignored .tools/bin) when it is missing, and Chromium for the
+# dashboard's browser tests (apt-get install chromium, where apt is available), then vets and tests every
 # package (after checking that go.mod is tidy; and checks that the XLA backend build still compiles when a C compiler is present).
 # Every fuzz target (func FuzzXxx in a _test.go file: the decoders of untrusted input) then runs for
 # BICOT_FUZZTIME each (default 3s; 0 skips them); to fuzz one longer, e.g.
@@ -12,6 +13,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/s3server.sh install
 export BICOT_VERSITYGW="${BICOT_VERSITYGW:-$(scripts/s3server.sh path)}"
+# The dashboard's tests drive a headless Chromium: Debian's chromium package, installed with apt
+# when missing (they skip, saying so, only where none can be found or installed).
+scripts/chromium.sh install
 
 # go.mod and go.sum must be what `go mod tidy` makes of the imports (it prints the difference).
 go mod tidy -diff
