@@ -37,6 +37,7 @@ if [[ $# -eq 0 && "$fuzztime" != 0 ]]; then
 		go test -run '^$' -fuzz "^${decl#func }\$" -fuzztime "$fuzztime" -fuzzminimizetime 0 -parallel 2 "./$(dirname "$file")"
 	done < <(grep -rHo --include='*_test.go' --exclude-dir='.?*' '^func Fuzz[A-Za-z0-9_]*' . | sort)
 fi
+[[ $# -gt 0 ]] || (cd deploy && go mod tidy -diff && go vet ./... && go test -count=1 -timeout 10m ./...) # deployment files: a module of its own
 if [[ $# -gt 0 ]]; then
 	exec go test -count=1 -timeout 20m "$@"
 fi
