@@ -658,7 +658,7 @@ func (c *Coordinator) Redispatched() int {
 }
 
 // MaxWorkers bounds the workers the coordinator remembers for its status: worker ids change with
-// every restart (<kind>-<pid>), so a long run with elastic pools would otherwise grow the map for
+// every restart (<kind>-<host>-<pid>), so a long run with elastic pools would otherwise grow the map for
 // ever.
 const MaxWorkers = 1024
 

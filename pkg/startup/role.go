@@ -114,10 +114,10 @@ type WorkerCLI struct {
 }
 
 // NewWorkerCLI registers the worker flags on cmd; kind is the worker's role (bus.RoleRollout or
-// bus.RoleReward) and names the default id, <kind>-<pid>.
+// bus.RoleReward) and names the default id, <kind>-<host>-<pid>.
 func NewWorkerCLI(cmd *cobra.Command, p *Process, kind string) *WorkerCLI {
 	w := &WorkerCLI{CLI: NewCLI(cmd, p), kind: kind}
-	cmd.Flags().StringVar(&w.ID, "id", "", "worker id (default "+kind+"-<pid>)")
+	cmd.Flags().StringVar(&w.ID, "id", "", "worker id (default "+kind+"-<host>-<pid>)")
 	cmd.Flags().BoolVar(&w.KeepRunning, "keep-running", false, "keep running after the run's last step")
 	return w
 }
@@ -125,7 +125,7 @@ func NewWorkerCLI(cmd *cobra.Command, p *Process, kind string) *WorkerCLI {
 // Start is CLI.Start for the worker's id.
 func (w *WorkerCLI) Start(cmd *cobra.Command) (*Role, error) {
 	if w.ID == "" {
-		w.ID = w.kind + "-" + strconv.Itoa(os.Getpid())
+		w.ID = DefaultWorkerID(w.kind)
 	}
 	return w.CLI.Start(cmd, w.kind, w.ID)
 }
@@ -155,4 +155,14 @@ func (r *Role) WorkerContext(keepRunning bool) (context.Context, context.CancelF
 		return context.WithCancel(r.Ctx)
 	}
 	return bus.RunEnded(r.Ctx, r.JS, r.Config.RunID, r.Config.Steps, r.Log)
+}
+
+// DefaultWorkerID is <kind>-<host>-<pid>: unique across the machines and containers of a pool
+// (in a container the pid alone is 1 everywhere).
+func DefaultWorkerID(kind string) string {
+	id := kind
+	if h, err := os.Hostname(); err == nil && h != "" {
+		id += "-" + h
+	}
+	return id + "-" + strconv.Itoa(os.Getpid())
 }

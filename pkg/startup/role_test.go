@@ -2,8 +2,6 @@ package startup
 
 import (
 	"errors"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,7 +98,7 @@ func TestRoleAuthenticates(t *testing.T) {
 	}
 }
 
-// A worker is named <kind>-<pid> unless --id names it.
+// A worker is named <kind>-<host>-<pid> unless --id names it.
 func TestWorkerCLIIDs(t *testing.T) {
 	srv, err := natsd.Start(natsd.Options{})
 	if err != nil {
@@ -111,7 +109,7 @@ func TestWorkerCLIIDs(t *testing.T) {
 		args []string
 		want string
 	}{
-		{nil, "reward-" + strconv.Itoa(os.Getpid())},
+		{nil, DefaultWorkerID("reward")},
 		{[]string{"--id", "r7", "--keep-running"}, "r7"},
 	} {
 		cmd := &cobra.Command{Use: "run"}
