@@ -14,6 +14,6 @@ func main() { startup.Execute(newRoot()) }
 // newRoot is the binary's command tree (tests run it with their own arguments).
 func newRoot() *cobra.Command {
 	root, p := startup.NewRoot("learner", "Train and evaluate the policy")
-	root.AddCommand(newCodebookCmd(p), newPretrainCmd(p), newEvalCmd(p), newRunCmd(p), newExperimentCmd(p), newResultsCmd(), newCompareCmd())
+	root.AddCommand(newCodebookCmd(p), newPretrainCmd(p), newEvalCmd(p), newRunCmd(p), newExperimentCmd(p), newResultsCmd(), newCompareCmd(), newReportCmd(p))
 	return root
 }
