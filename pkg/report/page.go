@@ -24,8 +24,9 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; } th, td 
 .pos { color: #1a7f37; } .neg { color: #b42318; } .note { color: #667085; font-size: 12px; }
 .pair { display: grid; grid-template-columns: 1fr 1fr; gap: 16px; border-top: 1px solid #d9dee7; padding: 10px 0; }
 .prompt { font-weight: 600; } .imgs { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 6px; }
-.imgs figure { text-align: center; font-size: 11px; color: #667085; }
-.imgs img { width: 64px; height: 64px; image-rendering: pixelated; display: block; background: #000; }
+.imgs figure { width: 66px; text-align: center; font-size: 10px; color: #667085; white-space: nowrap; }
+.imgs img { width: 64px; height: 64px; image-rendering: pixelated; display: block; border: 1px solid #d9dee7; }
+.match { grid-column: 1 / -1; margin-bottom: -6px; }
 </style>
 </head>
 <body>
@@ -53,14 +54,14 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; } th, td 
 <section id="samples">
 <h2>Samples{{if .HasAfter}}: step {{.BeforeStep}} and step {{.AfterStep}}{{else if .SamplesShown}}: step {{.BeforeStep}}{{end}}</h2>
 {{if not .SamplesShown}}<p class="note">No samples were kept in this run (the learner keeps them every samples_every steps when it has the codebook).</p>{{end}}
-{{if .SamplesShown}}<p class="note">Each image with its total reward and advantage; hover for the plan and the reward of each expert.{{if .HasAfter}} Rows pair a group of the first kept step with one of the last: by prompt when the run drew it again, else by task type.{{end}}</p>{{end}}
+{{if .SamplesShown}}<p class="note">Each image with its total reward and, below it, its advantage; hover for the plan and the reward of each expert.{{if .HasAfter}} Rows pair a group of the first kept step with one of the last: by prompt when the run drew it again, else by task type.{{end}}</p>{{end}}
 {{range .Pairs}}
 <div class="pair">
+{{if $.HasAfter}}<div class="note match">{{if .Match}}{{.Match}}{{else}}no group of step {{$.BeforeStep}} with this prompt or task type left{{end}}</div>{{end}}
 {{with .Before}}<div class="before"><div class="note">step {{$.BeforeStep}}{{if .TaskType}} · {{.TaskType}}{{end}}</div><div class="prompt">{{.Prompt}}</div>
-<div class="imgs">{{range .Samples}}<figure><img src="{{.Src}}" alt="sample" title="{{.Title}}"><figcaption>{{.Reward}} ({{.Advantage}})</figcaption></figure>{{end}}</div></div>{{else}}<div></div>{{end}}
+<div class="imgs">{{range .Samples}}<figure><img src="{{.Src}}" alt="sample" title="{{.Title}}"><figcaption>{{.Reward}}<br>{{.Advantage}}</figcaption></figure>{{end}}</div></div>{{else}}<div></div>{{end}}
 {{with .After}}<div class="after"><div class="note">step {{$.AfterStep}}{{if .TaskType}} · {{.TaskType}}{{end}}</div><div class="prompt">{{.Prompt}}</div>
-<div class="imgs">{{range .Samples}}<figure><img src="{{.Src}}" alt="sample" title="{{.Title}}"><figcaption>{{.Reward}} ({{.Advantage}})</figcaption></figure>{{end}}</div></div>{{end}}
-{{if .Match}}<div class="note" style="grid-column: 1 / -1">{{.Match}}</div>{{end}}
+<div class="imgs">{{range .Samples}}<figure><img src="{{.Src}}" alt="sample" title="{{.Title}}"><figcaption>{{.Reward}}<br>{{.Advantage}}</figcaption></figure>{{end}}</div></div>{{end}}
 </div>
 {{end}}
 </section>

@@ -344,7 +344,9 @@ func (r Report) WriteHTML(w io.Writer) error {
 			}
 			v.Pairs = append(v.Pairs, pv)
 		}
-		sort.SliceStable(v.Pairs, func(i, j int) bool { return v.Pairs[i].Match == "same prompt" && v.Pairs[j].Match != "same prompt" })
+		// The closest pairs first: the same prompt, then the same task type.
+		rank := map[string]int{"same prompt": 0, "same task type": 1, "": 2}
+		sort.SliceStable(v.Pairs, func(i, j int) bool { return rank[v.Pairs[i].Match] < rank[v.Pairs[j].Match] })
 	}
 	var b bytes.Buffer
 	if err := page.Execute(&b, v); err != nil {
