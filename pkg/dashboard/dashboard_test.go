@@ -16,6 +16,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/runfiles"
 	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/store/local"
+	"github.com/bicot-rl/bicot/pkg/store/s3/s3test"
 )
 
 func put(t *testing.T, st store.Store, key, body string) {
@@ -36,12 +37,23 @@ func get(t *testing.T, srv *httptest.Server, path string) (int, string, string) 
 	return resp.StatusCode, resp.Header.Get("Content-Type"), string(b)
 }
 
-// A run's files served offline: every endpoint the page reads, from the files alone.
+// A run's files served offline: every endpoint the page reads, from the files alone, in a local
+// directory and on a real S3 server (versitygw).
 func TestOfflineEndpoints(t *testing.T) {
-	st, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Run("local", func(t *testing.T) {
+		st, err := local.New(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkOffline(t, st)
+	})
+	t.Run("s3", func(t *testing.T) {
+		srv := s3test.Start(t)
+		checkOffline(t, srv.NewStore(t, "team/runs", zerolog.Nop()))
+	})
+}
+
+func checkOffline(t *testing.T, st store.Store) {
 	srv := httptest.NewServer(dashboard.Offline(dashboard.Options{Store: st, Run: "r1", Log: zerolog.Nop()}))
 	defer srv.Close()
 

@@ -3,9 +3,11 @@
 // (step, prompt, sample), duplicates dropped, never a partial group), and when all P groups of
 // the current step are in runs one BiCoT-GRPO update (pkg/trainer's Trainer). After each update
 // it writes the new weights to the object store, announces the new policy version on the bus,
-// appends a line to <run>/metrics.jsonl, every checkpoint_every steps and at the last step commits
-// a checkpoint (trainer state with optimizer, weights, run-state snapshot) through pkg/ckpt, and
-// reports the step and its learned groups to the coordinator.
+// appends a line to <run>/metrics.jsonl, every samples_every steps and at the last step keeps the
+// step's samples (images, plans, rewards, advantages) under <run>/samples/, every checkpoint_every
+// steps and at the last step commits a checkpoint (trainer state with optimizer, weights,
+// run-state snapshot) through pkg/ckpt, and reports the step and its learned groups to the
+// coordinator.
 //
 // At start it resumes from the newest committed checkpoint of the run (dropping metrics lines and
 // checkpoint debris of later steps, which it learns again identically), or starts from the initial
