@@ -29,10 +29,11 @@ type chaosProc struct {
 	cmd     *exec.Cmd
 	started time.Time
 
-	done   chan struct{} // closed once the process has exited and err is set
-	err    error
-	ended  time.Time
-	killed atomic.Bool // by the chaos (SIGKILL), so its exit status means nothing
+	done    chan struct{} // closed once the process has exited and err is set
+	err     error
+	ended   time.Time
+	killed  atomic.Bool // by the chaos (SIGKILL), so its exit status means nothing
+	stopped atomic.Bool // with SIGTERM at the end of an open-ended run: it must exit 0
 }
 
 // exited says whether the process has ended.

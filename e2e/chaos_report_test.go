@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"testing"
 	"text/tabwriter"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store/s3"
 )
 
@@ -74,6 +76,7 @@ type chaosRoleCounts struct {
 	Killed  int `json:"killed"`  // by the chaos (SIGKILL; the S3 server: stopped)
 	Crashed int `json:"crashed"` // ended by themselves with an error or before the run's end
 	Clean   int `json:"exited_0"`
+	Stopped int `json:"stopped"` // with SIGTERM at the end of an open-ended run (each exited 0 or is a failure)
 }
 
 type chaosCrash struct {
@@ -149,6 +152,12 @@ func (r *chaosReport) killed(role string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.Roles[role].Killed++
+}
+
+func (r *chaosReport) stopped(role string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Roles[role].Stopped++
 }
 
 func (r *chaosReport) fail(format string, args ...any) {
@@ -370,7 +379,7 @@ func (x *chaosRun) collectProcs() {
 			if p.role != "nats" {
 				r.fail("%s still running at the end", p.name)
 			}
-		case !p.killed.Load() && p.err == nil:
+		case !p.killed.Load() && !p.stopped.Load() && p.err == nil:
 			r.Roles[p.role].Clean++
 		}
 		if p.crashed() && !slices.ContainsFunc(r.Crashes, func(c chaosCrash) bool { return c.Process == p.name }) {
@@ -412,7 +421,7 @@ func (x *chaosRun) collectProcs() {
 // twice-learned groups against the positions of the prompt cursor the coordinators dispatched:
 // step s trains the last P of the P x (1 + resample rounds) positions that follow step s-1's.
 func (x *chaosRun) checkMetrics() {
-	r, v := x.rep, x.v
+	r := x.rep
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	st, err := s3.New(x.s3.Config("chaos"), zerolog.Nop())
@@ -432,27 +441,44 @@ func (x *chaosRun) checkMetrics() {
 		r.fail("metrics.jsonl: %v", err)
 		return
 	}
-	byStep := map[int64][]learner.StepRecord{}
+	var recs []learner.StepRecord
 	for line := range bytes.SplitSeq(bytes.TrimSpace(b), []byte("\n")) {
 		var rec learner.StepRecord
 		if err := json.Unmarshal(line, &rec); err != nil {
 			r.fail("metrics.jsonl line %q: %v", line, err)
 			continue
 		}
+		recs = append(recs, rec)
+	}
+	r.countGroups(recs, x.runState())
+}
+
+// countGroups counts the groups of metrics.jsonl's lines (recs) against the prompt cursor, and
+// the final run state's step and cursor against them.
+func (r *chaosReport) countGroups(recs []learner.StepRecord, state runstate.State) {
+	v := r.Variant
+	byStep := map[int64][]learner.StepRecord{}
+	last := int64(-1)
+	for _, rec := range recs {
 		byStep[rec.Step] = append(byStep[rec.Step], rec)
+		last = max(last, rec.Step)
 		r.StepsLearned++
 	}
-	state := x.runState()
+	// A run stopped after its window is checked up to the last step it learned.
+	steps := int64(v.Steps)
+	if v.StopAfterWindow {
+		steps = last + 1
+	}
 	count := state.PromptCount
 	if count <= 0 {
 		r.fail("the run state was never read: no prompt count to check positions against")
 		return
 	}
 	P, G := int64(v.PromptsPerStep), v.GroupSize
-	r.GroupsExpected = v.Steps * v.PromptsPerStep
+	r.GroupsExpected = int(steps) * v.PromptsPerStep
 	var pos int64
-	learnedAt := map[int64]int64{} // cursor position -> the step that learned it
-	for step := range int64(v.Steps) {
+	learnedAt := map[int64]int64{} // prompt index on the wire -> the cursor position (since the start) it was learned at
+	for step := range steps {
 		recs := byStep[step]
 		delete(byStep, step)
 		if len(recs) == 0 {
@@ -471,9 +497,9 @@ func (x *chaosRun) checkMetrics() {
 			r.fail("step %d: policy version %d, want %d", step, rec.PolicyVersion, step+1)
 		}
 		first := pos + int64(rec.ResampleRounds)*P
-		want := map[int64]bool{}
+		want := map[int64]int64{} // prompt index on the wire (offset in its epoch) -> position since the start
 		for i := range P {
-			want[(first+i)%count] = true
+			want[(first+i)%count] = first + i
 		}
 		seen := map[int64]int{}
 		for _, g := range rec.Learned {
@@ -484,14 +510,17 @@ func (x *chaosRun) checkMetrics() {
 				r.fail("step %d: prompt %d learned twice in the step", step, p)
 				continue
 			}
-			if !want[p] {
-				r.fail("step %d: learned prompt position %d, which the cursor did not dispatch for it (positions %d..%d)", step, p, first, first+P-1)
-			}
-			if prev, ok := learnedAt[p]; ok {
+			at, ok := want[p]
+			prev, before := learnedAt[p]
+			switch {
+			case ok:
+				learnedAt[p] = at
+			case before && prev/count == first/count:
 				r.GroupsLearnedTwice++
-				r.fail("prompt position %d learned at steps %d and %d", p, prev, step)
+				r.fail("step %d: learned prompt %d again (learned at cursor position %d already)", step, p, prev)
+			default:
+				r.fail("step %d: learned prompt %d, which the cursor did not dispatch for it (positions %d..%d)", step, p, first, first+P-1)
 			}
-			learnedAt[p] = step
 			r.GroupsLearned++
 			if g.Samples != G || len(g.SampleIndices) != G || !slices.IsSorted(g.SampleIndices) ||
 				g.SampleIndices[0] != 0 || g.SampleIndices[G-1] != G-1 || len(slices.Compact(slices.Clone(g.SampleIndices))) != G {
@@ -509,10 +538,22 @@ func (x *chaosRun) checkMetrics() {
 	for step, recs := range byStep {
 		r.fail("metrics.jsonl has %d line(s) of step %d, past the run's %d steps", len(recs), step, v.Steps)
 	}
+	cursor := state.Cursor.Epoch*count + state.Cursor.Offset
+	if v.StopAfterWindow {
+		// Stopped at any point: the learner may have stopped before or after reporting its last
+		// step, and the step after it may be dispatched already (whole batches of P).
+		if state.Step != steps-1 && state.Step != steps {
+			r.fail("the run state is at step %d, the learner's record ends with step %d", state.Step, steps-1)
+		}
+		if cursor < pos || (cursor-pos)%P != 0 {
+			r.fail("the run state's cursor is at position %d, the learned steps account for %d", cursor, pos)
+		}
+		return
+	}
 	// The coordinators' cursor ended where the learned steps say it must.
 	if state.Step == int64(v.Steps) {
-		if got := state.Cursor.Epoch*count + state.Cursor.Offset; got != pos {
-			r.fail("the run state's cursor is at position %d, the learned steps account for %d", got, pos)
+		if cursor != pos {
+			r.fail("the run state's cursor is at position %d, the learned steps account for %d", cursor, pos)
 		}
 		if n := len(state.Groups); n != 0 {
 			r.fail("%d groups still in flight in the final run state", n)
@@ -582,10 +623,10 @@ func (r *chaosReport) table() string {
 	fmt.Fprintf(&sb, "%s: %s variant, %d steps of P %d x G %d, checkpoint every %d; %.0f s of faults, %.0f s wall (%.0f s set-up)\n\n",
 		verdict, v.Name, v.Steps, v.PromptsPerStep, v.GroupSize, v.CheckpointEvery, r.ChaosSeconds, r.WallSeconds, r.SetupSeconds)
 	tw := tabwriter.NewWriter(&sb, 0, 0, 1, ' ', tabwriter.Debug)
-	fmt.Fprintln(tw, "| role\t started\t killed\t crashed\t exited 0\t")
+	fmt.Fprintln(tw, "| role\t started\t killed\t crashed\t exited 0\t stopped at the end\t")
 	for _, role := range []string{"nats", "s3", "coordinator", "learner", "rollout", "reward"} {
 		c := r.Roles[role]
-		fmt.Fprintf(tw, "| %s\t %d\t %d\t %d\t %d\t\n", role, c.Started, c.Killed, c.Crashed, c.Clean)
+		fmt.Fprintf(tw, "| %s\t %d\t %d\t %d\t %d\t %d\t\n", role, c.Started, c.Killed, c.Crashed, c.Clean, c.Stopped)
 	}
 	tw.Flush()
 	sb.WriteString("\n")
@@ -651,4 +692,57 @@ func chaosSortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// The chaos run's verdict on groups: a clean record passes, and a lost step, a group learned twice
+// (within a step or again at a later one), a partial group and a cursor that disagrees are each
+// found and counted.
+func TestChaosCountsLostAndTwiceLearnedGroups(t *testing.T) {
+	v := chaosVariant{Steps: 3, PromptsPerStep: 2, GroupSize: 2}
+	full := func(p int) learner.LearnedGroup {
+		return learner.LearnedGroup{PromptIndex: p, Samples: 2, SampleIndices: []int{0, 1}}
+	}
+	clean := func() []learner.StepRecord {
+		return []learner.StepRecord{
+			{Step: 0, PolicyVersion: 1, Learned: []learner.LearnedGroup{full(0), full(1)}},
+			{Step: 1, PolicyVersion: 2, Learned: []learner.LearnedGroup{full(2), full(3)}},
+			{Step: 2, PolicyVersion: 3, Learned: []learner.LearnedGroup{full(4), full(5)}},
+		}
+	}
+	end := runstate.State{Step: 3, PromptCount: 100, Cursor: runstate.Cursor{Offset: 6}}
+	for _, tc := range []struct {
+		name        string
+		recs        func() []learner.StepRecord
+		state       runstate.State
+		lost, twice int
+		fails       bool
+	}{
+		{"clean", clean, end, 0, 0, false},
+		{"a step missing", func() []learner.StepRecord { r := clean(); return append(r[:1], r[2:]...) }, end, 2, 0, true},
+		{"a step twice", func() []learner.StepRecord { r := clean(); return append(r, r[1]) }, end, 0, 2, true},
+		{"a group twice in a step", func() []learner.StepRecord {
+			r := clean()
+			r[1].Learned[1] = full(2)
+			return r
+		}, end, 1, 1, true},
+		{"a group learned again a step later", func() []learner.StepRecord {
+			r := clean()
+			r[2].Learned[0] = full(3)
+			return r
+		}, end, 1, 1, true},
+		{"a partial group", func() []learner.StepRecord {
+			r := clean()
+			r[0].Learned[0] = learner.LearnedGroup{PromptIndex: 0, Samples: 1, SampleIndices: []int{1}}
+			return r
+		}, end, 0, 0, true},
+		{"the cursor elsewhere", clean, runstate.State{Step: 3, PromptCount: 100, Cursor: runstate.Cursor{Offset: 8}}, 0, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newChaosReport(v)
+			r.countGroups(tc.recs(), tc.state)
+			if r.GroupsLost != tc.lost || r.GroupsLearnedTwice != tc.twice || (len(r.Failures) > 0) != tc.fails {
+				t.Errorf("lost %d, twice %d, failures %q; want %d, %d, failing %v", r.GroupsLost, r.GroupsLearnedTwice, r.Failures, tc.lost, tc.twice, tc.fails)
+			}
+		})
+	}
 }

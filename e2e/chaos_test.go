@@ -36,10 +36,10 @@ const chaosReportEnv = "BICOT_CHAOS_REPORT"
 // chaosLogsEnv names a directory for the processes' logs, which then outlive the test.
 const chaosLogsEnv = "BICOT_CHAOS_LOGS"
 
-// chaosStepsPerMinute is how many steps of the chaos run's shape (P 2 x G 4) are learned per
-// minute under the full chaos on the 2-core development machine: the full variant sizes its run
-// with it so that the run lasts about the requested duration.
-const chaosStepsPerMinute = 30
+// chaosOpenSteps is the full variant's run length: more steps than it can learn in its window
+// (about 70 a minute on 2 cores), so that faults go on for the whole window, after which the run
+// is stopped.
+const chaosOpenSteps = 1_000_000
 
 // chaosVariant is the shape and intensity of one chaos run.
 type chaosVariant struct {
@@ -58,6 +58,9 @@ type chaosVariant struct {
 	// StallLimit: the run fails when no step is learned for this long.
 	StallLimit time.Duration `json:"-"`
 	Deadline   time.Duration `json:"-"`
+	// StopAfterWindow: the run does not end by itself; after the window and a few steps of
+	// recovery every process is stopped with SIGTERM, and the steps learned by then are checked.
+	StopAfterWindow bool `json:"stopped_after_window"`
 }
 
 func chaosVariantFromEnv(t *testing.T) chaosVariant {
@@ -73,7 +76,7 @@ func chaosVariantFromEnv(t *testing.T) chaosVariant {
 		t.Fatalf("%s=%q: want a duration of at least 1m", chaosDurationEnv, raw)
 	}
 	v.Name, v.Window, v.WindowText = "full", d, d.String()
-	v.Steps = max(v.Steps, int(d.Minutes()*chaosStepsPerMinute))
+	v.Steps, v.StopAfterWindow = chaosOpenSteps, true
 	v.Rollouts, v.Rewards = 3, 2
 	v.KillEvery = [2]time.Duration{3 * time.Second, 8 * time.Second}
 	v.S3Outage = 30 * time.Second
@@ -106,9 +109,12 @@ func chaosVariantFromEnv(t *testing.T) chaosVariant {
 // Processes started while the NATS server is down exit at once (bus.Connect does not wait for a
 // server it never reached); they are restarted, as an orchestrator would, and counted apart.
 //
-// `go test ./e2e -run Chaos` runs the short variant (36 steps, one fault of each kind, about a
-// minute and a half on 2 cores); scripts/chaos.sh --duration 10m the full one
-// (BICOT_CHAOS_DURATION: rounds of all the faults for that long, the run sized to match).
+// `go test ./e2e -run Chaos` runs the short variant: 36 steps, one fault of each kind, and the
+// run's own end (the learner exits 0 after the last step, the workers and coordinators follow),
+// about a minute and a half on 2 cores. scripts/chaos.sh --duration 10m runs the full one
+// (BICOT_CHAOS_DURATION): rounds of all the faults for that long on a run too long to finish,
+// then a few steps without faults, then every process stopped with SIGTERM (each must exit 0),
+// and every step learned by then checked the same way.
 func TestChaos(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds four binaries and runs a run under faults")
@@ -259,6 +265,7 @@ type chaosRun struct {
 	workerSeq map[string]int
 	state     runstate.State // the newest run state seen
 	progress  time.Time      // when the run state's step last moved forward
+	stopping  bool           // the run is being stopped: nothing is restarted
 	hostiles  *hostilePublisher
 	// redeliveries sums the queues' redeliveries across NATS restarts.
 	redeliveries redeliveryCounter
@@ -478,7 +485,7 @@ func (x *chaosRun) supervise(ctx context.Context) {
 		x.mu.Lock()
 		var ended []*chaosSlot
 		for _, s := range x.slots {
-			if !s.held && s.proc != nil && s.proc.exited() && !s.proc.killed.Load() && time.Now().After(s.retryAt) {
+			if !x.stopping && !s.held && s.proc != nil && s.proc.exited() && !s.proc.killed.Load() && time.Now().After(s.retryAt) {
 				ended = append(ended, s)
 			}
 		}
@@ -678,8 +685,57 @@ func (x *chaosRun) runChaos() {
 		x.rep.fail("%v", err)
 		return
 	}
+	if x.v.StopAfterWindow {
+		x.stopRun(runCtx)
+		return
+	}
 	// The run goes on without faults to its end; the watchdog and supervisor still run.
 	x.waitEnd(runCtx)
+}
+
+// stopRun ends an open-ended run after its window: once it has learned a few more steps without
+// faults, the learner is stopped with SIGTERM, the run state read, then every other process
+// stopped the same way; each must exit 0.
+func (x *chaosRun) stopRun(ctx context.Context) {
+	if err := x.waitProgress(ctx, 3); err != nil {
+		x.rep.fail("after the last fault: %v", err)
+		return
+	}
+	x.mu.Lock()
+	x.stopping = true
+	x.mu.Unlock()
+	stop := func(p *chaosProc) {
+		if p == nil || p.exited() {
+			return
+		}
+		p.stopped.Store(true)
+		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+			if p.err != nil {
+				x.rep.fail("%s exited with %v after SIGTERM", p.name, p.err)
+			}
+		case <-time.After(60 * time.Second):
+			x.rep.fail("%s did not stop within 60 s of SIGTERM", p.name)
+		}
+		x.rep.stopped(p.role)
+	}
+	stop(x.learner.proc)
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	st, err := x.rs.State(sctx)
+	cancel()
+	if err != nil {
+		x.rep.fail("the run state after stopping the learner: %v", err)
+	} else {
+		x.mu.Lock()
+		x.state = st
+		x.mu.Unlock()
+	}
+	for _, p := range x.procs.procs() {
+		if p.role != "nats" {
+			stop(p)
+		}
+	}
 }
 
 // schedule runs the faults other than worker kills and hostile messages, one after another,
@@ -700,6 +756,7 @@ func (x *chaosRun) schedule(ctx context.Context) {
 		round = []fault{mid, natsF, leader, s3F, ckpt}
 	}
 	// Faults stop a few steps before the end, so that the last fault's recovery is seen.
+	// A run that ends by itself must still be learning when the last fault comes.
 	near := func() bool { return x.runState().Step >= int64(x.v.Steps)-3 }
 	for r := 0; ; r++ {
 		for _, f := range round {
@@ -928,6 +985,7 @@ func (x *chaosRun) finish() {
 	x.collectBus()
 	if p := x.nats.proc; p != nil && !p.exited() {
 		x.hold(x.nats, true)
+		p.stopped.Store(true)
 		_ = p.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-p.done:
@@ -937,6 +995,7 @@ func (x *chaosRun) finish() {
 		case <-time.After(30 * time.Second):
 			x.rep.fail("nats-server did not stop within 30 s of SIGTERM")
 		}
+		x.rep.stopped("nats")
 	}
 	x.collectProcs()
 	x.checkMetrics()
