@@ -161,7 +161,8 @@ func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, 
 		return err
 	}
 	nodeCfg.Token, nodeCfg.TLS = sec.ClusterToken, sec.TLS
-	nc, js, err := bus.Connect(ctx, natsURL, bus.ConnectOptions{Name: "coordinator-" + nodeCfg.ID, Role: bus.RoleCoordinator, Auth: sec.NATS, Log: log})
+	nc, js, err := bus.Connect(ctx, natsURL, bus.ConnectOptions{Name: "coordinator-" + nodeCfg.ID, Role: bus.RoleCoordinator, Auth: sec.NATS, Log: log,
+		FirstConnectWait: cfg.Wire.ConnectWait.D()})
 	if err != nil {
 		return err
 	}

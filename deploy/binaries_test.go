@@ -306,6 +306,8 @@ func preflight(t testing.TB, where string, argv []string, env map[string]string,
 			args = append(args, sb.rewrite(a))
 		}
 	}
+	// Try the closed port once instead of waiting wire.connect_wait for a server to come up.
+	args = append(args, "--set", "wire.connect_wait=0s")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	name := args[0]

@@ -106,8 +106,8 @@ func chaosVariantFromEnv(t *testing.T) chaosVariant {
 // its documented end. The report (kills and restarts per role, outages, steps, groups, redeliveries,
 // dead letters with reasons, hostile messages) is logged and written as JSON.
 //
-// Processes started while the NATS server is down exit at once (bus.Connect does not wait for a
-// server it never reached); they are restarted, as an orchestrator would, and counted apart.
+// Processes started while the NATS server is down wait for it (wire.connect_wait); any process
+// that ends by itself before the run's end is a failure.
 //
 // `go test ./e2e -run Chaos` runs the short variant: 36 steps, one fault of each kind, and the
 // run's own end (the learner exits 0 after the last step, the workers and coordinators follow),

@@ -34,6 +34,10 @@ type ConnectOptions struct {
 	JetStreamTimeout time.Duration
 	// Auth is how the client proves who it is and checks the server; zero: neither.
 	Auth Auth
+	// FirstConnectWait keeps trying the first connection this long while no server answers (a
+	// process started while NATS restarts); 0 tries once. Refused credentials fail at once. After
+	// the first connection the client reconnects by itself (MaxReconnects).
+	FirstConnectWait time.Duration
 	// Log receives the connection's asynchronous errors (a permissions violation, a slow
 	// consumer) and reconnects; the zero logger drops them.
 	Log zerolog.Logger
@@ -179,6 +183,15 @@ func Connect(ctx context.Context, url string, o ConnectOptions) (*nats.Conn, jet
 		opts = append(opts, nats.Name(o.Name))
 	}
 	nc, err := nats.Connect(url, opts...)
+	for wait, deadline := 100*time.Millisecond, time.Now().Add(o.FirstConnectWait); err != nil && errors.Is(err, nats.ErrNoServers) && time.Now().Add(wait).Before(deadline); wait = min(2*wait, 2*time.Second) {
+		o.Log.Warn().Err(err).Str("server", Redact(url)).Dur("retry_in", wait).Msg("nats not reachable yet")
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("connect %s: %w (last error: %v)", Redact(url), ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		nc, err = nats.Connect(url, opts...)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect %s: %w", Redact(url), err)
 	}

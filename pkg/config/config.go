@@ -68,6 +68,9 @@ type Wire struct {
 	// its own, which keeps rewards bit-identical across runs whatever the timing (a batched
 	// forward pass may round differently from a single one).
 	RewardBatchWait Duration `yaml:"reward_batch_wait" json:"reward_batch_wait"`
+	// ConnectWait: how long a process keeps trying its first NATS connection while no server
+	// answers (started while NATS restarts); 0 tries once.
+	ConnectWait Duration `yaml:"connect_wait" json:"connect_wait"`
 }
 
 // Retention keeps the newest KeepLast checkpoints and the KeepBest best by Metric (a manifest
@@ -223,7 +226,7 @@ func Default() Config {
 		Wire: Wire{AckWait: Duration(60 * time.Second), MaxDeliver: 5, RolloutFetchers: 1, RewardFetchers: 2,
 			Heartbeat: Duration(5 * time.Second), RetryDelay: Duration(time.Second), PollWait: Duration(30 * time.Second),
 			PolicyWait: Duration(10 * time.Minute), DispatchTick: Duration(200 * time.Millisecond),
-			ExpertOutageWait: Duration(5 * time.Minute)},
+			ExpertOutageWait: Duration(5 * time.Minute), ConnectWait: Duration(2 * time.Minute)},
 		Eval:        Eval{Prompts: "data/prompts/eval.jsonl", LimitPerType: 4, G: 2},
 		MetricsAddr: "127.0.0.1:0",
 	}
@@ -383,6 +386,9 @@ func (c Config) Validate() error {
 	}
 	if w.RewardBatchWait.D() < 0 || w.RewardBatchWait.D() > time.Second {
 		bad("wire.reward_batch_wait %v: want 0 (off) to 1s", w.RewardBatchWait.D())
+	}
+	if w.ConnectWait.D() < 0 {
+		bad("wire.connect_wait %v: want >= 0", w.ConnectWait.D())
 	}
 	if w.ExpertOutageWait.D() < 0 {
 		bad("wire.expert_outage_wait %v: want >= 0", w.ExpertOutageWait.D())

@@ -60,7 +60,8 @@ func (c *CLI) Start(cmd *cobra.Command, role, id string) (*Role, error) {
 		r.Close()
 		return nil, err
 	}
-	nc, js, err := bus.Connect(ctx, c.NATS, bus.ConnectOptions{Name: id, Role: role, Auth: c.Security.NATS, Log: log})
+	nc, js, err := bus.Connect(ctx, c.NATS, bus.ConnectOptions{Name: id, Role: role, Auth: c.Security.NATS, Log: log,
+		FirstConnectWait: cfg.Wire.ConnectWait.D()})
 	if err != nil {
 		r.Close()
 		return nil, err

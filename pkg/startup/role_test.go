@@ -2,6 +2,8 @@ package startup
 
 import (
 	"errors"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -64,12 +66,51 @@ func TestRoleStartAndClose(t *testing.T) {
 // half-built role stays behind.
 func TestRoleStartFailsWithoutNATS(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	_, err := startRole(t, "--run-id", "r1", "--nats", "nats://127.0.0.1:1")
+	_, err := startRole(t, "--run-id", "r1", "--nats", "nats://127.0.0.1:1", "--set", "wire.connect_wait=0s")
 	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "connect") {
 		t.Fatalf("error %v, want a connection error", err)
 	}
 	if _, err := startRole(t, "--nats", "nats://127.0.0.1:1"); err == nil || !strings.Contains(err.Error(), "run_id") {
 		t.Fatalf("missing run id: %v", err)
+	}
+}
+
+// A role started while NATS is not up yet (a restart, containers starting in any order) waits
+// for it (wire.connect_wait) instead of exiting; refused credentials still fail at once.
+func TestRoleWaitsForNATS(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	started := make(chan *natsd.Server, 1)
+	go func() {
+		time.Sleep(time.Second)
+		srv, err := natsd.Start(natsd.Options{Port: port, Users: []natsd.User{{Name: "roll", Password: "pw", Role: natsd.RoleRollout}}})
+		if err != nil {
+			t.Error(err)
+		}
+		started <- srv
+	}()
+	t.Setenv(EnvNATSPassword, "pw")
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	r, err := startRole(t, "--run-id", "r1", "--nats", url, "--nats-user", "roll", "--set", "wire.connect_wait=30s")
+	srv := <-started
+	if srv != nil {
+		defer srv.Shutdown()
+	}
+	if err != nil {
+		t.Fatalf("a role started a second before NATS: %v", err)
+	}
+	r.Close()
+	t.Setenv(EnvNATSPassword, "wrong")
+	begin := time.Now()
+	if _, err := startRole(t, "--run-id", "r1", "--nats", url, "--nats-user", "roll", "--set", "wire.connect_wait=30s"); err == nil {
+		t.Fatal("a wrong password connected")
+	}
+	if d := time.Since(begin); d > 10*time.Second {
+		t.Errorf("refused credentials were retried for %v", d)
 	}
 }
 
