@@ -84,7 +84,10 @@ func newDashboardCmd(p *startup.Process) *cobra.Command {
 
 // checkRun refuses a target that holds no run, so a typo is an error, not an empty page.
 func checkRun(ctx context.Context, st store.Store, storeSpec, run string) error {
-	for _, key := range []string{runfiles.MetricsKey(run), runfiles.ConfigKey(run)} {
+	if _, err := runfiles.ReadMetrics(ctx, st, run); err == nil {
+		return nil
+	}
+	for _, key := range []string{runfiles.ConfigKey(run)} {
 		if _, err := st.Stat(ctx, key); err == nil {
 			return nil
 		} else if !errors.Is(err, store.ErrNotFound) {
@@ -94,5 +97,5 @@ func checkRun(ctx context.Context, st store.Store, storeSpec, run string) error 
 	if steps, err := runfiles.SampleSteps(ctx, st, run); err == nil && len(steps) > 0 {
 		return nil
 	}
-	return fmt.Errorf("dashboard: no run %s in %s (no metrics.jsonl, config.yaml or kept samples)", run, storeSpec)
+	return fmt.Errorf("dashboard: no run %s in %s (no metrics, config.yaml or kept samples)", run, storeSpec)
 }

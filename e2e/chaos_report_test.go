@@ -1,12 +1,10 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/runfiles"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store/s3"
 )
@@ -427,19 +426,13 @@ func (x *chaosRun) checkMetrics() {
 		return
 	}
 	defer st.Close()
-	rc, err := st.Get(ctx, chaosRunID+"/metrics.jsonl")
+	lines, err := runfiles.ReadMetrics(ctx, st, chaosRunID)
 	if err != nil {
-		r.fail("metrics.jsonl: %v", err)
-		return
-	}
-	b, err := io.ReadAll(rc)
-	rc.Close()
-	if err != nil {
-		r.fail("metrics.jsonl: %v", err)
+		r.fail("metrics: %v", err)
 		return
 	}
 	var recs []learner.StepRecord
-	for line := range bytes.SplitSeq(bytes.TrimSpace(b), []byte("\n")) {
+	for _, line := range lines {
 		var rec learner.StepRecord
 		if err := json.Unmarshal(line, &rec); err != nil {
 			r.fail("metrics.jsonl line %q: %v", line, err)

@@ -237,12 +237,8 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 		t.Fatalf("nats-server exited with %v", err)
 	}
 	natsProc.done <- nil
-	b, err := os.ReadFile(filepath.Join(tmp, "store", "mp1", "metrics.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(string(b), "\n"); n != steps {
-		t.Fatalf("metrics.jsonl has %d lines, want %d", n, steps)
+	if n := len(metricsRecords(t, filepath.Join(tmp, "store"), "mp1")); n != steps {
+		t.Fatalf("the run's metrics have %d lines, want %d", n, steps)
 	}
 	// The learner's checkpoints hold the coordinator's run state and data cursor.
 	for _, part := range []string{"runstate", "cursor", "trainer", "MANIFEST.json"} {
@@ -271,8 +267,8 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 			t.Errorf("coordinator resume output lacks %q:\n%s", want, lastLines(out.String(), 30))
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(tmp, "store", "mp1", "metrics.jsonl")); err != nil || strings.Count(string(b), "\n") != steps+1 {
-		t.Errorf("metrics.jsonl after resuming: %d lines (%v), want %d", strings.Count(string(b), "\n"), err, steps+1)
+	if n := len(metricsRecords(t, filepath.Join(tmp, "store"), "mp1")); n != steps+1 {
+		t.Errorf("the run's metrics after resuming: %d lines, want %d", n, steps+1)
 	}
 }
 

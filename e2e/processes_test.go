@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/runfiles"
+	"github.com/bicot-rl/bicot/pkg/store/local"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -63,4 +66,18 @@ func newProcessRun(ctx context.Context, t *testing.T, tmp string) processRun {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// metricsRecords reads a run's metrics records (one per learned step) from the store dir holds.
+func metricsRecords(t *testing.T, dir, run string) []json.RawMessage {
+	t.Helper()
+	st, err := local.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, err := runfiles.ReadMetrics(context.Background(), st, run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return recs
 }

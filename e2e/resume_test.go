@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/local"
 	"github.com/bicot-rl/bicot/pkg/local/localtest"
+	"github.com/bicot-rl/bicot/pkg/runfiles"
 	"github.com/bicot-rl/bicot/pkg/startup"
 
 	"github.com/minio/minio-go/v7"
@@ -89,17 +89,12 @@ func readOutcome(t *testing.T, st store.Store, run string, version int64) outcom
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err = st.Get(ctx, run+"/metrics.jsonl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := io.ReadAll(rc)
-	rc.Close()
+	recs, err := runfiles.ReadMetrics(ctx, st, run)
 	if err != nil {
 		t.Fatal(err)
 	}
 	o := outcome{weightsSHA: hex.EncodeToString(h.Sum(nil))}
-	for line := range bytes.SplitSeq(bytes.TrimSpace(b), []byte("\n")) {
+	for _, line := range recs {
 		o.lines = append(o.lines, deterministic(t, line))
 	}
 	return o
@@ -361,11 +356,7 @@ func TestResumeContinuesExactly(t *testing.T) {
 	if fmt.Sprint(a) != fmt.Sprint(b) {
 		t.Errorf("third step differs after resume:\nstraight %+v\nresumed  %+v", a, b)
 	}
-	lines, err := os.ReadFile(filepath.Join(resumed.Dir, "metrics.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := strings.Count(string(lines), "\n"); n != 3 {
-		t.Errorf("metrics.jsonl of the resumed run has %d lines, want 3", n)
+	if n := len(metricsRecords(t, filepath.Dir(resumed.Dir), filepath.Base(resumed.Dir))); n != 3 {
+		t.Errorf("the metrics of the resumed run have %d lines, want 3", n)
 	}
 }

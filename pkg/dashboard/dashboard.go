@@ -2,7 +2,7 @@
 // (no CDN, no build step), served at / with its assets under /static/, and the JSON endpoints it
 // reads besides the coordinator's /v1/status:
 //
-//	GET /v1/metrics                  metrics.jsonl's records as one JSON array ([] before the first step)
+//	GET /v1/metrics                  the metrics records as one JSON array ([] before the first step)
 //	GET /v1/eval                     eval.json (laptop mode's oracle evaluation), null when absent
 //	GET /v1/samples                  {"steps": [...]}: the steps whose samples were kept
 //	GET /v1/samples/{step}           that step's samples index (pkg/runfiles.StepSamples)

@@ -3,8 +3,8 @@
 // (step, prompt, sample), duplicates dropped, never a partial group), and when all P groups of
 // the current step are in runs one BiCoT-GRPO update (pkg/trainer's Trainer). After each update
 // it writes the new weights to the object store, announces the new policy version on the bus,
-// appends a line to <run>/metrics.jsonl, every samples_every steps and at the last step keeps the
-// step's samples (images, plans, rewards, advantages) under <run>/samples/, every checkpoint_every
+// appends a line to the run's metrics (<run>/metrics/, segments of runfiles.MetricsSegmentSteps),
+// every samples_every steps and at the last step keeps the step's samples (images, plans, rewards, advantages) under <run>/samples/, every checkpoint_every
 // steps and at the last step commits a checkpoint (trainer state with optimizer, weights,
 // run-state snapshot) through pkg/ckpt, and reports the step and its learned groups to the
 // coordinator.
@@ -95,7 +95,8 @@ type Learner struct {
 	incarnation   string
 	resumePoint   *runstate.Rewind
 	resumeLearned []string
-	metrics       bytes.Buffer
+	metrics       bytes.Buffer // the current metrics segment's lines
+	metricsStart  int64        // its first step
 	lastAnn       bus.PolicyAnnounce
 	annAt         time.Time
 }

@@ -140,10 +140,11 @@ func TestLearnerDropsDuplicatesAndAnnounces(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The metrics line names the trained groups: what a chaos run counts lost and doubled groups by.
-	mb, err := os.ReadFile(filepath.Join(st.Root(), cfg.RunID, "metrics.jsonl"))
-	if err != nil {
-		t.Fatal(err)
+	recs, err := runfiles.ReadMetrics(ctx, st, cfg.RunID)
+	if err != nil || len(recs) != 1 {
+		t.Fatalf("metrics: %d records, %v", len(recs), err)
 	}
+	mb := recs[0]
 	var rec learner.StepRecord
 	if err := json.Unmarshal(mb, &rec); err != nil {
 		t.Fatalf("metrics line %s: %v", mb, err)

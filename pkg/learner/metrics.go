@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/runfiles"
 	"github.com/bicot-rl/bicot/pkg/store"
 	"github.com/bicot-rl/bicot/pkg/trainer"
 )
 
-// StepRecord is one line of metrics.jsonl.
+// StepRecord is one line of the run's metrics (runfiles.ReadMetrics reads them back).
 type StepRecord struct {
 	Step          int64              `json:"step"`
 	PolicyVersion int64              `json:"policy_version"`
@@ -35,51 +38,107 @@ type StepRecord struct {
 	Time         time.Time `json:"time"`
 }
 
-// metricsKey is where metrics.jsonl lives in the store.
-func metricsKey(run string) string { return run + "/metrics.jsonl" }
-
-// appendMetrics adds rec to metrics.jsonl. The store has no append, so the learner keeps the
-// whole file in memory and writes it anew each step.
+// appendMetrics adds rec to the run's metrics (runfiles: segments of MetricsSegmentSteps steps).
+// The store has no append, so the learner keeps the current segment in memory and writes it anew
+// each step: a step uploads at most a segment, never the run's whole history.
 func (l *Learner) appendMetrics(ctx context.Context, rec StepRecord) error {
 	line, err := json.Marshal(rec)
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	l.mu.Lock()
+	if start := runfiles.MetricsSegmentStart(rec.Step); start != l.metricsStart {
+		l.metrics.Reset()
+		l.metricsStart = start
+	}
 	l.metrics.Write(line)
 	l.metrics.WriteByte('\n')
-	all := bytes.Clone(l.metrics.Bytes())
+	seg := bytes.Clone(l.metrics.Bytes())
 	l.mu.Unlock()
-	if err := l.o.Store.Put(ctx, metricsKey(l.cfg.RunID), bytes.NewReader(all), int64(len(all))); err != nil {
+	key := runfiles.MetricsSegmentKey(l.cfg.RunID, rec.Step)
+	if err := l.o.Store.Put(ctx, key, bytes.NewReader(seg), int64(len(seg))); err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
 	return nil
 }
 
-// readMetrics reads the run's metrics.jsonl as a previous learner left it.
-func readMetrics(ctx context.Context, st store.Store, run string) ([]byte, error) {
-	rc, err := st.Get(ctx, metricsKey(run))
+// resumeMetrics makes the stored metrics end at step last (the checkpoint resumed from): lines of
+// later steps belong to the interrupted run, which this one learns again and writes anew. It
+// keeps the segment of step last+1 in memory for appendMetrics, rewrites it without the later
+// lines and deletes later segments. last < 0 (a run starting over) drops every line.
+func (l *Learner) resumeMetrics(ctx context.Context, last int64) error {
+	st, run := l.o.Store, l.cfg.RunID
+	recs, err := runfiles.ReadMetrics(ctx, st, run)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	next := last + 1
+	start := runfiles.MetricsSegmentStart(next)
+	var cur bytes.Buffer
+	ahead := false
+	for _, r := range recs {
+		step := runfiles.MetricsStep(r)
+		if step > last {
+			ahead = true
+			continue
+		}
+		if step >= start {
+			cur.Write(r)
+			cur.WriteByte('\n')
+		}
+	}
+	segs, err := st.List(ctx, runfiles.MetricsPrefix(run))
+	if err != nil {
+		return fmt.Errorf("metrics: %w", err)
+	}
+	curKey := runfiles.MetricsSegmentKey(run, next)
+	for _, o := range segs {
+		if o.Key > curKey {
+			if err := st.Delete(ctx, o.Key); err != nil {
+				return fmt.Errorf("metrics: drop %s: %w", o.Key, err)
+			}
+		}
+	}
+	if cur.Len() > 0 {
+		if err := st.Put(ctx, curKey, bytes.NewReader(cur.Bytes()), int64(cur.Len())); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	} else if err := st.Delete(ctx, curKey); err != nil {
+		return fmt.Errorf("metrics: drop %s: %w", curKey, err)
+	}
+	// A run of an earlier version kept every line in one file: cut it at the checkpoint too.
+	if ahead {
+		if b, err := legacyUpTo(ctx, st, run, last); err == nil {
+			if err := st.Put(ctx, runfiles.LegacyMetricsKey(run), bytes.NewReader(b), int64(len(b))); err != nil {
+				return fmt.Errorf("metrics: %w", err)
+			}
+		}
+	}
+	l.mu.Lock()
+	l.metrics.Reset()
+	l.metrics.Write(cur.Bytes())
+	l.metricsStart = start
+	l.mu.Unlock()
+	return nil
+}
+
+// legacyUpTo is the legacy metrics.jsonl without the lines of steps after last.
+func legacyUpTo(ctx context.Context, st store.Store, run string, last int64) ([]byte, error) {
+	rc, err := st.Get(ctx, runfiles.LegacyMetricsKey(run))
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	var b bytes.Buffer
-	_, err = b.ReadFrom(rc)
-	return b.Bytes(), err
-}
-
-// metricsUpTo keeps the metrics.jsonl lines of steps <= last (unparseable lines are dropped).
-func metricsUpTo(b []byte, last int64) []byte {
+	b, err := io.ReadAll(io.LimitReader(rc, runfiles.MaxMetricsBytes))
+	if err != nil {
+		return nil, err
+	}
 	var out bytes.Buffer
 	for line := range bytes.SplitSeq(b, []byte("\n")) {
-		var r struct {
-			Step *int64 `json:"step"`
+		if s := runfiles.MetricsStep(line); s >= 0 && s <= last {
+			out.Write(line)
+			out.WriteByte('\n')
 		}
-		if len(bytes.TrimSpace(line)) == 0 || json.Unmarshal(line, &r) != nil || r.Step == nil || *r.Step > last {
-			continue
-		}
-		out.Write(line)
-		out.WriteByte('\n')
 	}
-	return out.Bytes()
+	return out.Bytes(), nil
 }

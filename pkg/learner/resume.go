@@ -39,7 +39,8 @@ func (l *Learner) start(ctx context.Context, topts trainer.Options) error {
 		}
 		rw := runstate.ResumePoint(l.incarnation, runstate.State{}, -1, l.trainer.Version())
 		l.resumePoint = &rw
-		return nil
+		// A run starting over (no checkpoint) drops whatever metrics an earlier start wrote.
+		return l.resumeMetrics(ctx, -1)
 	default:
 		return err
 	}
@@ -72,10 +73,8 @@ func (l *Learner) resume(ctx context.Context, m ckpt.Manifest, topts trainer.Opt
 		l.log.Warn().Str("checkpoint", m.Key).Msg("the checkpoint holds no run state (a learner without --coordinator): " +
 			"if the run state is ahead of it, the steps in between are not dispatched again")
 	}
-	if prev, err := readMetrics(ctx, l.o.Store, l.cfg.RunID); err == nil {
-		// Lines of steps after the checkpoint belong to the interrupted run: the resumed run
-		// learns those steps again (with the same result) and writes them anew.
-		l.metrics.Write(metricsUpTo(prev, m.Step))
+	if err := l.resumeMetrics(ctx, m.Step); err != nil {
+		return fmt.Errorf("resume from %s: %w", m.Key, err)
 	}
 	if err := dropNewer(ctx, l.o.Store, l.cfg.RunID, m.Step, l.log); err != nil {
 		return fmt.Errorf("resume: %w", err)

@@ -2,7 +2,7 @@
 // real JetStream on loopback), a single-node raft coordinator, N rollout workers, M reward workers
 // and the learner, all talking over the bus exactly as separate processes would, with the local
 // directory store. It writes the run under <out>/<run-id>/ (config, checkpoints, weights,
-// metrics.jsonl, the last step's sample images, eval.json), shows a line per step, and ends with
+// the metrics, the last step's sample images, eval.json), shows a line per step, and ends with
 // the oracle evaluation of the final policy.
 //
 // The roles are the same code the cluster binaries run (pkg/coord, pkg/rollout, pkg/scorer,
@@ -507,7 +507,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		res.Eval, res.InitialEval = &ev, &initial
 		if b, err := json.MarshalIndent(map[string]evaluate.Result{"initial": initial, "final": ev}, "", "  "); err == nil {
-			// Through the store, next to metrics.jsonl, where the dashboard and the report read
+			// Through the store, next to the metrics, where the dashboard and the report read
 			// it (the run's directory when the store is the output directory, the default).
 			b = append(b, '\n')
 			if err := c.st.Put(ctx, runfiles.EvalKey(c.cfg.RunID), bytes.NewReader(b), int64(len(b))); err != nil {

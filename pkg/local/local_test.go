@@ -26,6 +26,8 @@ import (
 	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/local/localtest"
 	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/runfiles"
+	storelocal "github.com/bicot-rl/bicot/pkg/store/local"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -162,7 +164,7 @@ func TestPipelineLearnsCompleteGroupsOnce(t *testing.T) {
 		t.Errorf("no checkpoint recorded in the run state")
 	}
 	dir := cl.Dir()
-	for _, p := range []string{"metrics.jsonl", "config.yaml", "checkpoints/000000000002/MANIFEST.json", "checkpoints/000000000002/cursor", "checkpoints/000000000002/runstate", "weights/000000000003.bin",
+	for _, p := range []string{"metrics/000000000000.jsonl", "config.yaml", "checkpoints/000000000002/MANIFEST.json", "checkpoints/000000000002/cursor", "checkpoints/000000000002/runstate", "weights/000000000003.bin",
 		"samples/step-000000000000/index.json", "samples/step-000000000002/index.json", "samples/step-000000000002/p6-s0.png"} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
 			t.Errorf("run output: %v", err)
@@ -172,12 +174,12 @@ func TestPipelineLearnsCompleteGroupsOnce(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "samples/step-000000000001")); !os.IsNotExist(err) {
 		t.Errorf("step 1's samples: %v, want none kept", err)
 	}
-	b, err := os.ReadFile(filepath.Join(dir, "metrics.jsonl"))
+	mst, err := storelocal.New(filepath.Dir(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := strings.Count(string(b), "\n"); n != c.Steps {
-		t.Errorf("metrics.jsonl has %d lines, want %d", n, c.Steps)
+	if recs, err := runfiles.ReadMetrics(context.Background(), mst, filepath.Base(dir)); err != nil || len(recs) != c.Steps {
+		t.Errorf("the run's metrics: %d lines (%v), want %d", len(recs), err, c.Steps)
 	}
 
 	// Every role's series, on the one endpoint laptop mode serves.

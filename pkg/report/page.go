@@ -65,7 +65,7 @@ table { border-collapse: collapse; font-variant-numeric: tabular-nums; } th, td 
 </div>
 {{end}}
 </section>
-<p class="note">Generated {{.Generated.Format "2006-01-02 15:04:05 MST"}} by learner report from the run's metrics.jsonl{{if .Eval}}, eval.json{{end}} and kept samples.</p>
+<p class="note">Generated {{.Generated.Format "2006-01-02 15:04:05 MST"}} by learner report from the run's metrics{{if .Eval}}, eval.json{{end}} and kept samples.</p>
 </body>
 </html>
 `))

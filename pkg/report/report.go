@@ -1,7 +1,7 @@
 // Package report turns a run's files into one self-contained HTML page (`learner report`): inline
 // CSS, charts drawn here as inline SVG, images as data: URIs, so the file can be mailed or
 // archived and opened anywhere without a server. It shows the reward (total and per expert), KL,
-// loss and step time over the steps from metrics.jsonl, the oracle evaluation per task type before
+// loss and step time over the steps from the run's metrics, the oracle evaluation per task type before
 // and after training when eval.json exists, and the samples of the first and the last kept step
 // side by side, matched by prompt (or task type). Everything is read through pkg/runfiles.
 package report
@@ -25,7 +25,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/store"
 )
 
-// Step is what the report reads of one metrics.jsonl record.
+// Step is what the report reads of one metrics record.
 type Step struct {
 	Step          int64 `json:"step"`
 	PolicyVersion int64 `json:"policy_version"`
@@ -89,7 +89,7 @@ func Build(ctx context.Context, st store.Store, run string) (Report, error) {
 		r.Steps = append(r.Steps, s)
 	}
 	if len(r.Steps) == 0 {
-		return r, fmt.Errorf("report of %s: metrics.jsonl holds no step", run)
+		return r, fmt.Errorf("report of %s: the metrics hold no step", run)
 	}
 	if raw, err := runfiles.ReadEval(ctx, st, run); err == nil {
 		var ev Eval

@@ -1,5 +1,5 @@
 // Package runfiles names and reads the files a run leaves in its store besides checkpoints and
-// weights: metrics.jsonl (the learner's line per step), eval.json (laptop mode's oracle
+// weights: the metrics (the learner's line per step, in segments), eval.json (laptop mode's oracle
 // evaluation) and the kept samples (samples/step-<N>/index.json and the images it names). The
 // learner writes the samples through it; the dashboard (pkg/dashboard) and the report
 // (pkg/report) read all three through it, so a change of layout is a change here only.
@@ -28,7 +28,7 @@ import (
 
 // Size bounds of what is read from a store.
 const (
-	// MaxMetricsBytes bounds metrics.jsonl: a line is about 1.5 KB, so this is tens of thousands
+	// MaxMetricsBytes bounds a run's metrics, all segments together: a line is about 1.5 KB, so this is tens of thousands
 	// of steps.
 	MaxMetricsBytes = 64 << 20
 	// MaxIndexBytes bounds one step's samples index (P*G entries of a few hundred bytes).
@@ -42,8 +42,26 @@ const (
 // ErrTooLarge is returned (wrapped) when an object exceeds its read bound.
 var ErrTooLarge = errors.New("object exceeds its size bound")
 
-// MetricsKey is where the learner writes metrics.jsonl.
-func MetricsKey(run string) string { return run + "/metrics.jsonl" }
+// MetricsSegmentSteps is how many steps' lines one metrics segment holds. The store has no
+// append: the learner rewrites the current segment each step, so a step costs at most this many
+// lines of upload, not the whole history.
+const MetricsSegmentSteps = 100
+
+// MetricsPrefix is the folder of the metrics segments: metrics/<first step, 12 digits>.jsonl,
+// each the lines of MetricsSegmentSteps consecutive steps, in key order = step order.
+func MetricsPrefix(run string) string { return run + "/metrics/" }
+
+// MetricsSegmentKey is the key of the segment that holds step's line.
+func MetricsSegmentKey(run string, step int64) string {
+	return fmt.Sprintf("%s%012d.jsonl", MetricsPrefix(run), MetricsSegmentStart(step))
+}
+
+// MetricsSegmentStart is the first step of the segment that holds step.
+func MetricsSegmentStart(step int64) int64 { return step - step%MetricsSegmentSteps }
+
+// LegacyMetricsKey is where runs of earlier versions kept all their lines in one file; it is
+// still read, before the segments.
+func LegacyMetricsKey(run string) string { return run + "/metrics.jsonl" }
 
 // EvalKey is where laptop mode writes eval.json.
 func EvalKey(run string) string { return run + "/eval.json" }
@@ -146,24 +164,59 @@ func readAll(ctx context.Context, st store.Store, key string, limit int64) ([]by
 	return b, nil
 }
 
-// ReadMetrics returns the run's metrics.jsonl records, one JSON object per learned step in file
-// order. Blank and unparseable lines (a line cut short by a crash) are left out. Every reader of
-// the metrics goes through here: this is the one place that knows how the learner stores them.
-// A run without metrics yet gives an error wrapping store.ErrNotFound.
+// ReadMetrics returns the run's metrics records (the learner's StepRecord lines), one JSON object
+// per learned step in step order: the legacy metrics.jsonl, then every segment. Blank and
+// unparseable lines (a line cut short by a crash) are left out. Every reader of the metrics goes
+// through here: this is the one place that knows how the learner stores them. A run without
+// metrics yet gives an error wrapping store.ErrNotFound.
 func ReadMetrics(ctx context.Context, st store.Store, run string) ([]json.RawMessage, error) {
-	b, err := readAll(ctx, st, MetricsKey(run), MaxMetricsBytes)
+	keys := []string{}
+	if _, err := st.Stat(ctx, LegacyMetricsKey(run)); err == nil {
+		keys = append(keys, LegacyMetricsKey(run))
+	}
+	segs, err := st.List(ctx, MetricsPrefix(run))
 	if err != nil {
 		return nil, fmt.Errorf("metrics: %w", err)
 	}
-	var out []json.RawMessage
-	for line := range bytes.SplitSeq(b, []byte("\n")) {
-		line = bytes.TrimSpace(line)
-		if len(line) == 0 || line[0] != '{' || !json.Valid(line) {
-			continue
+	for _, o := range segs {
+		if strings.HasSuffix(o.Key, ".jsonl") {
+			keys = append(keys, o.Key)
 		}
-		out = append(out, json.RawMessage(line))
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("metrics of run %s: %w", run, store.ErrNotFound)
+	}
+	var out []json.RawMessage
+	budget := int64(MaxMetricsBytes)
+	for _, key := range keys {
+		b, err := readAll(ctx, st, key, budget)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // a segment dropped by a resuming learner since the listing
+		}
+		if err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+		budget -= int64(len(b))
+		for line := range bytes.SplitSeq(b, []byte("\n")) {
+			line = bytes.TrimSpace(line)
+			if len(line) == 0 || line[0] != '{' || !json.Valid(line) {
+				continue
+			}
+			out = append(out, json.RawMessage(line))
+		}
 	}
 	return out, nil
+}
+
+// MetricsStep is the step of a metrics record (-1 when it has none).
+func MetricsStep(rec json.RawMessage) int64 {
+	var r struct {
+		Step *int64 `json:"step"`
+	}
+	if json.Unmarshal(rec, &r) != nil || r.Step == nil {
+		return -1
+	}
+	return *r.Step
 }
 
 // ReadEval returns eval.json as stored (not found: an error wrapping store.ErrNotFound).

@@ -1,6 +1,6 @@
 package trainer
 
-// StepStats describe one update (a metrics.jsonl line). Loss, KL and ratios are measured before
+// StepStats describe one update (a line of the run's metrics). Loss, KL and ratios are measured before
 // the update, on the trained tokens.
 type StepStats struct {
 	// PolicyVersion is the version of the weights after the step.
