@@ -899,5 +899,8 @@ func TestEnsureStreamsLooksFirst(t *testing.T) {
 		if !sameStream(have, want[n]) {
 			t.Errorf("stream %s as created differs from its definition: %+v", n, have)
 		}
+		if have.MaxBytes <= 0 || have.MaxMsgSize <= 0 {
+			t.Errorf("stream %s is unbounded: max bytes %d, max message %d", n, have.MaxBytes, have.MaxMsgSize)
+		}
 	}
 }

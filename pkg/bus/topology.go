@@ -114,7 +114,17 @@ type StreamOptions struct {
 	DeadMaxAge time.Duration
 	// MaxMsgSize per message; default DefaultMaxPayload.
 	MaxMsgSize int32
+	// MaxBytes bounds each stream's storage; default DefaultStreamBytes. A full work queue
+	// refuses new messages (publishers see the error and retry: backpressure, nothing dropped);
+	// a full dead-letter or events stream drops its oldest.
+	MaxBytes int64
 }
+
+// DefaultStreamBytes is each stream's storage bound: thousands of samples (a few KB each, a few
+// hundred KB with an attached PNG), more than a run holds in flight (P x G per step, a few steps
+// ahead). JetStream reserves it against the server's storage when the stream is created, so it
+// is kept modest: a run's seven streams reserve under 1 GiB.
+const DefaultStreamBytes = 128 << 20
 
 func (o *StreamOptions) defaults() error {
 	if o.Replicas == 0 {
@@ -135,7 +145,10 @@ func (o *StreamOptions) defaults() error {
 	if o.MaxMsgSize == 0 {
 		o.MaxMsgSize = DefaultMaxPayload
 	}
-	if o.DedupWindow < 0 || o.EventsMaxAge < 0 || o.DeadMaxAge < 0 || o.MaxMsgSize < 0 {
+	if o.MaxBytes == 0 {
+		o.MaxBytes = DefaultStreamBytes
+	}
+	if o.DedupWindow < 0 || o.EventsMaxAge < 0 || o.DeadMaxAge < 0 || o.MaxMsgSize < 0 || o.MaxBytes < 0 {
 		return errors.New("stream options: negative duration or size")
 	}
 	return nil
@@ -226,7 +239,7 @@ func sameStream(have, want jetstream.StreamConfig) bool {
 	}
 	return slices.Equal(have.Subjects, want.Subjects) && have.Retention == want.Retention && have.Discard == want.Discard &&
 		have.Storage == want.Storage && have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
-		have.MaxMsgSize == want.MaxMsgSize && have.MaxAge == want.MaxAge && have.MaxMsgsPerSubject == unlimited(want.MaxMsgsPerSubject) &&
+		have.MaxMsgSize == want.MaxMsgSize && have.MaxBytes == unlimited(want.MaxBytes) && have.MaxAge == want.MaxAge && have.MaxMsgsPerSubject == unlimited(want.MaxMsgsPerSubject) &&
 		have.Description == want.Description
 }
 
@@ -240,6 +253,7 @@ func streamConfigs(t Topology, o StreamOptions) []jetstream.StreamConfig {
 			Replicas:   o.Replicas,
 			Duplicates: o.DedupWindow,
 			MaxMsgSize: o.MaxMsgSize,
+			MaxBytes:   o.MaxBytes,
 			Discard:    jetstream.DiscardOld,
 		}
 	}
