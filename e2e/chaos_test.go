@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,13 +16,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
-	"github.com/bicot-rl/bicot/pkg/experts"
-	"github.com/bicot-rl/bicot/pkg/mlx"
-	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store/s3/s3test"
-	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
 // chaosDurationEnv selects the full chaos run and its length (scripts/chaos.sh sets it); without
@@ -129,8 +124,9 @@ func TestChaos(t *testing.T) {
 	}
 	tmp := t.TempDir()
 	s3srv := s3test.Start(t)
-	bins := chaosBuild(ctx, t, root, tmp)
-	cfgPath := chaosConfig(ctx, t, root, tmp, v, s3srv.Bucket)
+	pr := newProcessRun(ctx, t, tmp)
+	bins := pr.bins
+	cfgPath := chaosConfig(t, pr, tmp, v, s3srv.Bucket)
 
 	x, err := newChaosRun(ctx, t, v, root, tmp, bins, cfgPath, s3srv)
 	if err != nil {
@@ -150,46 +146,12 @@ func TestChaos(t *testing.T) {
 	}
 }
 
-// chaosBuild builds the four binaries.
-func chaosBuild(ctx context.Context, t *testing.T, root, tmp string) map[string]string {
-	bins := map[string]string{}
-	for _, b := range []string{"coordinator", "rollout-worker", "reward-worker", "learner"} {
-		out := filepath.Join(tmp, "bin", b)
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./"+b)
-		cmd.Dir = root
-		if msg, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", b, err, msg)
-		}
-		bins[b] = out
-	}
-	return bins
-}
-
 // chaosConfig writes the run config: a tiny policy, briefly trained experts, the S3 store (its
 // endpoint and credentials come from each process's environment), wire timings short enough that
 // the work a killed worker held comes back within seconds, and staleness 0, under which step s
 // learns the cursor positions right after step s-1's (what checkMetrics counts against).
-func chaosConfig(ctx context.Context, t *testing.T, root, tmp string, v chaosVariant, bucket string) string {
-	backend, err := mlx.NewBackend("")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cb, err := vq.Load(filepath.Join(root, "models/codebook.vq"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pol, err := model.TinyCheckpoint(backend, cb, 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	policyPath := filepath.Join(tmp, "policy.safetensors")
-	if err := os.WriteFile(policyPath, pol, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	expertDir := filepath.Join(tmp, "experts")
-	if err := experts.TrainAll(ctx, backend, expertDir, experts.TrainOptions{Seed: 1, Steps: 3, Log: zerolog.Nop()}); err != nil {
-		t.Fatal(err)
-	}
+func chaosConfig(t *testing.T, pr processRun, tmp string, v chaosVariant, bucket string) string {
+	root, policyPath, expertDir := pr.root, pr.policy, pr.expertDir
 	cfg := fmt.Sprintf(`run_id: %s
 seed: 11
 prompts: %s
