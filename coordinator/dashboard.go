@@ -26,7 +26,7 @@ func newDashboardCmd(p *startup.Process) *cobra.Command {
 		Use:   "dashboard TARGET",
 		Short: "Serve the dashboard of a run from its files (runs/RUN or s3://bucket/prefix/RUN)",
 		Long: "Serves the page a coordinator serves at / for a run that is no longer coordinated (finished,\n" +
-			"stopped, or read from another machine's store): metrics.jsonl's curves, the kept samples and\n" +
+			"stopped, or read from another machine's store): the metrics' curves, the kept samples and\n" +
 			"eval.json, read from the run's store; no NATS, no raft. The status shows what the files tell\n" +
 			"(steps learned, policy version). With $" + startup.EnvAPIToken + " set every request needs the token:\n" +
 			"open the page once as http://ADDR/?token=TOKEN (it becomes a cookie).",
@@ -35,16 +35,13 @@ func newDashboardCmd(p *startup.Process) *cobra.Command {
 	cmd.Flags().StringVar(&httpAddr, "http", "127.0.0.1:8090", "address to serve on (loopback by default; port 0: any free port)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		log := logging.Component(p.Log(), "dashboard")
-		storeSpec, run, err := startup.SplitRunTarget(args[0])
-		if err != nil {
-			return err
-		}
 		ctx := cmd.Context()
-		st, closeStore, err := startup.OpenStore(ctx, storeSpec, log)
+		rt, err := startup.OpenRunTarget(ctx, args[0], log)
 		if err != nil {
 			return err
 		}
-		defer closeStore()
+		defer rt.Close()
+		st, storeSpec, run := rt.Store, rt.StoreSpec, rt.Run
 		if err := checkRun(ctx, st, storeSpec, run); err != nil {
 			return err
 		}

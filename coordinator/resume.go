@@ -57,17 +57,14 @@ func newResumeCmd(p *startup.Process) *cobra.Command {
 	f.IntVar(&override.Steps, "steps", 0, "train until this many steps (default: the stored config's)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		log := logging.Component(p.Log(), "coordinator")
-		storeSpec, run, err := startup.SplitRunTarget(args[0])
-		if err != nil {
-			return err
-		}
 		ctx := cmd.Context()
-		st, closeStore, err := startup.OpenStore(ctx, storeSpec, log)
+		rt, err := startup.OpenRunTarget(ctx, args[0], log)
 		if err != nil {
 			return err
 		}
-		r, err := coordinator.LoadResume(ctx, st, run, log)
-		closeStore()
+		storeSpec, run := rt.StoreSpec, rt.Run
+		r, err := coordinator.LoadResume(ctx, rt.Store, run, log)
+		rt.Close()
 		if err != nil {
 			return err
 		}

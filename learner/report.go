@@ -20,7 +20,7 @@ func newReportCmd(p *startup.Process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "report RUN",
 		Short: "Write a run's report as one self-contained HTML file (RUN: runs/ID or s3://bucket/prefix/ID)",
-		Long: "Reads the run's metrics.jsonl, eval.json (when the run has one) and kept samples from its store and\n" +
+		Long: "Reads the run's metrics, eval.json (when the run has one) and kept samples from its store and\n" +
 			"writes one HTML file with everything inline (CSS, SVG charts, images as data: URIs): reward per\n" +
 			"expert, KL, loss and step time over the steps, the oracle evaluation per task type before and\n" +
 			"after training, and the first and last kept steps' samples side by side.",
@@ -29,17 +29,14 @@ func newReportCmd(p *startup.Process) *cobra.Command {
 	cmd.Flags().StringVarP(&out, "out", "o", "", "output file (default <run-id>-report.html; - writes to stdout)")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
 		log := logging.Component(p.Log(), "report")
-		storeSpec, run, err := startup.SplitRunTarget(args[0])
-		if err != nil {
-			return err
-		}
 		ctx := cmd.Context()
-		st, closeStore, err := startup.OpenStore(ctx, storeSpec, log)
+		rt, err := startup.OpenRunTarget(ctx, args[0], log)
 		if err != nil {
 			return err
 		}
-		defer closeStore()
-		r, err := report.Build(ctx, st, run)
+		defer rt.Close()
+		run := rt.Run
+		r, err := report.Build(ctx, rt.Store, run)
 		if err != nil {
 			return err
 		}

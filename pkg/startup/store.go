@@ -71,3 +71,25 @@ func SplitRunTarget(target string) (storeSpec, run string, err error) {
 	}
 	return storeSpec, run, nil
 }
+
+// RunTarget is a run opened from a target SplitRunTarget accepts: its store (Close releases it),
+// the store's location and the run id.
+type RunTarget struct {
+	Store     store.Store
+	StoreSpec string
+	Run       string
+	Close     func()
+}
+
+// OpenRunTarget splits target (SplitRunTarget) and opens the run's store (OpenStore).
+func OpenRunTarget(ctx context.Context, target string, log zerolog.Logger) (RunTarget, error) {
+	storeSpec, run, err := SplitRunTarget(target)
+	if err != nil {
+		return RunTarget{}, err
+	}
+	st, closeStore, err := OpenStore(ctx, storeSpec, log)
+	if err != nil {
+		return RunTarget{}, err
+	}
+	return RunTarget{Store: st, StoreSpec: storeSpec, Run: run, Close: closeStore}, nil
+}
