@@ -98,17 +98,7 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 
 	urlFile := filepath.Join(tmp, "nats.url")
 	natsProc := startProc("nats-server", bins["coordinator"], "nats-server", "--port", "0", "--store-dir", filepath.Join(tmp, "nats"), "--url-file", urlFile)
-	var url string
-	for url == "" {
-		if b, err := os.ReadFile(urlFile); err == nil {
-			url = strings.TrimSpace(string(b))
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("nats-server did not start")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	url := readURLFile(ctx, t, urlFile)
 	common := []string{"run", "--config", cfgPath, "--nats", url, "--log-format", "json"}
 	free := func() string {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/rs/zerolog"
 
@@ -80,4 +82,18 @@ func metricsRecords(t *testing.T, dir, run string) []json.RawMessage {
 		t.Fatal(err)
 	}
 	return recs
+}
+
+// readURLFile waits for `coordinator nats-server --url-file path` to write its client URL.
+func readURLFile(ctx context.Context, t *testing.T, path string) string {
+	t.Helper()
+	for {
+		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			return strings.TrimSpace(string(b))
+		}
+		if ctx.Err() != nil {
+			t.Fatal("nats-server did not start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

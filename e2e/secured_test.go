@@ -173,16 +173,7 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 	start("nats-server", pr.bins["coordinator"], env, "nats-server", "--port", "0", "--url-file", urlFile,
 		"--store-dir", filepath.Join(tmp, "nats"), "--users", usersFile,
 		"--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey, "--tls-ca", certs.CA, "--tls-verify")
-	var natsURL string
-	for natsURL == "" {
-		if b, err := os.ReadFile(urlFile); err == nil {
-			natsURL = strings.TrimSpace(string(b))
-		} else if ctx.Err() != nil {
-			t.Fatal("nats-server did not start")
-		} else {
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
+	natsURL := readURLFile(ctx, t, urlFile)
 	natsTLS := []string{"--nats", natsURL, "--nats-ca", certs.CA, "--nats-cert", certs.ClientCert, "--nats-key", certs.ClientKey}
 	clusterTLS := []string{"--tls-ca", certs.CA, "--tls-cert", certs.ServerCert, "--tls-key", certs.ServerKey}
 	roleEnv := func(role string) []string {
