@@ -13,6 +13,8 @@ import (
 	"github.com/hashicorp/raft"
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
+
+	"github.com/bicot-rl/bicot/pkg/secure"
 )
 
 func TestMain(m *testing.M) {
@@ -353,24 +355,33 @@ func freeAddr(t *testing.T) string {
 // Three nodes that all know the full peer list from their config bootstrap together; a follower
 // forwards through the peers' configured HTTP addresses.
 func TestStaticBootstrap(t *testing.T) {
+	bootstrapThree(t, "", secure.TLSFiles{})
+}
+
+// bootstrapThree opens nodes a, b and c with the full peer list (and the token and TLS files
+// given), waits for a leader, applies a run through a follower (so it is forwarded) and waits for
+// it on every node. The nodes shut down when the test ends.
+func bootstrapThree(t *testing.T, token string, files secure.TLSFiles) ([]Peer, map[string]*Node) {
+	t.Helper()
 	var peers []Peer
 	for _, id := range []string{"a", "b", "c"} {
 		peers = append(peers, Peer{ID: id, RaftAddr: freeAddr(t), HTTPAddr: freeAddr(t)})
 	}
 	nodes := map[string]*Node{}
-	defer func() {
+	t.Cleanup(func() {
 		for _, n := range nodes {
 			n.Shutdown()
 		}
-	}()
+	})
 	for _, p := range peers {
-		n, err := Open(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, HTTPAddr: p.HTTPAddr, DataDir: t.TempDir(), Bootstrap: true, Peers: peers}, testLog(t))
+		n, err := Open(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, HTTPAddr: p.HTTPAddr, DataDir: t.TempDir(), Bootstrap: true,
+			Peers: peers, Token: token, TLS: files}, testLog(t))
 		if err != nil {
 			t.Fatalf("open %s: %v", p.ID, err)
 		}
 		nodes[p.ID] = n
 	}
-	waitFor(t, 10*time.Second, "a leader among a, b, c", func() bool {
+	waitFor(t, 15*time.Second, "a leader among a, b, c", func() bool {
 		for _, n := range nodes {
 			if n.IsLeader() {
 				return true
@@ -393,6 +404,7 @@ func TestStaticBootstrap(t *testing.T) {
 		}
 		return true
 	})
+	return peers, nodes
 }
 
 // pendingFuture is an apply raft accepted and never answers (what an apply queued just before

@@ -25,47 +25,7 @@ func TestSecuredCluster(t *testing.T) {
 	}
 	files := secure.TLSFiles{CA: certs.CA, Cert: certs.ServerCert, Key: certs.ServerKey}
 	const token = "cluster-secret"
-	var peers []Peer
-	for _, id := range []string{"a", "b", "c"} {
-		peers = append(peers, Peer{ID: id, RaftAddr: freeAddr(t), HTTPAddr: freeAddr(t)})
-	}
-	nodes := map[string]*Node{}
-	defer func() {
-		for _, n := range nodes {
-			n.Shutdown()
-		}
-	}()
-	for _, p := range peers {
-		n, err := Open(NodeConfig{ID: p.ID, RaftAddr: p.RaftAddr, HTTPAddr: p.HTTPAddr, DataDir: t.TempDir(), Bootstrap: true,
-			Peers: peers, Token: token, TLS: files}, testLog(t))
-		if err != nil {
-			t.Fatalf("open %s: %v", p.ID, err)
-		}
-		nodes[p.ID] = n
-	}
-	waitFor(t, 15*time.Second, "a leader among a, b, c", func() bool {
-		for _, n := range nodes {
-			if n.IsLeader() {
-				return true
-			}
-		}
-		return false
-	})
-	var fol *Node
-	for _, n := range nodes {
-		if !n.IsLeader() {
-			fol = n
-		}
-	}
-	mustApply(t, fol, NewInitRun(t0, InitRun{RunID: "r", PromptCount: 10}))
-	waitFor(t, 10*time.Second, "run replicated everywhere", func() bool {
-		for _, n := range nodes {
-			if n.State().RunID != "r" {
-				return false
-			}
-		}
-		return true
-	})
+	peers, nodes := bootstrapThree(t, token, files)
 
 	var addrs []string
 	for _, p := range peers {
