@@ -68,30 +68,19 @@ func (l *Learner) appendMetrics(ctx context.Context, rec StepRecord) error {
 // lines and deletes later segments. last < 0 (a run starting over) drops every line.
 func (l *Learner) resumeMetrics(ctx context.Context, last int64) error {
 	st, run := l.o.Store, l.cfg.RunID
-	recs, err := runfiles.ReadMetrics(ctx, st, run)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return err
-	}
 	next := last + 1
 	start := runfiles.MetricsSegmentStart(next)
-	var cur bytes.Buffer
-	ahead := false
-	for _, r := range recs {
-		step := runfiles.MetricsStep(r)
-		if step > last {
-			ahead = true
-			continue
-		}
-		if step >= start {
-			cur.Write(r)
-			cur.WriteByte('\n')
-		}
+	curKey := runfiles.MetricsSegmentKey(run, next)
+	// Only the segment of the next step can hold lines on both sides of the checkpoint; the
+	// earlier ones stay as they are, the later ones go.
+	cur, err := linesBetween(ctx, st, curKey, start, last)
+	if err != nil {
+		return err
 	}
 	segs, err := st.List(ctx, runfiles.MetricsPrefix(run))
 	if err != nil {
 		return fmt.Errorf("metrics: %w", err)
 	}
-	curKey := runfiles.MetricsSegmentKey(run, next)
 	for _, o := range segs {
 		if o.Key > curKey {
 			if err := st.Delete(ctx, o.Key); err != nil {
@@ -99,43 +88,51 @@ func (l *Learner) resumeMetrics(ctx context.Context, last int64) error {
 			}
 		}
 	}
-	if cur.Len() > 0 {
-		if err := st.Put(ctx, curKey, bytes.NewReader(cur.Bytes()), int64(cur.Len())); err != nil {
+	if len(cur) > 0 {
+		if err := st.Put(ctx, curKey, bytes.NewReader(cur), int64(len(cur))); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
 	} else if err := st.Delete(ctx, curKey); err != nil {
 		return fmt.Errorf("metrics: drop %s: %w", curKey, err)
 	}
 	// A run of an earlier version kept every line in one file: cut it at the checkpoint too.
-	if ahead {
-		if b, err := legacyUpTo(ctx, st, run, last); err == nil {
-			if err := st.Put(ctx, runfiles.LegacyMetricsKey(run), bytes.NewReader(b), int64(len(b))); err != nil {
+	legacy := runfiles.LegacyMetricsKey(run)
+	if info, err := st.Stat(ctx, legacy); err == nil {
+		kept, err := linesBetween(ctx, st, legacy, 0, last)
+		if err != nil {
+			return err
+		}
+		if int64(len(kept)) != info.Size {
+			if err := st.Put(ctx, legacy, bytes.NewReader(kept), int64(len(kept))); err != nil {
 				return fmt.Errorf("metrics: %w", err)
 			}
 		}
 	}
 	l.mu.Lock()
 	l.metrics.Reset()
-	l.metrics.Write(cur.Bytes())
+	l.metrics.Write(cur)
 	l.metricsStart = start
 	l.mu.Unlock()
 	return nil
 }
 
-// legacyUpTo is the legacy metrics.jsonl without the lines of steps after last.
-func legacyUpTo(ctx context.Context, st store.Store, run string, last int64) ([]byte, error) {
-	rc, err := st.Get(ctx, runfiles.LegacyMetricsKey(run))
+// linesBetween is the metrics lines of key whose step is in [from, last] (none when key is missing).
+func linesBetween(ctx context.Context, st store.Store, key string, from, last int64) ([]byte, error) {
+	rc, err := st.Get(ctx, key)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metrics: %w", err)
 	}
 	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, runfiles.MaxMetricsBytes))
+	b, err := io.ReadAll(io.LimitReader(store.ContextReader(ctx, rc), runfiles.MaxMetricsBytes))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("metrics: read %s: %w", key, err)
 	}
 	var out bytes.Buffer
 	for line := range bytes.SplitSeq(b, []byte("\n")) {
-		if s := runfiles.MetricsStep(line); s >= 0 && s <= last {
+		if s := runfiles.MetricsStep(line); s >= from && s <= last {
 			out.Write(line)
 			out.WriteByte('\n')
 		}

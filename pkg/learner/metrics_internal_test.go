@@ -78,4 +78,16 @@ func TestMetricsSegments(t *testing.T) {
 	} else if err != nil && !strings.Contains(err.Error(), "not found") {
 		t.Fatal(err)
 	}
+
+	// A run of an earlier version (one metrics.jsonl) resumed at step 3 keeps steps 0-3 of it.
+	old := "{\"step\":0}\n{\"step\":1}\n{\"step\":2}\n{\"step\":3}\n{\"step\":4}\n{\"step\":5}\n"
+	if err := st.Put(ctx, runfiles.LegacyMetricsKey("seg"), strings.NewReader(old), int64(len(old))); err != nil {
+		t.Fatal(err)
+	}
+	if err := (&Learner{o: Deps{Store: st}, cfg: cfg}).resumeMetrics(ctx, 3); err != nil {
+		t.Fatal(err)
+	}
+	if recs, err := runfiles.ReadMetrics(ctx, st, "seg"); err != nil || len(recs) != 4 || runfiles.MetricsStep(recs[3]) != 3 {
+		t.Fatalf("legacy metrics after resuming at 3: %d records, %v", len(recs), err)
+	}
 }
