@@ -23,8 +23,9 @@ var roles = []struct{ pkg, binary, typ string }{
 	{"pkg/learner", "learner", "Learner"},
 }
 
-// mayImportRoles are the only packages whose code imports role packages.
-var mayImportRoles = []string{"coordinator", "rollout-worker", "reward-worker", "learner", "pkg/local", "e2e"}
+// mayImportRoles are the only packages whose code imports role packages: the binaries, laptop
+// mode, the benchmarks that run laptop mode with simulated compute, and the end-to-end tests.
+var mayImportRoles = []string{"coordinator", "rollout-worker", "reward-worker", "learner", "pkg/local", "pkg/bench", "e2e"}
 
 func root(t *testing.T) string {
 	t.Helper()

@@ -57,8 +57,12 @@ import (
 // StateNode is the part of a runstate.Node the coordinator uses.
 type StateNode interface {
 	Apply(ctx context.Context, cmd runstate.Command) (runstate.Result, error)
+	// ApplyAll commits several commands in order, batched where it can.
+	ApplyAll(ctx context.Context, cmds []runstate.Command) ([]runstate.Result, []error)
 	State() runstate.State
 	IsLeader() bool
+	// Stepped signals that an applied entry changed the run's step.
+	Stepped() <-chan struct{}
 }
 
 // Deps are what a coordinator is given: its connection, its replica of the run state, the run's
@@ -292,7 +296,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		// a coordinator that died back to the others within seconds (InProgress covers an apply
 		// that rides out an election).
 		if err := bus.Consume(ctx, c.js, c.topo.Events, bus.Typed(c.onEvent),
-			bus.ConsumeOptions{Fetchers: 1, AckWait: eventAckWait, PollWait: 2 * time.Second, RetryDelay: 200 * time.Millisecond, Logger: &lg}); err != nil {
+			bus.ConsumeOptions{Fetchers: eventFetchers, AckWait: eventAckWait, PollWait: 2 * time.Second, RetryDelay: 200 * time.Millisecond, Logger: &lg}); err != nil {
 			c.log.Error().Err(err).Msg("event consumer stopped")
 		}
 	}()
@@ -338,6 +342,9 @@ func (c *Coordinator) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 		case <-t.C:
+		case <-c.o.Node.Stepped():
+			// A step ended: its successor's tasks go out now, not up to a tick later (in a
+			// strictly on-policy run every worker waits for them).
 		}
 	}
 	wg.Wait()
@@ -346,6 +353,13 @@ func (c *Coordinator) Run(ctx context.Context) error {
 
 // eventAckWait is the events consumer's AckWait.
 const eventAckWait = 5 * time.Second
+
+// eventFetchers events are handled at once: their raft applies, proposed together, share one log
+// write (raft batches concurrent applies), which a run of many workers - a heartbeat each every
+// few seconds, a group_complete per group - needs to keep up. Order among events does not
+// matter: the state machine rejects what no longer applies (a group's completion after its step
+// is done, a step reported twice).
+const eventFetchers = 8
 
 func (c *Coordinator) finish(st runstate.State) {
 	c.doneOnce.Do(func() {
@@ -390,6 +404,12 @@ func (c *Coordinator) tick(ctx context.Context) (err error) {
 		c.republishDue = false
 		c.log.Info().Msg("waiting tasks published again after a failed publish")
 	}
+	// Every batch due is recorded first, in one batch of raft entries, then published: a step of
+	// many tasks costs one log write, not one per task.
+	var (
+		due  []runstate.Command
+		dueD []runstate.DispatchBatch
+	)
 	last := min(int64(c.cfg.Steps)-1, st.PolicyVersion+int64(c.cfg.Staleness))
 	for s := st.Step; s <= last; s++ {
 		left := c.cfg.PromptsPerStep
@@ -400,18 +420,22 @@ func (c *Coordinator) tick(ctx context.Context) (err error) {
 			if _, ok := st.Batches[id]; ok {
 				continue
 			}
-			r, err := c.o.Node.Apply(ctx, runstate.NewDispatchBatch(time.Now(), runstate.DispatchBatch{BatchID: id, Step: s, Count: n}))
-			if err != nil {
-				return fmt.Errorf("dispatch %s: %w", id, err)
-			}
-			if err := c.publish(ctx, s, st.PolicyVersion, r.Groups, firstAttempt(r.Groups)); err != nil {
-				return err
-			}
-			c.mu.Lock()
-			c.dispatched++
-			c.mu.Unlock()
-			c.log.Debug().Int64("step", s).Str("batch", id).Int("prompts", n).Msg("dispatched")
+			d := runstate.DispatchBatch{BatchID: id, Step: s, Count: n}
+			due, dueD = append(due, runstate.NewDispatchBatch(time.Now(), d)), append(dueD, d)
 		}
+	}
+	results, errs := c.o.Node.ApplyAll(ctx, due)
+	for i, d := range dueD {
+		if errs[i] != nil {
+			return fmt.Errorf("dispatch %s: %w", d.BatchID, errs[i])
+		}
+		if err := c.publish(ctx, d.Step, st.PolicyVersion, results[i].Groups, firstAttempt(results[i].Groups)); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		c.dispatched++
+		c.mu.Unlock()
+		c.log.Debug().Int64("step", d.Step).Str("batch", d.BatchID).Int("prompts", d.Count).Msg("dispatched")
 	}
 	now := time.Now()
 	for _, g := range st.GroupsByStatus(runstate.GroupDispatched) {

@@ -65,7 +65,10 @@ type Deps struct {
 	OnStep func(StepRecord)
 	// Metrics registers the learner's Prometheus series (nil: none).
 	Metrics prometheus.Registerer
-	Log     zerolog.Logger
+	// Update applies a step's update through t (nil: t.Step, the BiCoT-GRPO update). Benchmarks
+	// put simulated compute here (trainer.Trainer.StepSimulated) to measure everything else.
+	Update func(t *trainer.Trainer, groups []trainer.Group) (trainer.StepStats, error)
+	Log    zerolog.Logger
 }
 
 // Learner is the learner role.
@@ -112,6 +115,9 @@ func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 	}
 	if o.ID == "" {
 		o.ID = "learner"
+	}
+	if o.Update == nil {
+		o.Update = (*trainer.Trainer).Step
 	}
 	if o.JS == nil || o.Backend == nil || o.Store == nil {
 		return nil, errors.New("learner: JetStream, backend and store are required")

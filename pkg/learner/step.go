@@ -36,7 +36,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	}
 	t0 := time.Now()
 	from := l.trainer.Version()
-	stats, err := l.trainer.Step(fresh)
+	stats, err := l.o.Update(l.trainer, fresh)
 	if errors.Is(err, trainer.ErrAllFiltered) {
 		return l.resample(ctx, step, groups)
 	}

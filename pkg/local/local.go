@@ -43,6 +43,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/startup"
 	"github.com/bicot-rl/bicot/pkg/store"
+	"github.com/bicot-rl/bicot/pkg/trainer"
 	"github.com/bicot-rl/bicot/pkg/vq"
 )
 
@@ -67,6 +68,12 @@ type Options struct {
 	Ensemble rewardworker.Scorer
 	// InitPolicy overrides the initial policy bytes (tests).
 	InitPolicy []byte
+	// Sample and Update replace the rollout workers' sampling and the learner's update
+	// (nil: the model's; benchmarks simulate compute with them, see pkg/bench).
+	Sample rolloutworker.Sampler
+	Update func(*trainer.Trainer, []trainer.Group) (trainer.StepStats, error)
+	// OnStep is called after every learned step, besides the progress line.
+	OnStep func(learner.StepRecord)
 	// SkipEval skips the final evaluation.
 	SkipEval bool
 	Log      zerolog.Logger
@@ -232,7 +239,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	}
 	started := time.Now()
 	c.learnerDeps = learner.Deps{JS: ljs, Backend: c.backend, Store: st, Init: init,
-		Codebook: c.cb, RunState: c.runState, Metrics: c.metrics, Log: c.log,
+		Codebook: c.cb, RunState: c.runState, Metrics: c.metrics, Update: o.Update, Log: c.log,
 		OnStep: func(r learner.StepRecord) {
 			elapsed := time.Since(started)
 			done := r.Step + 1
@@ -240,6 +247,9 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			fmt.Fprintf(o.Progress, "step %d/%d  reward %.3f  loss %+.4f  kl %.4f  ratio %.4f  zero-std %.2f  %5.1fs  %s elapsed, ETA %s\n",
 				done, cfg.Steps, r.Stats.RewardMean, r.Stats.Loss, r.Stats.KL, r.Stats.RatioMean, r.Stats.ZeroStdRatio,
 				r.StepSeconds, elapsed.Round(time.Second), eta.Round(time.Second))
+			if o.OnStep != nil {
+				o.OnStep(r)
+			}
 		}}
 	if c.Learner, err = learner.New(ctx, c.learnerDeps, cfg); err != nil {
 		return nil, err
@@ -351,7 +361,7 @@ func (c *Cluster) AddRolloutWorker() (*rolloutworker.Worker, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := rolloutworker.New(c.ctx, rolloutworker.Deps{ID: id, JS: js, Backend: c.backend, Store: c.st, Codebook: c.cb, Metrics: c.metrics, Log: c.log}, c.cfg)
+	w, err := rolloutworker.New(c.ctx, rolloutworker.Deps{ID: id, JS: js, Backend: c.backend, Store: c.st, Codebook: c.cb, Metrics: c.metrics, Sample: c.o.Sample, Log: c.log}, c.cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -51,8 +51,14 @@ type Deps struct {
 	Codebook *vq.Codebook
 	// Metrics registers the worker's Prometheus series (nil: none).
 	Metrics prometheus.Registerer
-	Log     zerolog.Logger
+	// Sample draws a task's samples from the loaded policy (nil: the policy's own
+	// model.Model.Sample). Benchmarks put simulated compute here to measure everything else.
+	Sample Sampler
+	Log    zerolog.Logger
 }
+
+// Sampler draws the samples of a request from policy m.
+type Sampler func(m *model.Model, req model.SampleRequest) ([]model.Sample, error)
 
 // options are the worker's settings, derived from Deps and the run config by New.
 type options struct {
@@ -65,6 +71,7 @@ type options struct {
 	Consume    bus.ConsumeOptions
 	Heartbeat  time.Duration
 	PolicyWait time.Duration
+	Sample     Sampler
 }
 
 // Stats count a worker's work.
@@ -112,7 +119,10 @@ func New(_ context.Context, d Deps, cfg config.Config) (*Worker, error) {
 	}
 	o := options{Run: cfg.RunID, ID: d.ID, Backend: d.Backend, Store: d.Store, Codebook: d.Codebook,
 		AttachPNG: cfg.Sampling.AttachPNG, Consume: bus.ConsumeFrom(cfg.Wire, cfg.Wire.RolloutFetchers),
-		Heartbeat: cfg.Wire.Heartbeat.D(), PolicyWait: cfg.Wire.PolicyWait.D()}
+		Heartbeat: cfg.Wire.Heartbeat.D(), PolicyWait: cfg.Wire.PolicyWait.D(), Sample: d.Sample}
+	if o.Sample == nil {
+		o.Sample = (*model.Model).Sample
+	}
 	log := logging.Component(d.Log, "rollout").With().Str("worker", o.ID).Logger()
 	m, err := newMetrics(d.Metrics, o.ID)
 	if err != nil {
@@ -192,7 +202,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 		encoded[i], ids[i] = enc, uint64(p.Index)
 	}
 	sp := t.Sampling
-	ss, err := m.Sample(model.SampleRequest{
+	ss, err := w.o.Sample(m, model.SampleRequest{
 		Prompts: encoded, PromptIDs: ids, G: t.G, Seed: t.Seed, Step: uint64(t.Step),
 		Temperature: sp.Temperature, CFGWeight: sp.CFGWeight,
 		NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,

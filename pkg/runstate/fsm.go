@@ -18,10 +18,17 @@ import (
 type FSM struct {
 	mu sync.RWMutex
 	st State
+	// stepped is signalled (never blocking, one pending signal kept) when an entry moves the
+	// run to another step, so the leader dispatches the next step's tasks at once instead of at
+	// its next tick.
+	stepped chan struct{}
 }
 
 // NewFSM returns an FSM holding the empty state.
-func NewFSM() *FSM { return &FSM{st: newState()} }
+func NewFSM() *FSM { return &FSM{st: newState(), stepped: make(chan struct{}, 1)} }
+
+// Stepped delivers a signal after an applied entry changed the run's step.
+func (f *FSM) Stepped() <-chan struct{} { return f.stepped }
 
 // State returns a deep copy of the applied state.
 func (f *FSM) State() State {
@@ -53,7 +60,15 @@ func (f *FSM) Apply(l *raft.Log) any {
 		f.st.Applied = l.Index
 		return Result{Index: l.Index, Step: f.st.Step, PolicyVersion: f.st.PolicyVersion, Error: err.Error()}
 	}
-	return f.st.apply(l.Index, cmd)
+	before := f.st.Step
+	r := f.st.apply(l.Index, cmd)
+	if f.st.Step != before {
+		select {
+		case f.stepped <- struct{}{}:
+		default:
+		}
+	}
+	return r
 }
 
 // Snapshot implements raft.FSM: the state is copied under the lock and encoded in Persist, which

@@ -345,6 +345,10 @@ func (n *Node) LeaderHTTP() string {
 // value is kept, like raft's own LeaderCh.
 func (n *Node) LeaderCh() <-chan bool { return n.leaderCh }
 
+// Stepped delivers a signal after this node applied an entry that changed the run's step (one
+// pending signal is kept): the coordinator's scheduler waits on it besides its tick.
+func (n *Node) Stepped() <-chan struct{} { return n.fsm.Stepped() }
+
 // State returns a deep copy of this node's applied state. On a follower it may trail the leader by
 // the entries still in flight; call Barrier on the leader first for a read that sees every commit.
 func (n *Node) State() State { return n.fsm.State() }
@@ -427,6 +431,37 @@ func (n *Node) Apply(ctx context.Context, cmd Command) (Result, error) {
 		case <-time.After(backoff):
 		}
 	}
+}
+
+// ApplyAll commits cmds in their order and returns each one's result and error, as Apply would.
+// On the leader they are proposed together, so raft writes them to its log in one batch (a step's
+// dispatches: one disk write instead of one per task); a proposal that fails there, and every
+// command on a follower, goes through Apply.
+func (n *Node) ApplyAll(ctx context.Context, cmds []Command) ([]Result, []error) {
+	res, errs := make([]Result, len(cmds)), make([]error, len(cmds))
+	futures := make([]raft.ApplyFuture, len(cmds))
+	if n.IsLeader() {
+		for i, cmd := range cmds {
+			if cmd.Validate() != nil {
+				continue
+			}
+			data, err := cmd.Encode()
+			if err != nil {
+				continue
+			}
+			futures[i] = n.raft.Apply(data, n.timeout(ctx))
+		}
+	}
+	for i, cmd := range cmds {
+		if f := futures[i]; f != nil && n.await(f) == nil {
+			if r, ok := f.Response().(Result); ok {
+				res[i], errs[i] = r, r.Err()
+				continue
+			}
+		}
+		res[i], errs[i] = n.Apply(ctx, cmd)
+	}
+	return res, errs
 }
 
 // await is f.Error() that also returns when raft shuts down: an apply raft accepted just before

@@ -45,30 +45,9 @@ func isFresh(v, cur, k int64) bool { return fresh(v, cur, k) }
 // batch left empty by zero-std filtering (ErrAllFiltered).
 func (t *Trainer) Step(groups []Group) (StepStats, error) {
 	start := time.Now()
-	maxGap, err := t.checkGroups(groups)
+	st, b, err := t.prepare(groups, start)
 	if err != nil {
-		return StepStats{}, err
-	}
-	rewards := make([][]float64, len(groups))
-	for i, g := range groups {
-		rewards[i] = g.Rewards()
-	}
-	adv, err := grpo.ComputeAdvantages(rewards, t.opts.AdvantageOptions())
-	if err != nil {
-		return StepStats{}, fmt.Errorf("learner step: %w", err)
-	}
-	st := StepStats{
-		RewardMean: adv.Stats.RewardMean, RewardStd: adv.Stats.RewardStd, PerExpert: perExpert(groups),
-		ZeroStdRatio: adv.Stats.ZeroStdRatio, Groups: len(groups), GroupsUsed: len(adv.Kept),
-		GroupsFiltered: adv.Stats.Dropped, MaxStaleness: maxGap, PolicyVersion: t.version,
-	}
-	if len(adv.Kept) == 0 {
-		st.Seconds = time.Since(start).Seconds()
-		return st, ErrAllFiltered
-	}
-	b, err := t.prepareBatch(groups, adv, &st)
-	if err != nil {
-		return StepStats{}, err
+		return st, err
 	}
 	seqs := make([][]int32, len(b.rows))
 	for i, r := range b.rows {
@@ -95,6 +74,50 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 	}
 	st.UpdateSeconds = time.Since(updStart).Seconds()
 	return t.advance(st, out, start)
+}
+
+// StepSimulated is Step with the model's compute replaced by compute: the same checks,
+// advantages, batch layout, statistics and version advance, but the weights do not change.
+// Benchmarks of the orchestration use it to stand in for a model of the size they simulate.
+func (t *Trainer) StepSimulated(groups []Group, compute func()) (StepStats, error) {
+	start := time.Now()
+	st, _, err := t.prepare(groups, start)
+	if err != nil {
+		return st, err
+	}
+	compute()
+	return t.advance(st, trainOutputs[float64]{}, start)
+}
+
+// prepare checks groups, computes their advantages and lays out the batch: everything of a step
+// before the model runs. ErrAllFiltered comes with the batch's statistics.
+func (t *Trainer) prepare(groups []Group, start time.Time) (StepStats, batch, error) {
+	maxGap, err := t.checkGroups(groups)
+	if err != nil {
+		return StepStats{}, batch{}, err
+	}
+	rewards := make([][]float64, len(groups))
+	for i, g := range groups {
+		rewards[i] = g.Rewards()
+	}
+	adv, err := grpo.ComputeAdvantages(rewards, t.opts.AdvantageOptions())
+	if err != nil {
+		return StepStats{}, batch{}, fmt.Errorf("learner step: %w", err)
+	}
+	st := StepStats{
+		RewardMean: adv.Stats.RewardMean, RewardStd: adv.Stats.RewardStd, PerExpert: perExpert(groups),
+		ZeroStdRatio: adv.Stats.ZeroStdRatio, Groups: len(groups), GroupsUsed: len(adv.Kept),
+		GroupsFiltered: adv.Stats.Dropped, MaxStaleness: maxGap, PolicyVersion: t.version,
+	}
+	if len(adv.Kept) == 0 {
+		st.Seconds = time.Since(start).Seconds()
+		return st, batch{}, ErrAllFiltered
+	}
+	b, err := t.prepareBatch(groups, adv, &st)
+	if err != nil {
+		return StepStats{}, batch{}, err
+	}
+	return st, b, nil
 }
 
 // checkGroups refuses a batch with an invalid group, a group given twice, or a sample outside the
