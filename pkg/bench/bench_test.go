@@ -80,6 +80,51 @@ func BenchmarkAsync(b *testing.B) {
 	}
 }
 
+// BenchmarkOverhead is the orchestration's share of a laptop run's step (configs/laptop.yaml: 8
+// prompts x 8 samples, real model and experts, one rollout and one reward worker) against the
+// same compute called directly (RunOverhead). same-rewards is 1 when both computed the same
+// rewards at every step.
+func BenchmarkOverhead(b *testing.B) {
+	root, err := RepoRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var r OverheadResult
+	for b.Loop() {
+		if r, err = RunOverhead(context.Background(), OverheadOptions{Root: root, Out: b.TempDir(), Warmup: 2, Steps: 10}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(r.Orchestrated.Seconds(), "s/step")
+	b.ReportMetric(r.Direct.Seconds(), "direct-s/step")
+	b.ReportMetric(r.Percent, "overhead-%")
+	b.ReportMetric(boolMetric(r.SameRewards), "same-rewards")
+}
+
+func boolMetric(v bool) float64 {
+	if v {
+		return 1
+	}
+	return 0
+}
+
+// TestOverheadComparesTheSameCompute: the direct loop of the overhead benchmark computes exactly
+// what the laptop run computes (the same rewards at every step, so the same samples and
+// updates), which is what makes the two step times comparable.
+func TestOverheadComparesTheSameCompute(t *testing.T) {
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := RunOverhead(context.Background(), OverheadOptions{Root: root, Out: t.TempDir(), Warmup: 1, Steps: 1, PromptsPerStep: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !r.SameRewards || r.Steps != 1 || r.Orchestrated <= 0 || r.Direct <= 0 {
+		t.Fatalf("overhead: %+v, want the same rewards and two step times", r)
+	}
+}
+
 // TestSimulatedRun checks the harness: a short run with simulated compute learns every step and
 // every sample it dispatched, at staleness 0 and 1.
 func TestSimulatedRun(t *testing.T) {

@@ -195,6 +195,12 @@ func (c *Coordinator) Listen() error {
 	return nil
 }
 
+// PromptOrder is the order in which a run of seed hands out the n prompts of its prompt file in
+// epoch: offset i of the epoch is prompt PromptOrder(...)[i].
+func PromptOrder(seed uint64, epoch int64, n int) []int {
+	return rand.New(rand.NewPCG(seed, 0x70726f6d707473^uint64(epoch))).Perm(n)
+}
+
 // PromptAt returns the prompt at cursor position offset of epoch: the epoch's shuffled order,
 // drawn from the run seed, so every coordinator (and a restarted one) sees the same order.
 func (c *Coordinator) PromptAt(epoch, offset int64) prompts.Prompt {
@@ -202,8 +208,7 @@ func (c *Coordinator) PromptAt(epoch, offset int64) prompts.Prompt {
 	defer c.mu.Unlock()
 	p, ok := c.perms[epoch]
 	if !ok {
-		r := rand.New(rand.NewPCG(c.cfg.Seed, 0x70726f6d707473^uint64(epoch)))
-		p = r.Perm(len(c.o.Prompts))
+		p = PromptOrder(c.cfg.Seed, epoch, len(c.o.Prompts))
 		c.perms[epoch] = p
 		if len(c.perms) > 4 {
 			for e := range c.perms {

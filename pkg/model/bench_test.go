@@ -21,7 +21,11 @@ func benchConfig() Config {
 
 // benchSample reports generated positions per second for 4 prompts x 8 samples with guidance
 // (the rollout shape): every row advances SeqLen-1 positions per call.
-func benchSample(b *testing.B, full bool) {
+func benchSample(b *testing.B, full bool) { benchSampleCFG(b, full, 3) }
+
+// benchSampleCFG is benchSample at guidance weight cfg (0: no guidance, one row per sample
+// instead of a conditional and an unconditional one).
+func benchSampleCFG(b *testing.B, full bool, cfg float64) {
 	backend, err := mlx.NewBackend("")
 	if err != nil {
 		b.Fatal(err)
@@ -31,7 +35,7 @@ func benchSample(b *testing.B, full bool) {
 		b.Fatal(err)
 	}
 	prompts := [][]int32{{6, 7, 8, 9}, {10, 11, 12}, {13, 14, 15, 16, 17}, {18, 19}}
-	req := SampleRequest{Prompts: prompts, G: 8, Seed: 1, CFGWeight: 3, FullForward: full}
+	req := SampleRequest{Prompts: prompts, G: 8, Seed: 1, CFGWeight: cfg, FullForward: full}
 	if _, err := m.Sample(req); err != nil { // compile outside the timing
 		b.Fatal(err)
 	}
@@ -48,3 +52,4 @@ func benchSample(b *testing.B, full bool) {
 
 func BenchmarkSampleKVCache(b *testing.B)     { benchSample(b, false) }
 func BenchmarkSampleFullForward(b *testing.B) { benchSample(b, true) }
+func BenchmarkSampleNoCFG(b *testing.B)       { benchSampleCFG(b, false, 0) }

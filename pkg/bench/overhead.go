@@ -1,0 +1,277 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
+	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/local"
+	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/pretrain"
+	"github.com/bicot-rl/bicot/pkg/prompts"
+	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/tokenizer"
+	"github.com/bicot-rl/bicot/pkg/trainer"
+	"github.com/bicot-rl/bicot/pkg/vq"
+	"github.com/bicot-rl/bicot/pkg/wire"
+)
+
+// OverheadOptions shape the overhead measurement: the laptop run's settings (configs/laptop.yaml)
+// with one rollout and one reward worker.
+type OverheadOptions struct {
+	Root, Out     string
+	Warmup, Steps int
+	// PromptsPerStep overrides the laptop run's P (0: keep it).
+	PromptsPerStep int
+}
+
+// OverheadResult compares the same steps run through the system and called directly.
+type OverheadResult struct {
+	Steps int
+	// Orchestrated and Direct are the mean wall time of a measured step.
+	Orchestrated, Direct time.Duration
+	// Percent is the orchestration's share of the orchestrated step: (Orchestrated-Direct)/Orchestrated.
+	Percent float64
+	// SameRewards: every step of the direct loop had the run's mean reward to the last bit, so
+	// both computed the same samples, rewards and updates.
+	SameRewards bool
+}
+
+// Config is the laptop run's configuration for o.
+func (o OverheadOptions) Config() (config.Config, error) {
+	cfg, err := config.Load(filepath.Join(o.Root, "configs/laptop.yaml"))
+	if err != nil {
+		return cfg, err
+	}
+	for _, p := range []*string{&cfg.Prompts, &cfg.PretrainPrompts, &cfg.PolicyInit, &cfg.Codebook, &cfg.Experts, &cfg.Eval.Prompts} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(o.Root, *p)
+		}
+	}
+	cfg.RunID = fmt.Sprintf("bench-overhead-%d", time.Now().UnixNano())
+	if o.PromptsPerStep > 0 {
+		cfg.PromptsPerStep = o.PromptsPerStep
+	}
+	cfg.Steps = o.Warmup + o.Steps + 1 // the last step also keeps its samples: not measured
+	cfg.MetricsAddr = ""
+	return cfg, cfg.Validate()
+}
+
+// RunOverhead runs the laptop run's first steps twice with the same compute: once through the
+// system (laptop mode: NATS, raft, the store, checkpoints, one rollout and one reward worker) and
+// once as a plain loop that samples, scores (two at a time, as the reward worker's two fetchers
+// do, while the next task samples) and updates in one goroutine's order, without bus, raft or
+// store. Both start from the shipped policy with the run's seed, so they compute the same
+// samples and updates; the difference in step time is the orchestration's cost.
+func RunOverhead(ctx context.Context, o OverheadOptions) (OverheadResult, error) {
+	if o.Warmup < 1 || o.Steps < 1 {
+		return OverheadResult{}, fmt.Errorf("overhead: %d warm-up and %d measured steps, want >= 1 each", o.Warmup, o.Steps)
+	}
+	cfg, err := o.Config()
+	if err != nil {
+		return OverheadResult{}, fmt.Errorf("overhead: %w", err)
+	}
+	backend, err := mlx.NewBackend(cfg.Backend)
+	if err != nil {
+		return OverheadResult{}, err
+	}
+	defer backend.Finalize()
+	cb, err := vq.Load(cfg.Codebook)
+	if err != nil {
+		return OverheadResult{}, fmt.Errorf("overhead: %w", err)
+	}
+	ens, err := experts.BuildEnsemble(ctx, backend, experts.Source{Dir: cfg.Experts, Seed: cfg.Seed}, nil, zerolog.Nop())
+	if err != nil {
+		return OverheadResult{}, fmt.Errorf("overhead: %w", err)
+	}
+	init, err := model.InitCheckpoint(backend, cfg.PolicyInit, cb, cfg.Seed, false, zerolog.Nop())
+	if err != nil {
+		return OverheadResult{}, fmt.Errorf("overhead: %w", err)
+	}
+
+	var (
+		mu       sync.Mutex
+		runEnds  []time.Time
+		runMeans []float64
+	)
+	c, err := local.Start(ctx, local.Options{Config: cfg, RolloutWorkers: 1, RewardWorkers: 1, Out: o.Out, Backend: backend,
+		Ensemble: ens, InitPolicy: init, SkipEval: true, Log: zerolog.Nop(),
+		OnStep: func(r learner.StepRecord) {
+			mu.Lock()
+			runEnds, runMeans = append(runEnds, time.Now()), append(runMeans, r.Stats.RewardMean)
+			mu.Unlock()
+		}})
+	if err != nil {
+		return OverheadResult{}, fmt.Errorf("overhead: %w", err)
+	}
+	werr := c.Wait(ctx)
+	c.Stop()
+	_ = os.RemoveAll(c.Dir())
+	if werr != nil {
+		return OverheadResult{}, fmt.Errorf("overhead: laptop run: %w", werr)
+	}
+	ends, means, err := direct(ctx, cfg, backend, cb, ens, init, o.Warmup+o.Steps)
+	if err != nil {
+		return OverheadResult{}, fmt.Errorf("overhead: direct loop: %w", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(runEnds) != cfg.Steps {
+		return OverheadResult{}, fmt.Errorf("overhead: laptop run recorded %d steps, want %d", len(runEnds), cfg.Steps)
+	}
+	last := o.Warmup + o.Steps - 1
+	r := OverheadResult{Steps: o.Steps, SameRewards: true,
+		Orchestrated: runEnds[last].Sub(runEnds[o.Warmup-1]) / time.Duration(o.Steps),
+		Direct:       ends[last].Sub(ends[o.Warmup-1]) / time.Duration(o.Steps)}
+	for i := range means {
+		r.SameRewards = r.SameRewards && means[i] == runMeans[i]
+	}
+	r.Percent = 100 * (r.Orchestrated - r.Direct).Seconds() / r.Orchestrated.Seconds()
+	return r, nil
+}
+
+// direct runs steps of cfg as one process would without the system: the rollout worker's
+// sampling, the reward worker's decoding and scoring, the learner's update, called in a loop. It
+// returns when each step ended and its mean reward.
+func direct(ctx context.Context, cfg config.Config, backend backends.Backend, cb *vq.Codebook, ens *reward.Ensemble, init []byte, steps int) ([]time.Time, []float64, error) {
+	policy, err := model.Load(backend, init)
+	if err != nil {
+		return nil, nil, err
+	}
+	topts, err := trainer.OptionsFor(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	tr, err := trainer.NewTrainer(policy, topts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if topts.SFTCoef > 0 {
+		src, err := pretrain.Anchor(cfg, policy.Config, cb)
+		if err != nil {
+			return nil, nil, err
+		}
+		if err := tr.SetSupervised(src); err != nil {
+			return nil, nil, err
+		}
+	}
+	ps, err := prompts.ReadFile(cfg.Prompts)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(ps) < steps*cfg.PromptsPerStep {
+		return nil, nil, fmt.Errorf("%d prompts, %d steps of %d need one epoch of them", len(ps), steps, cfg.PromptsPerStep)
+	}
+	order := coordinator.PromptOrder(cfg.Seed, 0, len(ps))
+	vocab := tokenizer.New()
+	var (
+		ends  []time.Time
+		means []float64
+	)
+	for step := range steps {
+		scored, err := directRollout(ctx, cfg, tr, cb, ens, vocab, ps, order, step)
+		if err != nil {
+			return nil, nil, err
+		}
+		groups, err := trainer.GroupsFromScored(scored)
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := tr.Step(groups)
+		if errors.Is(err, trainer.ErrAllFiltered) {
+			return nil, nil, fmt.Errorf("step %d: every group tied (the laptop run would draw fresh prompts)", step)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		ends, means = append(ends, time.Now()), append(means, st.RewardMean)
+	}
+	return ends, means, nil
+}
+
+// directRollout samples step's tasks one after another with the trainer's policy while two
+// goroutines score what is sampled, and returns the scored samples.
+func directRollout(ctx context.Context, cfg config.Config, tr *trainer.Trainer, cb *vq.Codebook, ens *reward.Ensemble,
+	vocab *tokenizer.Vocab, ps []prompts.Prompt, order []int, step int) ([]bus.ScoredSample, error) {
+	var (
+		mu     sync.Mutex
+		scored []bus.ScoredSample
+		errs   []error
+		wg     sync.WaitGroup
+	)
+	jobs := make(chan bus.Sample, cfg.PromptsPerStep*cfg.GroupSize)
+	for range cfg.Wire.RewardFetchers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for s := range jobs {
+				img, err := s.Image(cb)
+				var sc []reward.Scores
+				if err == nil {
+					sc, err = ens.Score(ctx, []reward.Item{{Prompt: s.Prompt, Image: img}})
+				}
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else {
+					scored = append(scored, bus.ScoredSample{Sample: s, Reward: sc[0].Total, PerExpert: sc[0].PerExpert})
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	err := func() error {
+		defer close(jobs)
+		sp := cfg.Sampling
+		for first := 0; first < cfg.PromptsPerStep; first += cfg.PromptsPerTask {
+			var (
+				refs    []bus.PromptRef
+				encoded [][]int32
+				ids     []uint64
+			)
+			for i := first; i < min(first+cfg.PromptsPerTask, cfg.PromptsPerStep); i++ {
+				idx := step*cfg.PromptsPerStep + i
+				p := ps[order[idx]]
+				enc, err := wire.EncodePrompt(vocab, p.Prompt)
+				if err != nil {
+					return err
+				}
+				refs, encoded, ids = append(refs, bus.PromptRef{Index: idx, Prompt: p}), append(encoded, enc), append(ids, uint64(idx))
+			}
+			ss, err := tr.Policy().Sample(model.SampleRequest{Prompts: encoded, PromptIDs: ids, G: cfg.GroupSize, Seed: cfg.Seed,
+				Step: uint64(step), Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, NoPlan: sp.MaxPlanTokens == 0,
+				MaxPlanTokens: sp.MaxPlanTokens, ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional})
+			if err != nil {
+				return err
+			}
+			for _, s := range ss {
+				ref := refs[s.Prompt]
+				out := bus.Sample{V: bus.SchemaVersion, Run: cfg.RunID, Step: int64(step), PromptIndex: ref.Index, SampleIndex: s.Index,
+					G: cfg.GroupSize, PolicyVersion: tr.Version(), Prompt: ref.Prompt}
+				if err := wire.FromSample(tr.Policy().Config, s, &out); err != nil {
+					return err
+				}
+				jobs <- out
+			}
+		}
+		return nil
+	}()
+	wg.Wait()
+	if err := errors.Join(append(errs, err)...); err != nil {
+		return nil, fmt.Errorf("step %d: %w", step, err)
+	}
+	return scored, nil
+}
