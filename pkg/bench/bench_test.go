@@ -42,6 +42,8 @@ func BenchmarkScaling(b *testing.B) {
 			}
 			b.ReportMetric(r.SamplesPerSecond, "samples/s")
 			b.ReportMetric(r.Wall.Seconds()/float64(r.Steps), "s/step")
+			b.ReportMetric(r.CoresBusy, "cores-busy")
+			b.ReportMetric(float64(r.CPUPerSample.Microseconds()), "cpu-us/sample")
 			if base > 0 {
 				b.ReportMetric(100*r.SamplesPerSecond/(base*float64(n)), "efficiency-%")
 			}

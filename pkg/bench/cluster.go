@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -47,6 +48,20 @@ type SimResult struct {
 	LearnerWait time.Duration
 	// Records are the measured steps' records.
 	Records []learner.StepRecord
+	// CoresBusy is the process's CPU time (every role, the NATS server, the store) per second of
+	// the measured wall time: on a machine of n cores, n means the measurement was CPU-bound.
+	CoresBusy float64
+	// CPUPerSample is that CPU time per learned sample.
+	CPUPerSample time.Duration
+}
+
+// cpuTime is the process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // Config is the run configuration of o: the laptop defaults with the shipped files, one prompt per
@@ -85,6 +100,7 @@ func RunSimulated(ctx context.Context, o SimOptions) (SimResult, error) {
 		mu      sync.Mutex
 		records []learner.StepRecord
 		ends    []time.Time
+		cpu     []time.Duration
 	)
 	cfg := o.Config()
 	c, err := local.Start(ctx, local.Options{Config: cfg, RolloutWorkers: o.RolloutWorkers, RewardWorkers: o.RewardWorkers,
@@ -93,7 +109,7 @@ func RunSimulated(ctx context.Context, o SimOptions) (SimResult, error) {
 		OnStep: func(r learner.StepRecord) {
 			mu.Lock()
 			records = append(records, r)
-			ends = append(ends, time.Now())
+			ends, cpu = append(ends, time.Now()), append(cpu, cpuTime())
 			mu.Unlock()
 		}})
 	if err != nil {
@@ -118,6 +134,9 @@ func RunSimulated(ctx context.Context, o SimOptions) (SimResult, error) {
 		wait += rec.WaitSeconds
 	}
 	r.Records = records[o.Warmup : o.Warmup+o.Steps]
+	used := cpu[o.Warmup+o.Steps-1] - cpu[o.Warmup-1]
+	r.CoresBusy = used.Seconds() / r.Wall.Seconds()
+	r.CPUPerSample = used / time.Duration(max(1, r.Samples))
 	r.SamplesPerSecond = float64(r.Samples) / r.Wall.Seconds()
 	r.LearnerBusy = train / r.Wall.Seconds()
 	r.LearnerWait = time.Duration(wait / float64(o.Steps) * float64(time.Second))

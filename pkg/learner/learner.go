@@ -132,7 +132,7 @@ func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Learner{prom: prom, o: o, incarnation: fmt.Sprintf("%s-%d", o.ID, time.Now().UnixNano()), consume: bus.ConsumeFrom(c.Wire, 1), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: newCollector(c), log: log,
+	l := &Learner{prom: prom, o: o, incarnation: fmt.Sprintf("%s-%d", o.ID, time.Now().UnixNano()), consume: bus.ConsumeFrom(c.Wire, scoredFetchers), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: newCollector(c), log: log,
 		rep:  bus.NewReporter(js, c.RunID, o.ID, bus.RoleLearner, log),
 		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
 		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}
@@ -160,6 +160,12 @@ func (l *Learner) NextStep() int64 {
 	defer l.mu.Unlock()
 	return l.next
 }
+
+// scoredFetchers scored samples are taken in at once: each costs a pull and a confirmed ack (two
+// round trips to the server) besides its checks, so one at a time caps a learner at a few
+// thousand samples a second, which 64 workers' steps exceed. The handler is safe to run
+// concurrently (the collector and the accounting have their locks).
+const scoredFetchers = 8
 
 func newCollector(c config.Config) *bus.Collector {
 	coll := bus.NewCollector(c.RunID)

@@ -212,7 +212,8 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 		// A prompt longer than the policy's text part can never be sampled.
 		return bus.Poison(fmt.Errorf("task %s: %w", t.MsgID(), err))
 	}
-	for _, s := range ss {
+	outs := make([]bus.Sample, len(ss))
+	for i, s := range ss {
 		ref := t.Prompts[s.Prompt]
 		out := bus.Sample{Run: t.Run, Step: t.Step, PromptIndex: ref.Index, SampleIndex: s.Index, G: t.G,
 			PolicyVersion: version, Prompt: ref.Prompt, Worker: w.o.ID, Attempt: t.Attempt}
@@ -228,9 +229,10 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 				return fmt.Errorf("task %s: png: %w", t.MsgID(), err)
 			}
 		}
-		if _, err := bus.PublishSample(ctx, w.js, out); err != nil {
-			return fmt.Errorf("task %s: %w", t.MsgID(), err)
-		}
+		outs[i] = out
+	}
+	if err := publishSamples(ctx, w.js, outs); err != nil {
+		return fmt.Errorf("task %s: %w", t.MsgID(), err)
 	}
 	w.tasks.Add(1)
 	w.samples.Add(int64(len(ss)))
@@ -245,6 +247,30 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 		Dur("took", time.Since(start)).Msg("task sampled")
 	return nil
 }
+
+// publishSamples publishes a task's samples side by side (at most publishConcurrency at once)
+// and waits for every acknowledgement: one round trip to the server per task instead of one per
+// sample. Any failure fails the task, which is then sampled again; the samples' message ids make
+// JetStream drop the copies already stored.
+func publishSamples(ctx context.Context, js jetstream.JetStream, outs []bus.Sample) error {
+	sem := make(chan struct{}, publishConcurrency)
+	errs := make([]error, len(outs))
+	var wg sync.WaitGroup
+	for i := range outs {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			_, errs[i] = bus.PublishSample(ctx, js, outs[i])
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// publishConcurrency bounds a task's samples in flight to the server.
+const publishConcurrency = 16
 
 // policyLoader keeps the worker's policy at the version tasks ask for.
 type policyLoader struct {
