@@ -181,8 +181,24 @@ func direct(ctx context.Context, cfg config.Config, backend backends.Backend, cb
 		ends  []time.Time
 		means []float64
 	)
+	// Sampling runs on a copy of the policy that takes the trainer's weights after each update,
+	// as a rollout worker's does: sampling with the trainer's own model, whose variables the
+	// update has just replaced, is slower.
+	sampler, err := model.Load(backend, init)
+	if err != nil {
+		return nil, nil, err
+	}
 	for step := range steps {
-		scored, err := directRollout(ctx, cfg, tr, cb, ens, vocab, ps, order, step)
+		if step > 0 {
+			w, err := tr.Weights()
+			if err != nil {
+				return nil, nil, err
+			}
+			if err := sampler.LoadWeights(w); err != nil {
+				return nil, nil, err
+			}
+		}
+		scored, err := directRollout(ctx, cfg, tr, sampler, cb, ens, vocab, ps, order, step)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -202,9 +218,9 @@ func direct(ctx context.Context, cfg config.Config, backend backends.Backend, cb
 	return ends, means, nil
 }
 
-// directRollout samples step's tasks one after another with the trainer's policy while two
+// directRollout samples step's tasks one after another with policy while two
 // goroutines score what is sampled, and returns the scored samples.
-func directRollout(ctx context.Context, cfg config.Config, tr *trainer.Trainer, cb *vq.Codebook, ens *reward.Ensemble,
+func directRollout(ctx context.Context, cfg config.Config, tr *trainer.Trainer, policy *model.Model, cb *vq.Codebook, ens *reward.Ensemble,
 	vocab *tokenizer.Vocab, ps []prompts.Prompt, order []int, step int) ([]bus.ScoredSample, error) {
 	var (
 		mu     sync.Mutex
@@ -251,7 +267,7 @@ func directRollout(ctx context.Context, cfg config.Config, tr *trainer.Trainer, 
 				}
 				refs, encoded, ids = append(refs, bus.PromptRef{Index: idx, Prompt: p}), append(encoded, enc), append(ids, uint64(idx))
 			}
-			ss, err := tr.Policy().Sample(model.SampleRequest{Prompts: encoded, PromptIDs: ids, G: cfg.GroupSize, Seed: cfg.Seed,
+			ss, err := policy.Sample(model.SampleRequest{Prompts: encoded, PromptIDs: ids, G: cfg.GroupSize, Seed: cfg.Seed,
 				Step: uint64(step), Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, NoPlan: sp.MaxPlanTokens == 0,
 				MaxPlanTokens: sp.MaxPlanTokens, ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional})
 			if err != nil {
@@ -261,7 +277,7 @@ func directRollout(ctx context.Context, cfg config.Config, tr *trainer.Trainer, 
 				ref := refs[s.Prompt]
 				out := bus.Sample{V: bus.SchemaVersion, Run: cfg.RunID, Step: int64(step), PromptIndex: ref.Index, SampleIndex: s.Index,
 					G: cfg.GroupSize, PolicyVersion: tr.Version(), Prompt: ref.Prompt}
-				if err := wire.FromSample(tr.Policy().Config, s, &out); err != nil {
+				if err := wire.FromSample(policy.Config, s, &out); err != nil {
 					return err
 				}
 				jobs <- out
