@@ -25,7 +25,9 @@ import (
 	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/local/localtest"
+	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/reward"
+	"github.com/bicot-rl/bicot/pkg/rolloutworker"
 	"github.com/bicot-rl/bicot/pkg/runfiles"
 	storelocal "github.com/bicot-rl/bicot/pkg/store/local"
 	"github.com/bicot-rl/bicot/pkg/vq"
@@ -65,11 +67,18 @@ func testConfig(t testing.TB, steps int) config.Config { return localtest.Config
 
 func start(t *testing.T, c config.Config, rollouts int) *Cluster {
 	t.Helper()
+	return startWith(t, c, rollouts, nil)
+}
+
+// startWith starts a cluster like start, with the rollout workers' sampling replaced by sample
+// when it is not nil.
+func startWith(t *testing.T, c config.Config, rollouts int, sample rolloutworker.Sampler) *Cluster {
+	t.Helper()
 	e := testEnv(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	t.Cleanup(cancel)
 	cl, err := Start(ctx, Options{Config: c, RolloutWorkers: rollouts, RewardWorkers: 1, Out: t.TempDir(),
-		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+		Backend: e.backend, Ensemble: e.ens, InitPolicy: e.policy, SkipEval: true, Sample: sample, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,17 +243,22 @@ func TestRolloutWorkerJoinsMidRun(t *testing.T) {
 	t.Logf("late worker: %d tasks of steps %v", st.Tasks, st.Steps)
 }
 
-// TestRedispatchedGroupsLearnedOnce sets the re-dispatch timeout below a step's duration, so the
-// coordinator hands groups out again while their first samples are still on the way: the
-// re-dispatched tasks reproduce the same samples, and every step still learns exactly P groups of
-// G samples, each once.
+// TestRedispatchedGroupsLearnedOnce sets the re-dispatch timeout below the time a task takes to
+// sample (each task's sampling is held back well past it, so a fast machine cannot finish a
+// step first), so the coordinator hands groups out again while their first samples are still on
+// the way: the re-dispatched tasks reproduce the same samples, and every step still learns
+// exactly P groups of G samples, each once.
 func TestRedispatchedGroupsLearnedOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a full pipeline run; skipped with -short")
 	}
 	c := testConfig(t, 2)
 	c.RedispatchAfter = config.Duration(150 * time.Millisecond)
-	cl := start(t, c, 1)
+	slow := func(m *model.Model, req model.SampleRequest) ([]model.Sample, error) {
+		time.Sleep(4 * c.RedispatchAfter.D())
+		return m.Sample(req)
+	}
+	cl := startWith(t, c, 1, slow)
 	wait(t, cl)
 	res := cl.Result()
 	checkLearned(t, c, res.Accounting)
