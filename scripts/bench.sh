@@ -20,7 +20,8 @@ trap 'rm -f "$raw"' EXIT
 run() { go test -run '^$' -benchtime 1x -timeout 30m "$@" | tee -a "$raw"; }
 run -bench 'Overhead|Scaling|Async' ./pkg/bench
 run -bench 'RewardBatching' ./pkg/rewardworker
-run -benchtime 3x -bench 'Sample(KVCache|FullForward|NoCFG)$' ./pkg/model
+run -benchtime 3x -bench 'Sample(KVCache|NoCFG)$' ./pkg/model
+run -bench 'SampleFullForward$' ./pkg/model
 run -benchtime 5x -bench 'CheckpointUpload|RawPutObject' ./pkg/store/s3
 run -bench 'Failover|ApplyThree' ./pkg/runstate
 run -bench 'SampleLatency|PolicyFanout' ./pkg/bus

@@ -84,8 +84,8 @@ func BenchmarkAsync(b *testing.B) {
 
 // BenchmarkOverhead is the orchestration's share of a laptop run's step (configs/laptop.yaml: 8
 // prompts x 8 samples, real model and experts, one rollout and one reward worker) against the
-// same compute called directly (RunOverhead). same-rewards is 1 when both computed the same
-// rewards at every step.
+// same compute called directly (RunOverhead), each run twice in the order system, direct,
+// direct, system. same-rewards is 1 when all four runs computed the same rewards at every step.
 func BenchmarkOverhead(b *testing.B) {
 	root, err := RepoRoot()
 	if err != nil {
@@ -93,7 +93,7 @@ func BenchmarkOverhead(b *testing.B) {
 	}
 	var r OverheadResult
 	for b.Loop() {
-		if r, err = RunOverhead(context.Background(), OverheadOptions{Root: root, Out: b.TempDir(), Warmup: 2, Steps: 10}); err != nil {
+		if r, err = RunOverhead(context.Background(), OverheadOptions{Root: root, Out: b.TempDir(), Warmup: 2, Steps: 6, BothOrders: true}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -122,7 +122,7 @@ func TestOverheadComparesTheSameCompute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.SameRewards || r.Steps != 1 || r.Orchestrated <= 0 || r.Direct <= 0 {
+	if !r.SameRewards || r.Steps != 1 || r.Runs != 2 || r.Orchestrated <= 0 || r.Direct <= 0 {
 		t.Fatalf("overhead: %+v, want the same rewards and two step times", r)
 	}
 }

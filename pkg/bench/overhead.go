@@ -36,11 +36,16 @@ type OverheadOptions struct {
 	Warmup, Steps int
 	// PromptsPerStep overrides the laptop run's P (0: keep it).
 	PromptsPerStep int
+	// BothOrders runs each side twice, in the order system, direct, direct, system (else
+	// once each, system first).
+	BothOrders bool
 }
 
 // OverheadResult compares the same steps run through the system and called directly.
 type OverheadResult struct {
 	Steps int
+	// Runs is how many runs were made, both sides together (2, or 4 with BothOrders).
+	Runs int
 	// Orchestrated and Direct are the mean wall time of a measured step.
 	Orchestrated, Direct time.Duration
 	// Percent is the orchestration's share of the orchestrated step: (Orchestrated-Direct)/Orchestrated.
@@ -102,42 +107,84 @@ func RunOverhead(ctx context.Context, o OverheadOptions) (OverheadResult, error)
 		return OverheadResult{}, fmt.Errorf("overhead: %w", err)
 	}
 
-	var (
-		mu       sync.Mutex
-		runEnds  []time.Time
-		runMeans []float64
-	)
-	c, err := local.Start(ctx, local.Options{Config: cfg, RolloutWorkers: 1, RewardWorkers: 1, Out: o.Out, Backend: backend,
-		Ensemble: ens, InitPolicy: init, SkipEval: true, Log: zerolog.Nop(),
-		OnStep: func(r learner.StepRecord) {
-			mu.Lock()
-			runEnds, runMeans = append(runEnds, time.Now()), append(runMeans, r.Stats.RewardMean)
-			mu.Unlock()
-		}})
-	if err != nil {
-		return OverheadResult{}, fmt.Errorf("overhead: %w", err)
+	// A run records when each step ended and its mean reward.
+	type run struct {
+		ends  []time.Time
+		means []float64
 	}
-	werr := c.Wait(ctx)
-	c.Stop()
-	_ = os.RemoveAll(c.Dir())
-	if werr != nil {
-		return OverheadResult{}, fmt.Errorf("overhead: laptop run: %w", werr)
+	system := func() (run, error) {
+		var (
+			mu sync.Mutex
+			r  run
+		)
+		c, err := local.Start(ctx, local.Options{Config: cfg, RolloutWorkers: 1, RewardWorkers: 1, Out: o.Out, Backend: backend,
+			Ensemble: ens, InitPolicy: init, SkipEval: true, Log: zerolog.Nop(),
+			OnStep: func(s learner.StepRecord) {
+				mu.Lock()
+				r.ends, r.means = append(r.ends, time.Now()), append(r.means, s.Stats.RewardMean)
+				mu.Unlock()
+			}})
+		if err != nil {
+			return r, err
+		}
+		werr := c.Wait(ctx)
+		c.Stop()
+		_ = os.RemoveAll(c.Dir())
+		if werr != nil {
+			return r, fmt.Errorf("laptop run: %w", werr)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(r.ends) != cfg.Steps {
+			return r, fmt.Errorf("laptop run recorded %d steps, want %d", len(r.ends), cfg.Steps)
+		}
+		return r, nil
 	}
-	ends, means, err := direct(ctx, cfg, backend, cb, ens, init, o.Warmup+o.Steps)
-	if err != nil {
-		return OverheadResult{}, fmt.Errorf("overhead: direct loop: %w", err)
+	loop := func() (run, error) {
+		ends, means, err := direct(ctx, cfg, backend, cb, ens, init, o.Warmup+o.Steps)
+		if err != nil {
+			return run{}, fmt.Errorf("direct loop: %w", err)
+		}
+		return run{ends, means}, nil
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(runEnds) != cfg.Steps {
-		return OverheadResult{}, fmt.Errorf("overhead: laptop run recorded %d steps, want %d", len(runEnds), cfg.Steps)
+	// The second of two runs in one process is measurably slower than the first, so with
+	// BothOrders the runs go system, direct, direct, system, and each side's time is the mean of
+	// its two runs: the order's cost falls on both sides alike.
+	order := []bool{true, false} // true: through the system
+	if o.BothOrders {
+		order = []bool{true, false, false, true}
+	}
+	var systems, directs []run
+	for _, sys := range order {
+		if sys {
+			r, err := system()
+			if err != nil {
+				return OverheadResult{}, fmt.Errorf("overhead: %w", err)
+			}
+			systems = append(systems, r)
+			continue
+		}
+		r, err := loop()
+		if err != nil {
+			return OverheadResult{}, fmt.Errorf("overhead: %w", err)
+		}
+		directs = append(directs, r)
 	}
 	last := o.Warmup + o.Steps - 1
-	r := OverheadResult{Steps: o.Steps, SameRewards: true,
-		Orchestrated: runEnds[last].Sub(runEnds[o.Warmup-1]) / time.Duration(o.Steps),
-		Direct:       ends[last].Sub(ends[o.Warmup-1]) / time.Duration(o.Steps)}
-	for i := range means {
-		r.SameRewards = r.SameRewards && means[i] == runMeans[i]
+	perStep := func(rs []run) time.Duration {
+		var sum time.Duration
+		for _, r := range rs {
+			sum += r.ends[last].Sub(r.ends[o.Warmup-1])
+		}
+		return sum / time.Duration(o.Steps*len(rs))
+	}
+	r := OverheadResult{Steps: o.Steps, Runs: len(order), SameRewards: true, Orchestrated: perStep(systems), Direct: perStep(directs)}
+	for _, d := range directs {
+		for _, s := range systems {
+			for i := range d.means {
+				r.SameRewards = r.SameRewards && d.means[i] == s.means[i]
+			}
+		}
 	}
 	r.Percent = 100 * (r.Orchestrated - r.Direct).Seconds() / r.Orchestrated.Seconds()
 	return r, nil
