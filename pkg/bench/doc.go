@@ -7,6 +7,6 @@
 // coordinator, NATS server, store and learner bookkeeping run).
 //
 // The measurements are Go benchmarks (bench_test.go here and in the packages they measure);
-// scripts/bench.sh runs them all and cmd-less scripts/benchtable turns their output into the
+// scripts/bench.sh runs them all and scripts/benchtable turns their output into the
 // README's table and results/bench/*.json.
 package bench

@@ -36,12 +36,19 @@ type Row struct {
 	Met    *bool  `json:"met,omitempty"`
 }
 
-var benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-(\d+))?\s+(\d+)\s+(.*)$`)
+var (
+	benchLine = regexp.MustCompile(`^(Benchmark\S+?)(?:-(\d+))?\s+(\d+)\s+(.*)$`)
+	// go test prints a benchmark's name before running it, so whatever the benchmark itself
+	// prints (a backend announcing itself) lands between the name and the result: the name
+	// alone (or followed by that output) on one line, the iteration count and metrics on a later one.
+	benchName   = regexp.MustCompile(`^(Benchmark\S+?)(?:-(\d+))?(?:\s|$)`)
+	benchResult = regexp.MustCompile(`^(\d+)\s+(\S+ ns/op.*)$`)
+)
 
 // ParseGoBench reads `go test -bench` output (other lines are ignored) and fills in the table.
 func ParseGoBench(r io.Reader) (Report, error) {
 	var rep Report
-	pkg := ""
+	pkg, pending := "", ""
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -64,8 +71,17 @@ func ParseGoBench(r io.Reader) (Report, error) {
 		}
 		m := benchLine.FindStringSubmatch(line)
 		if m == nil {
-			continue
+			if n := benchName.FindStringSubmatch(line); n != nil {
+				pending = line
+			} else if res := benchResult.FindStringSubmatch(line); res != nil && pending != "" {
+				n := benchName.FindStringSubmatch(pending)
+				m = []string{"", n[1], n[2], res[1], res[2]}
+			}
+			if m == nil {
+				continue
+			}
 		}
+		pending = ""
 		if m[2] != "" {
 			rep.Procs, _ = strconv.Atoi(m[2])
 		}

@@ -17,6 +17,9 @@ PASS
 pkg: github.com/bicot-rl/bicot/pkg/store/s3
 BenchmarkCheckpointUpload-2   	       5	 200000000 ns/op	 170.00 MB/s
 BenchmarkRawPutObject-2   	       5	 200000000 ns/op	 200.00 MB/s
+pkg: github.com/bicot-rl/bicot/pkg/model
+BenchmarkSampleKVCache-2   	SimpleGo backend: parallelism set to -1
+       3	 573283612 ns/op	      1500 tokens/s
 `
 
 // TestParseGoBench: benchmark lines become metrics by unit (ns/op dropped) under their package,
@@ -26,7 +29,7 @@ func TestParseGoBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rep.GOOS != "linux" || rep.CPU != "AMD EPYC" || rep.Procs != 2 || len(rep.Benchmarks) != 6 {
+	if rep.GOOS != "linux" || rep.CPU != "AMD EPYC" || rep.Procs != 2 || len(rep.Benchmarks) != 7 {
 		t.Fatalf("report %+v", rep)
 	}
 	b := rep.Benchmarks[2]
@@ -35,6 +38,9 @@ func TestParseGoBench(t *testing.T) {
 	}
 	if p := rep.Benchmarks[4].Package; p != "github.com/bicot-rl/bicot/pkg/store/s3" {
 		t.Fatalf("checkpoint benchmark in package %q", p)
+	}
+	if b := rep.Benchmarks[6]; b.Name != "BenchmarkSampleKVCache" || b.Metrics["tokens/s"] != 1500 || len(b.Metrics) != 1 {
+		t.Fatalf("benchmark whose own output split its result line: %+v", b)
 	}
 	met := map[string]bool{}
 	for _, r := range rep.Rows {
