@@ -99,6 +99,8 @@ func BenchmarkOverhead(b *testing.B) {
 	}
 	b.ReportMetric(r.Orchestrated.Seconds(), "s/step")
 	b.ReportMetric(r.Direct.Seconds(), "direct-s/step")
+	b.ReportMetric(r.OrchestratedUpdate.Seconds(), "update-s/step")
+	b.ReportMetric(r.DirectUpdate.Seconds(), "direct-update-s/step")
 	b.ReportMetric(r.Percent, "overhead-%")
 	b.ReportMetric(boolMetric(r.SameRewards), "same-rewards")
 }
@@ -122,7 +124,8 @@ func TestOverheadComparesTheSameCompute(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !r.SameRewards || r.Steps != 1 || r.Runs != 2 || r.Orchestrated <= 0 || r.Direct <= 0 {
+	if !r.SameRewards || r.Steps != 1 || r.Runs != 2 || r.Orchestrated <= 0 || r.Direct <= 0 ||
+		r.OrchestratedUpdate <= 0 || r.OrchestratedUpdate >= r.Orchestrated || r.DirectUpdate <= 0 || r.DirectUpdate >= r.Direct {
 		t.Fatalf("overhead: %+v, want the same rewards and two step times", r)
 	}
 }

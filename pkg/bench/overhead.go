@@ -48,6 +48,10 @@ type OverheadResult struct {
 	Runs int
 	// Orchestrated and Direct are the mean wall time of a measured step.
 	Orchestrated, Direct time.Duration
+	// OrchestratedUpdate and DirectUpdate are the mean time of a measured step's update (the
+	// trainer's Step: reference scoring and the optimizer step); the rest of a step is rollout,
+	// scoring and moving the policy.
+	OrchestratedUpdate, DirectUpdate time.Duration
 	// Percent is the orchestration's share of the orchestrated step: (Orchestrated-Direct)/Orchestrated.
 	Percent float64
 	// SameRewards: every step of the direct loop had the run's mean reward to the last bit, so
@@ -109,8 +113,9 @@ func RunOverhead(ctx context.Context, o OverheadOptions) (OverheadResult, error)
 
 	// A run records when each step ended and its mean reward.
 	type run struct {
-		ends  []time.Time
-		means []float64
+		ends    []time.Time
+		means   []float64
+		updates []float64 // the trainer's step seconds
 	}
 	system := func() (run, error) {
 		var (
@@ -122,6 +127,7 @@ func RunOverhead(ctx context.Context, o OverheadOptions) (OverheadResult, error)
 			OnStep: func(s learner.StepRecord) {
 				mu.Lock()
 				r.ends, r.means = append(r.ends, time.Now()), append(r.means, s.Stats.RewardMean)
+				r.updates = append(r.updates, s.Stats.Seconds)
 				mu.Unlock()
 			}})
 		if err != nil {
@@ -141,11 +147,11 @@ func RunOverhead(ctx context.Context, o OverheadOptions) (OverheadResult, error)
 		return r, nil
 	}
 	loop := func() (run, error) {
-		ends, means, err := direct(ctx, cfg, backend, cb, ens, init, o.Warmup+o.Steps)
+		ends, means, updates, err := direct(ctx, cfg, backend, cb, ens, init, o.Warmup+o.Steps)
 		if err != nil {
 			return run{}, fmt.Errorf("direct loop: %w", err)
 		}
-		return run{ends, means}, nil
+		return run{ends, means, updates}, nil
 	}
 	// The second of two runs in one process is measurably slower than the first, so with
 	// BothOrders the runs go system, direct, direct, system, and each side's time is the mean of
@@ -178,7 +184,17 @@ func RunOverhead(ctx context.Context, o OverheadOptions) (OverheadResult, error)
 		}
 		return sum / time.Duration(o.Steps*len(rs))
 	}
-	r := OverheadResult{Steps: o.Steps, Runs: len(order), SameRewards: true, Orchestrated: perStep(systems), Direct: perStep(directs)}
+	perUpdate := func(rs []run) time.Duration {
+		var sum float64
+		for _, r := range rs {
+			for _, u := range r.updates[o.Warmup : last+1] {
+				sum += u
+			}
+		}
+		return time.Duration(sum / float64(o.Steps*len(rs)) * float64(time.Second))
+	}
+	r := OverheadResult{Steps: o.Steps, Runs: len(order), SameRewards: true, Orchestrated: perStep(systems), Direct: perStep(directs),
+		OrchestratedUpdate: perUpdate(systems), DirectUpdate: perUpdate(directs)}
 	for _, d := range directs {
 		for _, s := range systems {
 			for i := range d.means {
@@ -192,77 +208,73 @@ func RunOverhead(ctx context.Context, o OverheadOptions) (OverheadResult, error)
 
 // direct runs steps of cfg as one process would without the system: the rollout worker's
 // sampling, the reward worker's decoding and scoring, the learner's update, called in a loop. It
-// returns when each step ended and its mean reward.
-func direct(ctx context.Context, cfg config.Config, backend backends.Backend, cb *vq.Codebook, ens *reward.Ensemble, init []byte, steps int) ([]time.Time, []float64, error) {
+// returns when each step ended, its mean reward and how long its update took (seconds).
+func direct(ctx context.Context, cfg config.Config, backend backends.Backend, cb *vq.Codebook, ens *reward.Ensemble, init []byte, steps int) (ends []time.Time, means, updates []float64, err error) {
 	policy, err := model.Load(backend, init)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	topts, err := trainer.OptionsFor(cfg)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	tr, err := trainer.NewTrainer(policy, topts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if topts.SFTCoef > 0 {
 		src, err := pretrain.Anchor(cfg, policy.Config, cb)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		if err := tr.SetSupervised(src); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	ps, err := prompts.ReadFile(cfg.Prompts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if len(ps) < steps*cfg.PromptsPerStep {
-		return nil, nil, fmt.Errorf("%d prompts, %d steps of %d need one epoch of them", len(ps), steps, cfg.PromptsPerStep)
+		return nil, nil, nil, fmt.Errorf("%d prompts, %d steps of %d need one epoch of them", len(ps), steps, cfg.PromptsPerStep)
 	}
 	order := coordinator.PromptOrder(cfg.Seed, 0, len(ps))
 	vocab := tokenizer.New()
-	var (
-		ends  []time.Time
-		means []float64
-	)
 	// Sampling runs on a copy of the policy that takes the trainer's weights after each update,
 	// as a rollout worker's does: sampling with the trainer's own model, whose variables the
 	// update has just replaced, is slower.
 	sampler, err := model.Load(backend, init)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	for step := range steps {
 		if step > 0 {
 			w, err := tr.Weights()
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 			if err := sampler.LoadWeights(w); err != nil {
-				return nil, nil, err
+				return nil, nil, nil, err
 			}
 		}
 		scored, err := directRollout(ctx, cfg, tr, sampler, cb, ens, vocab, ps, order, step)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		groups, err := trainer.GroupsFromScored(scored)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		st, err := tr.Step(groups)
 		if errors.Is(err, trainer.ErrAllFiltered) {
-			return nil, nil, fmt.Errorf("step %d: every group tied (the laptop run would draw fresh prompts)", step)
+			return nil, nil, nil, fmt.Errorf("step %d: every group tied (the laptop run would draw fresh prompts)", step)
 		}
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		ends, means = append(ends, time.Now()), append(means, st.RewardMean)
+		ends, means, updates = append(ends, time.Now()), append(means, st.RewardMean), append(updates, st.Seconds)
 	}
-	return ends, means, nil
+	return ends, means, updates, nil
 }
 
 // directRollout samples step's tasks one after another with policy while two

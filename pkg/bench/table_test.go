@@ -9,7 +9,7 @@ const sampleOutput = `goos: linux
 goarch: amd64
 pkg: github.com/bicot-rl/bicot/pkg/bench
 cpu: AMD EPYC
-BenchmarkOverhead-2   	       1	90000000000 ns/op	         5.10 direct-s/step	         1.3 overhead-%	         1 same-rewards	         5.17 s/step
+BenchmarkOverhead-2   	       1	90000000000 ns/op	         5.10 direct-s/step	         1.3 overhead-%	         1 same-rewards	         5.17 s/step	 2.5 update-s/step	 2.4 direct-update-s/step
 BenchmarkScaling/workers=1-2         	       1	10515037875 ns/op	       100.0 efficiency-%	         0.8000 s/step	        20.00 samples/s
 BenchmarkScaling/workers=64-2         	       1	27496528044 ns/op	        38.36 efficiency-%	         2.086 s/step	       491.0 samples/s
 BenchmarkAsync/staleness=1-2 	       1	1 ns/op	       1.95 speedup	        97 learner-busy-%	        300 samples/s
@@ -57,6 +57,9 @@ func TestParseGoBench(t *testing.T) {
 	var md strings.Builder
 	if err := Markdown(&md, rep.Rows); err != nil {
 		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "the update alone 2.50 vs 2.40 s (+4.0 %)") {
+		t.Errorf("table:\n%s", md.String())
 	}
 	if !strings.Contains(md.String(), "| 491 samples/s, 38.4 % of linear (2.09 s/step) | >= 90 % of linear | no |") {
 		t.Errorf("table:\n%s", md.String())
