@@ -144,7 +144,14 @@ func TestRemoteFaults(t *testing.T) {
 			f := &faulty{steps: tc.steps}
 			srv := httptest.NewServer(f)
 			defer srv.Close()
-			r := newRemote(t, srv.URL, tc.out, func(c *RemoteConfig) { c.Timeout = 100 * time.Millisecond })
+			// 100 ms an attempt keeps the slow-server cases short. The endless reply's 16 MiB
+			// must be read to be found too large, which on a busy machine can take longer than
+			// that: its size must fail it, not the clock.
+			timeout := 100 * time.Millisecond
+			if tc.name == "endless reply" {
+				timeout = 30 * time.Second
+			}
+			r := newRemote(t, srv.URL, tc.out, func(c *RemoteConfig) { c.Timeout = timeout })
 			raws, err := r.Infer(context.Background(), queries(2))
 			if tc.want == "" {
 				if err != nil {
