@@ -111,7 +111,7 @@ func RunOverhead(ctx context.Context, o OverheadOptions) (OverheadResult, error)
 		return OverheadResult{}, fmt.Errorf("overhead: %w", err)
 	}
 
-	// A run records when each step ended and its mean reward.
+	// A run records when each step ended, its mean reward and its update's seconds.
 	type run struct {
 		ends    []time.Time
 		means   []float64

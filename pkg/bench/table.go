@@ -48,7 +48,8 @@ var (
 // ParseGoBench reads `go test -bench` output (other lines are ignored) and fills in the table.
 func ParseGoBench(r io.Reader) (Report, error) {
 	var rep Report
-	pkg, pending := "", ""
+	pkg := ""
+	var pending []string // the name line's match of a result still to come
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
@@ -72,16 +73,15 @@ func ParseGoBench(r io.Reader) (Report, error) {
 		m := benchLine.FindStringSubmatch(line)
 		if m == nil {
 			if n := benchName.FindStringSubmatch(line); n != nil {
-				pending = line
-			} else if res := benchResult.FindStringSubmatch(line); res != nil && pending != "" {
-				n := benchName.FindStringSubmatch(pending)
-				m = []string{"", n[1], n[2], res[1], res[2]}
+				pending = n
+			} else if res := benchResult.FindStringSubmatch(line); res != nil && pending != nil {
+				m = []string{"", pending[1], pending[2], res[1], res[2]}
 			}
 			if m == nil {
 				continue
 			}
 		}
-		pending = ""
+		pending = nil
 		if m[2] != "" {
 			rep.Procs, _ = strconv.Atoi(m[2])
 		}
