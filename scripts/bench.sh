@@ -7,7 +7,7 @@
 #   pkg/store/s3   checkpoint upload vs raw PutObject (versitygw, installed into .tools/bin)
 #   pkg/runstate   raft failover (20 elections) and apply throughput;  pkg/bus  message latency
 # and prints the Markdown table; the raw results and the table go to results/bench/<date>.json
-# (or the file given as the first argument). Takes about 11 minutes on 2 cores; needs a quiet
+# (or the file given as the first argument). Takes 6-11 minutes on 2 cores; needs a quiet
 # machine for figures worth keeping.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
