@@ -49,6 +49,9 @@ type Config struct {
 	// CodeWords names each image code's object in words (model.Config.CodeWords); it needs
 	// patch == cell, so that one code shows one whole object.
 	CodeWords bool `yaml:"code_words"`
+	// TypeRepeats puts the prompts of these task types this many times into the example pool
+	// (Mix.TypeRepeats).
+	TypeRepeats map[string]int `yaml:"type_repeats"`
 
 	Prompts  string `yaml:"prompts"`
 	Codebook string `yaml:"codebook"`
@@ -70,7 +73,7 @@ func DefaultConfig() Config {
 		Steps: 1600, Batch: mix.Batch, LR: 1e-2, Warmup: 50, MinLRFrac: 0.05, WeightDecay: 0,
 		NoPlanFrac: mix.NoPlanFrac, UncondFrac: mix.UncondFrac, TieCells: true, Sinusoidal: d.SinusoidalPositions,
 		TiedTextHead: d.TiedTextHead, PhraseBag: d.PhraseBag, CellBag: true, CodeWords: false,
-		PlanOrder: mix.PlanOrder, Seed: mix.Seed,
+		PlanOrder: mix.PlanOrder, Seed: mix.Seed, TypeRepeats: mix.TypeRepeats,
 		Prompts: "data/prompts/train.jsonl", Codebook: "models/codebook.vq", Out: "models/base.safetensors",
 	}
 }
@@ -118,7 +121,8 @@ func (c Config) Validate() error {
 
 // Mix is the example mix of the settings.
 func (c Config) Mix() Mix {
-	return Mix{Batch: c.Batch, NoPlanFrac: c.NoPlanFrac, UncondFrac: c.UncondFrac, PlanOrder: c.PlanOrder, Seed: c.Seed}
+	return Mix{Batch: c.Batch, NoPlanFrac: c.NoPlanFrac, UncondFrac: c.UncondFrac, PlanOrder: c.PlanOrder, Seed: c.Seed,
+		TypeRepeats: c.TypeRepeats}
 }
 
 // ConfigPath is where Run writes the JSON model config of a checkpoint: next to it, so that the

@@ -18,7 +18,10 @@ package pretrain
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
+	"strings"
 
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/plan"
@@ -42,6 +45,11 @@ type Mix struct {
 	PlanOrder string
 	// Seed drives every draw: example i of step s depends only on (Seed, s, i).
 	Seed uint64
+	// TypeRepeats puts every prompt of a task type this many times into the pool examples are
+	// drawn from (1 for a type it does not name), so a type can be learnt from more examples
+	// without a file of its own. The copies follow the prompts in rounds, as if the file went on
+	// with its prompts of those types again (round r holds the types repeated more than r times).
+	TypeRepeats map[string]int
 }
 
 // DefaultMix is the mix the shipped base policy was pretrained with.
@@ -59,7 +67,35 @@ func (m Mix) Validate() error {
 	case m.PlanOrder != "prompt" && m.PlanOrder != "raster":
 		return fmt.Errorf("plan_order %q must be prompt or raster", m.PlanOrder)
 	}
+	for _, t := range slices.Sorted(maps.Keys(m.TypeRepeats)) {
+		if !slices.Contains(prompts.TaskTypes, t) {
+			return fmt.Errorf("type_repeats: unknown task type %q (want one of %s)", t, strings.Join(prompts.TaskTypes, ", "))
+		}
+		if n := m.TypeRepeats[t]; n < 1 || n > maxTypeRepeats {
+			return fmt.Errorf("type_repeats: %s %d, want 1 to %d", t, n, maxTypeRepeats)
+		}
+	}
 	return nil
+}
+
+// maxTypeRepeats bounds Mix.TypeRepeats: past it one type is the whole pool.
+const maxTypeRepeats = 100
+
+// repeatTypes is the pool of ps with Mix.TypeRepeats applied.
+func (m Mix) repeatTypes(ps []prompts.Prompt) []prompts.Prompt {
+	most := 1
+	for _, n := range m.TypeRepeats {
+		most = max(most, n)
+	}
+	pool := slices.Clone(ps)
+	for round := 1; round < most; round++ {
+		for _, p := range ps {
+			if m.TypeRepeats[p.TaskType] > round {
+				pool = append(pool, p)
+			}
+		}
+	}
+	return pool
 }
 
 // Examples turns training prompts into teacher-forced batches. It implements
@@ -82,7 +118,7 @@ func NewExamples(mix Mix, mcfg model.Config, vocab *tokenizer.Vocab, cb *vq.Code
 		return nil, errors.New("pretraining examples: vocabulary and codebook are required")
 	}
 	e := &Examples{mix: mix, mcfg: mcfg, vocab: vocab, cb: cb}
-	for _, p := range ps {
+	for _, p := range mix.repeatTypes(ps) {
 		if p.Spec == nil {
 			continue
 		}

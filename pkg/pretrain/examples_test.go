@@ -114,3 +114,51 @@ func TestMixValidate(t *testing.T) {
 		t.Fatal("no codebook accepted")
 	}
 }
+
+// TypeRepeats draws from the pool a file would give that went on with the repeated types'
+// prompts again, round after round (how the shipped base's mix was first made).
+func TestTypeRepeatsPool(t *testing.T) {
+	mcfg, cb, ps := shipped(t, "train.jsonl")
+	mix := DefaultMix()
+	mix.TypeRepeats = map[string]int{prompts.Spatial: 3, prompts.NonSpatial: 2}
+	var file []prompts.Prompt
+	file = append(file, ps...)
+	for round := 1; round < 3; round++ {
+		for _, p := range ps {
+			if p.TaskType == prompts.Spatial || (round < 2 && p.TaskType == prompts.NonSpatial) {
+				file = append(file, p)
+			}
+		}
+	}
+	repeated, err := NewExamples(mix, mcfg, tokenizer.New(), cb, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := mix
+	plain.TypeRepeats = nil
+	concatenated, err := NewExamples(plain, mcfg, tokenizer.New(), cb, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if repeated.Prompts() != len(file) {
+		t.Fatalf("pool of %d prompts, want %d", repeated.Prompts(), len(file))
+	}
+	a, err := repeated.Batch(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := concatenated.Batch(7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a, b) {
+		t.Fatal("type_repeats draws other examples than the concatenated file")
+	}
+	for _, bad := range []map[string]int{{"spacial": 2}, {prompts.Spatial: 0}, {prompts.Spatial: maxTypeRepeats + 1}} {
+		m := DefaultMix()
+		m.TypeRepeats = bad
+		if err := m.Validate(); err == nil || !strings.Contains(err.Error(), "type_repeats") {
+			t.Errorf("type_repeats %v: err %v, want one naming type_repeats", bad, err)
+		}
+	}
+}

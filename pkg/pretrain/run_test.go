@@ -103,7 +103,7 @@ func TestReadConfig(t *testing.T) {
 	if err := ReadConfig(write("typo.yaml", "stepz: 7\n"), &c); err == nil || !strings.Contains(err.Error(), "typo.yaml") {
 		t.Fatalf("unknown key: %v", err)
 	}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatal("a failed read changed the config")
 	}
 }
