@@ -2,6 +2,7 @@ package pretrain
 
 import (
 	"context"
+	"github.com/bicot-rl/bicot/pkg/prompts"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -127,5 +128,23 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// configs/pretrain-relations.yaml is the shipped recipe with the relation types repeated, and
+// nothing else changed (docs/learner.md compares the two bases).
+func TestPretrainRelationsYAML(t *testing.T) {
+	c := DefaultConfig()
+	if err := ReadConfig("../../configs/pretrain-relations.yaml", &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Out = "models/base-relations.safetensors"
+	want.TypeRepeats = map[string]int{prompts.Spatial: 3, prompts.NonSpatial: 3, prompts.Complex: 3}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("configs/pretrain-relations.yaml:\n%+v\nwant:\n%+v", c, want)
 	}
 }
