@@ -2,7 +2,6 @@ package pretrain
 
 import (
 	"context"
-	"github.com/bicot-rl/bicot/pkg/prompts"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/prompts"
 )
 
 // tinyConfig is a policy small enough to pretrain for a few steps in a test.
