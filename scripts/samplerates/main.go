@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 )
@@ -30,15 +31,15 @@ type rates struct {
 }
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Stdin, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "samplerates:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
+func run(in io.Reader, out io.Writer) error {
 	byType := map[string]*rates{}
-	sc := bufio.NewScanner(os.Stdin)
+	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for line := 1; sc.Scan(); line++ {
 		var s sample
@@ -74,8 +75,8 @@ func run() error {
 		types = append(types, t)
 	}
 	slices.Sort(types)
-	fmt.Println("| type | prompts | groups with a right sample | right samples | right plans | images following their plan |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|")
+	fmt.Fprintln(out, "| type | prompts | groups with a right sample | right samples | right plans | images following their plan |")
+	fmt.Fprintln(out, "|---|---:|---:|---:|---:|---:|")
 	for _, t := range types {
 		r := byType[t]
 		groups := 0
@@ -85,7 +86,7 @@ func run() error {
 			}
 		}
 		n := float64(r.samples)
-		fmt.Printf("| %s | %d | %.2f | %.3f | %.3f | %.3f |\n", t, len(r.groupRight), float64(groups)/float64(len(r.groupRight)),
+		fmt.Fprintf(out, "| %s | %d | %.2f | %.3f | %.3f | %.3f |\n", t, len(r.groupRight), float64(groups)/float64(len(r.groupRight)),
 			float64(r.right)/n, float64(r.rightPlans)/n, float64(r.follows)/n)
 	}
 	return nil
