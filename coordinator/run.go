@@ -156,7 +156,7 @@ func newRunCmd(p *startup.Process) *cobra.Command {
 // serve runs one coordinator until the run is done (or ctx ends). fresh deletes the run's
 // streams first (a resumed run re-dispatches everything after its checkpoint).
 func serve(ctx context.Context, cfg config.Config, nodeCfg runstate.NodeConfig, natsURL string, sec *startup.Security, httpAddr string, keep, fresh bool, log zerolog.Logger) error {
-	ps, err := prompts.ReadFile(cfg.Prompts)
+	ps, err := prompts.ReadPool(cfg.Prompts, cfg.PromptRepeats)
 	if err != nil {
 		return err
 	}

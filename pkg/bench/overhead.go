@@ -231,7 +231,7 @@ func direct(ctx context.Context, cfg config.Config, backend backends.Backend, cb
 			return nil, nil, nil, err
 		}
 	}
-	ps, err := prompts.ReadFile(cfg.Prompts)
+	ps, err := prompts.ReadPool(cfg.Prompts, cfg.PromptRepeats)
 	if err != nil {
 		return nil, nil, nil, err
 	}

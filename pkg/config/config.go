@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -105,6 +107,11 @@ type Config struct {
 	Seed uint64 `yaml:"seed" json:"seed"`
 	// Prompts is the training prompt file in the reference JSONL format.
 	Prompts string `yaml:"prompts" json:"prompts"`
+	// PromptRepeats puts every prompt of a task type this many times into the pool the run hands
+	// out (0 leaves the type out; a type it does not name stays once), so a run can spend its steps
+	// on the types its policy can learn without a prompt file of its own. The copies follow the
+	// file in rounds, as if it went on with those types' prompts again (prompts.ReadPool).
+	PromptRepeats map[string]int `yaml:"prompt_repeats,omitempty" json:"prompt_repeats,omitempty"`
 	// PretrainPrompts are the prompts the base policy was pretrained on (data/prompts/train.jsonl
 	// for the shipped base). The supervised anchor (grpo.sft_coef > 0) draws its examples from
 	// them: scenes with no held-out combination, their plans and images.
@@ -298,6 +305,13 @@ func (c Config) Validate() error {
 	}
 	if strings.TrimSpace(c.Prompts) == "" {
 		bad("prompts: empty path")
+	}
+	// Task type names are checked where the prompts are read (prompts.ReadPool): the run config
+	// is a leaf of the module.
+	for _, t := range slices.Sorted(maps.Keys(c.PromptRepeats)) {
+		if n := c.PromptRepeats[t]; n < 0 || n > MaxPromptRepeats {
+			bad("prompt_repeats: %s %d, want 0 to %d", t, n, MaxPromptRepeats)
+		}
 	}
 	if c.PromptsPerStep < 1 {
 		bad("prompts_per_step %d: want >= 1", c.PromptsPerStep)
@@ -500,3 +514,6 @@ const (
 	MaxGroupSize      = 1024 // G
 	MaxPromptsPerTask = 1024 // prompts in one rollout task
 )
+
+// MaxPromptRepeats bounds Config.PromptRepeats: past it one type is the whole pool.
+const MaxPromptRepeats = 100

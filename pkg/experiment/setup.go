@@ -111,7 +111,7 @@ func optionsFromConfig(ctx context.Context, c config.Config, s Settings, log zer
 	if err != nil {
 		return Options{}, topts, err
 	}
-	train, err := prompts.ReadFile(c.Prompts)
+	train, err := prompts.ReadPool(c.Prompts, c.PromptRepeats)
 	if err != nil {
 		return Options{}, topts, err
 	}

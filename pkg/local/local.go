@@ -166,7 +166,7 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	if y, err := cfg.Effective().Redacted().YAML(); err == nil {
 		_ = os.WriteFile(filepath.Join(dir, "config.yaml"), y, 0o644)
 	}
-	ps, err := prompts.ReadFile(cfg.Prompts)
+	ps, err := prompts.ReadPool(cfg.Prompts, cfg.PromptRepeats)
 	if err != nil {
 		return nil, fmt.Errorf("laptop: %w", err)
 	}

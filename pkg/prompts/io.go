@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -325,4 +326,47 @@ func (s Summary) Text() string {
 	}
 	fmt.Fprintf(&b, "%-9s %d\n", "total", s.Total)
 	return b.String()
+}
+
+// ReadPool reads a run's prompt file and puts every prompt of a task type repeats[type] times into
+// the pool (0 leaves the type out; a type repeats does not name stays once): the file's prompts
+// of every type not left out, in file order, then round r = 1, 2, ... with the prompts of the
+// types repeated more than r times, again in file order. Every role of a run reads its prompts
+// through it (the run config's prompt_repeats), so the pool, and the shuffled order the
+// coordinator draws from it, is the same everywhere.
+func ReadPool(path string, repeats map[string]int) ([]Prompt, error) {
+	for _, t := range slices.Sorted(maps.Keys(repeats)) {
+		if !slices.Contains(TaskTypes, t) {
+			return nil, fmt.Errorf("prompt_repeats: unknown task type %q (want one of %s)", t, strings.Join(TaskTypes, ", "))
+		}
+		if repeats[t] < 0 {
+			return nil, fmt.Errorf("prompt_repeats: %s %d, want >= 0", t, repeats[t])
+		}
+	}
+	ps, err := ReadFile(path)
+	if err != nil || len(repeats) == 0 {
+		return ps, err
+	}
+	times := func(p Prompt) int {
+		if n, ok := repeats[p.TaskType]; ok {
+			return n
+		}
+		return 1
+	}
+	most := 1
+	for _, n := range repeats {
+		most = max(most, n)
+	}
+	var pool []Prompt
+	for round := 0; round < most; round++ {
+		for _, p := range ps {
+			if times(p) > round {
+				pool = append(pool, p)
+			}
+		}
+	}
+	if len(pool) == 0 {
+		return nil, fmt.Errorf("prompts %s: prompt_repeats leaves no prompt", path)
+	}
+	return pool, nil
 }
