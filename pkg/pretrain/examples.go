@@ -21,7 +21,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"slices"
-	"strings"
 
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/plan"
@@ -67,10 +66,10 @@ func (m Mix) Validate() error {
 	case m.PlanOrder != "prompt" && m.PlanOrder != "raster":
 		return fmt.Errorf("plan_order %q must be prompt or raster", m.PlanOrder)
 	}
+	if err := prompts.CheckTaskTypes(m.TypeRepeats); err != nil {
+		return fmt.Errorf("type_repeats: %w", err)
+	}
 	for _, t := range slices.Sorted(maps.Keys(m.TypeRepeats)) {
-		if !slices.Contains(prompts.TaskTypes, t) {
-			return fmt.Errorf("type_repeats: unknown task type %q (want one of %s)", t, strings.Join(prompts.TaskTypes, ", "))
-		}
 		if n := m.TypeRepeats[t]; n < 1 || n > maxTypeRepeats {
 			return fmt.Errorf("type_repeats: %s %d, want 1 to %d", t, n, maxTypeRepeats)
 		}
@@ -80,23 +79,6 @@ func (m Mix) Validate() error {
 
 // maxTypeRepeats bounds Mix.TypeRepeats: past it one type is the whole pool.
 const maxTypeRepeats = 100
-
-// repeatTypes is the pool of ps with Mix.TypeRepeats applied.
-func (m Mix) repeatTypes(ps []prompts.Prompt) []prompts.Prompt {
-	most := 1
-	for _, n := range m.TypeRepeats {
-		most = max(most, n)
-	}
-	pool := slices.Clone(ps)
-	for round := 1; round < most; round++ {
-		for _, p := range ps {
-			if m.TypeRepeats[p.TaskType] > round {
-				pool = append(pool, p)
-			}
-		}
-	}
-	return pool
-}
 
 // Examples turns training prompts into teacher-forced batches. It implements
 // trainer.SupervisedSource. It is safe for one caller at a time.
@@ -118,7 +100,7 @@ func NewExamples(mix Mix, mcfg model.Config, vocab *tokenizer.Vocab, cb *vq.Code
 		return nil, errors.New("pretraining examples: vocabulary and codebook are required")
 	}
 	e := &Examples{mix: mix, mcfg: mcfg, vocab: vocab, cb: cb}
-	for _, p := range mix.repeatTypes(ps) {
+	for _, p := range prompts.Repeat(ps, mix.TypeRepeats) {
 		if p.Spec == nil {
 			continue
 		}

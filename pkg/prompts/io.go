@@ -328,24 +328,46 @@ func (s Summary) Text() string {
 	return b.String()
 }
 
-// ReadPool reads a run's prompt file and puts every prompt of a task type repeats[type] times into
-// the pool (0 leaves the type out; a type repeats does not name stays once): the file's prompts
-// of every type not left out, in file order, then round r = 1, 2, ... with the prompts of the
-// types repeated more than r times, again in file order. Every role of a run reads its prompts
-// through it (the run config's prompt_repeats), so the pool, and the shuffled order the
+// ReadPool reads a run's prompt file and returns Repeat(prompts, repeats): the pool every role of
+// a run reads through the run config's prompt_repeats, so the pool, and the shuffled order the
 // coordinator draws from it, is the same everywhere.
 func ReadPool(path string, repeats map[string]int) ([]Prompt, error) {
+	if err := CheckTaskTypes(repeats); err != nil {
+		return nil, fmt.Errorf("prompt_repeats: %w", err)
+	}
 	for _, t := range slices.Sorted(maps.Keys(repeats)) {
-		if !slices.Contains(TaskTypes, t) {
-			return nil, fmt.Errorf("prompt_repeats: unknown task type %q (want one of %s)", t, strings.Join(TaskTypes, ", "))
-		}
 		if repeats[t] < 0 {
 			return nil, fmt.Errorf("prompt_repeats: %s %d, want >= 0", t, repeats[t])
 		}
 	}
 	ps, err := ReadFile(path)
-	if err != nil || len(repeats) == 0 {
-		return ps, err
+	if err != nil {
+		return nil, err
+	}
+	pool := Repeat(ps, repeats)
+	if len(pool) == 0 {
+		return nil, fmt.Errorf("prompts %s: prompt_repeats leaves no prompt", path)
+	}
+	return pool, nil
+}
+
+// CheckTaskTypes names the first key of m (sorted) that is not a task type.
+func CheckTaskTypes[V any](m map[string]V) error {
+	for _, t := range slices.Sorted(maps.Keys(m)) {
+		if !slices.Contains(TaskTypes, t) {
+			return fmt.Errorf("unknown task type %q (want one of %s)", t, strings.Join(TaskTypes, ", "))
+		}
+	}
+	return nil
+}
+
+// Repeat puts every prompt of a task type repeats[type] times into a pool (0 leaves the type out;
+// a type repeats does not name stays once): the prompts of every type not left out, in their
+// order, then round r = 1, 2, ... with the prompts of the types repeated more than r times, again
+// in order - as if the file went on with those types' prompts again.
+func Repeat(ps []Prompt, repeats map[string]int) []Prompt {
+	if len(repeats) == 0 {
+		return ps
 	}
 	times := func(p Prompt) int {
 		if n, ok := repeats[p.TaskType]; ok {
@@ -365,8 +387,5 @@ func ReadPool(path string, repeats map[string]int) ([]Prompt, error) {
 			}
 		}
 	}
-	if len(pool) == 0 {
-		return nil, fmt.Errorf("prompts %s: prompt_repeats leaves no prompt", path)
-	}
-	return pool, nil
+	return pool
 }
