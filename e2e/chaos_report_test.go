@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -190,16 +189,6 @@ func (r *chaosReport) exitedByItself(p *chaosProc, at float64) {
 	if c.StartRefused == "" {
 		r.Failures = append(r.Failures, fmt.Sprintf("%s ended by itself (%s)", p.name, exit))
 	}
-}
-
-// chaosFreeAddr is a loopback address free at the time of the call.
-func chaosFreeAddr() (*net.TCPAddr, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr), nil
 }
 
 var hostileMarker = regexp.MustCompile(`chaos-hostile-\d{4}`)

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/porttest"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store/s3/s3test"
@@ -283,7 +284,7 @@ func (x *chaosRun) common() []string {
 // startCluster starts the NATS server, the coordinators, the learner and the workers, and the
 // goroutines that watch and supervise them.
 func (x *chaosRun) startCluster() error {
-	port, err := chaosFreePort()
+	port, err := porttest.Port()
 	if err != nil {
 		return err
 	}
@@ -294,14 +295,14 @@ func (x *chaosRun) startCluster() error {
 	}}
 	var peers []string
 	for i := range 3 {
-		h := freeAddr(x.t)
+		h := porttest.Addr(x.t)
 		x.raftHTTP = append(x.raftHTTP, h)
-		peers = append(peers, fmt.Sprintf("c%d=%s=%s", i, freeAddr(x.t), h))
+		peers = append(peers, fmt.Sprintf("c%d=%s=%s", i, porttest.Addr(x.t), h))
 	}
 	x.peers = strings.Join(peers, ",")
 	for i := range 3 {
 		id := fmt.Sprintf("c%d", i)
-		httpAddr := freeAddr(x.t)
+		httpAddr := porttest.Addr(x.t)
 		x.coords = append(x.coords, &chaosSlot{role: "coordinator", name: chaosName("coordinator-" + id), bin: x.bins["coordinator"],
 			args: func(string) []string {
 				return append(x.common(), "--http", httpAddr, "--node-id", id, "--peers", x.peers,
@@ -383,14 +384,6 @@ func (x *chaosRun) startNATS() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-func chaosFreePort() (int, error) {
-	addr, err := chaosFreeAddr()
-	if err != nil {
-		return 0, err
-	}
-	return addr.Port, nil
 }
 
 // since is the time since the cluster started, for the report.

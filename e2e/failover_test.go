@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -18,22 +17,13 @@ import (
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/learner"
+	"github.com/bicot-rl/bicot/pkg/porttest"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/rolloutworker"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store/local"
 )
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // coordinatorNode is one coordinator of the cluster: its raft node and coordinator service.
 type coordinatorNode struct {
@@ -89,7 +79,7 @@ func TestThreeCoordinatorsSurviveLeaderLoss(t *testing.T) {
 	}
 	var peers []runstate.Peer
 	for i := range 3 {
-		peers = append(peers, runstate.Peer{ID: fmt.Sprintf("c%d", i), RaftAddr: freeAddr(t), HTTPAddr: freeAddr(t)})
+		peers = append(peers, runstate.Peer{ID: fmt.Sprintf("c%d", i), RaftAddr: porttest.Addr(t), HTTPAddr: porttest.Addr(t)})
 	}
 	dir := t.TempDir()
 	nodes := make([]*coordinatorNode, 3)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/porttest"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 )
 
@@ -100,14 +100,7 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 	natsProc := startProc("nats-server", bins["coordinator"], "nats-server", "--port", "0", "--store-dir", filepath.Join(tmp, "nats"), "--url-file", urlFile)
 	url := readURLFile(ctx, t, urlFile)
 	common := []string{"run", "--config", cfgPath, "--nats", url, "--log-format", "json"}
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
+	free := func() string { return porttest.Addr(t) }
 	var peers, raftHTTP []string
 	for i := range 3 {
 		h := free()

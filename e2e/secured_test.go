@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/porttest"
 	"github.com/bicot-rl/bicot/pkg/secure"
 	"github.com/bicot-rl/bicot/pkg/tlstest"
 )
@@ -52,14 +53,7 @@ func TestSecuredRunKeepsSecrets(t *testing.T) {
 		"BICOT_CLUSTER_TOKEN": "cluster-token-8Rb3",
 		"EXPERT_PW":           "expert-pw-4Nc7",
 	}
-	free := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return ln.Addr().String()
-	}
+	free := func() string { return porttest.Addr(t) }
 
 	users := "users:\n"
 	for _, role := range []string{"coordinator", "rollout", "reward", "learner"} {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/experts"
+	"github.com/bicot-rl/bicot/pkg/porttest"
 	"github.com/bicot-rl/bicot/pkg/reward"
 )
 
@@ -34,12 +34,7 @@ func needModels(t *testing.T) {
 
 func TestServeExpertCommand(t *testing.T) {
 	needModels(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	addr := porttest.Addr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd, sub := newRoot(), "serve-expert"
 	cmd.SetArgs([]string{sub, "--expert", "hps", "--addr", addr, "--models", modelsDir, "--log-level", "error"})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"testing"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/bicot-rl/bicot/pkg/ckpt"
+	"github.com/bicot-rl/bicot/pkg/porttest"
 	"github.com/bicot-rl/bicot/pkg/runstate"
 	"github.com/bicot-rl/bicot/pkg/store/local"
 )
@@ -78,7 +78,7 @@ func TestResumeStateAndSeededCluster(t *testing.T) {
 	dir := t.TempDir()
 	var peers []runstate.Peer
 	for i := range 3 {
-		peers = append(peers, runstate.Peer{ID: fmt.Sprintf("n%d", i), RaftAddr: freeAddr(t), HTTPAddr: freeAddr(t)})
+		peers = append(peers, runstate.Peer{ID: fmt.Sprintf("n%d", i), RaftAddr: porttest.Addr(t), HTTPAddr: porttest.Addr(t)})
 	}
 	for _, p := range peers {
 		if err := SeedRaft(filepath.Join(dir, p.ID), peers, st); err != nil {
@@ -157,16 +157,6 @@ func TestLoadResumeSkipsDamagedCheckpoint(t *testing.T) {
 	if _, err := LoadResume(ctx, st, "nothing", zerolog.Nop()); err == nil {
 		t.Error("resuming a run without checkpoints was accepted")
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func rlog(i uint64, data []byte) *raft.Log {

@@ -393,7 +393,33 @@ func TestLearnerSurvivesHostileScoredSamples(t *testing.T) {
 	}
 	other := ps[5].Prompt
 	want := map[int]string{0: "reward", 1: "log-prob", 2: "image tokens", 3: "prompt", 4: "steps ahead"}
+	topo, err := bus.NewTopology(cfg.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// waitDead waits until n dead letters are in: the learner reads with two fetchers, so a
+	// hostile sample published first is not always handled first - the honest sample after it
+	// waits for its verdict (otherwise the honest one can complete the group and the hostile
+	// one is then a mere duplicate of a learned group).
+	waitDead := func(n int) {
+		wctx, wcancel := context.WithTimeout(ctx, time.Minute)
+		defer wcancel()
+		for dead := readDead(ctx, t, js, topo.DeadStream); len(dead) < n; dead = readDead(ctx, t, js, topo.DeadStream) {
+			if wctx.Err() != nil {
+				t.Fatalf("after a minute %d dead letters %v, want %d", len(dead), dead, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	subject := bus.Subject(cfg.RunID, bus.KindScored)
+	last := 2*cfg.GroupSize - 1
 	publishStepWith(ctx, t, js, st, cfg, backend, ps[:2], false, func(i int, h bus.ScoredSample) []bus.ScoredSample {
+		if i == last {
+			// The far-ahead sample is dead-lettered only after its last retry: the step's
+			// last honest sample waits for it, so the run cannot end while it is still
+			// being retried (a finished learner no longer reads the queue).
+			waitDead(len(want))
+		}
 		if _, ok := want[i]; !ok {
 			return nil
 		}
@@ -414,7 +440,11 @@ func TestLearnerSurvivesHostileScoredSamples(t *testing.T) {
 			// never held.
 			x.Step = 1000
 		}
-		return []bus.ScoredSample{x}
+		publishRaw(ctx, t, js, subject, &x)
+		if i < 4 {
+			waitDead(i + 1)
+		}
+		return nil
 	})
 	select {
 	case err := <-done:
@@ -428,15 +458,7 @@ func TestLearnerSurvivesHostileScoredSamples(t *testing.T) {
 	if len(a.Learned[0]) != 2 || !finite(a.Stats[0].Loss) || !finite(a.Stats[0].RewardMean) || a.Stats[0].RewardMean > 1 {
 		t.Fatalf("learned %+v stats %+v: want the two honest groups, finite", a.Learned, a.Stats)
 	}
-	topo, err := bus.NewTopology(cfg.RunID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The far-ahead sample reaches the dead letters after its last retry, maybe after the run.
-	var dead []string
-	for dead = readDead(ctx, t, js, topo.DeadStream); len(dead) < len(want) && ctx.Err() == nil; dead = readDead(ctx, t, js, topo.DeadStream) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	dead := readDead(ctx, t, js, topo.DeadStream)
 	if len(dead) != len(want) {
 		t.Fatalf("%d dead letters %v, want %d", len(dead), dead, len(want))
 	}

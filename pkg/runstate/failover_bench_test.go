@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"runtime"
 	"slices"
 	"sync"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/bicot-rl/bicot/pkg/porttest"
 )
 
 const (
@@ -61,12 +62,11 @@ func newBenchCluster(b *testing.B) *benchCluster {
 
 func benchFreeAddr(b *testing.B) string {
 	b.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := porttest.Port()
 	if err != nil {
 		b.Fatalf("pick a free port: %v", err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return fmt.Sprintf("127.0.0.1:%d", p)
 }
 
 // open starts node id on its configured addresses and data dir. Bootstrap is set as on a first

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"reflect"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
+	"github.com/bicot-rl/bicot/pkg/porttest"
 	"github.com/bicot-rl/bicot/pkg/secure"
 )
 
@@ -343,15 +343,6 @@ func TestOpenBadConfig(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // Three nodes that all know the full peer list from their config bootstrap together; a follower
 // forwards through the peers' configured HTTP addresses.
 func TestStaticBootstrap(t *testing.T) {
@@ -365,7 +356,7 @@ func bootstrapThree(t *testing.T, token string, files secure.TLSFiles) ([]Peer, 
 	t.Helper()
 	var peers []Peer
 	for _, id := range []string{"a", "b", "c"} {
-		peers = append(peers, Peer{ID: id, RaftAddr: freeAddr(t), HTTPAddr: freeAddr(t)})
+		peers = append(peers, Peer{ID: id, RaftAddr: porttest.Addr(t), HTTPAddr: porttest.Addr(t)})
 	}
 	nodes := map[string]*Node{}
 	t.Cleanup(func() {

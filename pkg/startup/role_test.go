@@ -3,7 +3,6 @@ package startup
 import (
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/natsd"
+	"github.com/bicot-rl/bicot/pkg/porttest"
 )
 
 func startRole(t *testing.T, args ...string) (*Role, error) {
@@ -78,12 +78,10 @@ func TestRoleStartFailsWithoutNATS(t *testing.T) {
 // A role started while NATS is not up yet (a restart, containers starting in any order) waits
 // for it (wire.connect_wait) instead of exiting; refused credentials still fail at once.
 func TestRoleWaitsForNATS(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := porttest.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
 	started := make(chan *natsd.Server, 1)
 	go func() {
 		time.Sleep(time.Second)

@@ -28,6 +28,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/porttest"
 	"github.com/bicot-rl/bicot/pkg/store/s3"
 )
 
@@ -109,7 +110,7 @@ func Start(t testing.TB) *Server {
 }
 
 func start(t testing.TB, bin string) (*Server, error) {
-	port, err := freePort()
+	port, err := porttest.Port()
 	if err != nil {
 		return nil, err
 	}
@@ -232,15 +233,6 @@ func (s *Server) logTail() string {
 		b = b[len(b)-2000:]
 	}
 	return string(b)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Config returns a store config for this server under prefix ("" for a fresh unique prefix).
