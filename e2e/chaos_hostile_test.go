@@ -196,6 +196,11 @@ func hostileKinds() []hostileKind {
 		{"events.learner", "step_resample of round 0", expectDeadLetter, func(e hostileEnv, m string) ([]byte, nats.Header) {
 			return event(e, m, func(ev *bus.Event) { ev.Kind, ev.Step, ev.Message = bus.EventStepResample, e.state.Step, `{"round":0}` }), nil
 		}},
+		{"events.learner", "step_resample asking for more prompts than a step has", expectDeadLetter, func(e hostileEnv, m string) ([]byte, nats.Header) {
+			return event(e, m, func(ev *bus.Event) {
+				ev.Kind, ev.Step, ev.Message = bus.EventStepResample, e.state.Step, `{"round":1,"count":100000}`
+			}), nil
+		}},
 		{"events.learner", "step_done of the current step that does not advance the policy version", expectIgnored, func(e hostileEnv, m string) ([]byte, nats.Header) {
 			// Strictly on-policy the version equals the step, so this never advances it; a policy
 			// version of 0 would (StepDone reads it as "the next one"): not before version 1.

@@ -33,8 +33,9 @@ const (
 	EventStepDone = "step_done"
 	// EventCheckpoint: a checkpoint was committed. Message: its manifest key.
 	EventCheckpoint = "checkpoint"
-	// EventStepResample: every group of a step tied and was filtered (grpo.filter_zero_std), so
-	// the learner made no update and asks for fresh prompts for the step. Message:
+	// EventStepResample: groups of a step tied and were filtered (grpo.filter_zero_std), fewer
+	// than P informative ones are left, so the learner made no update yet and asks for fresh
+	// prompts for the step, as many as it lacks (DAPO's dynamic sampling). Message:
 	// ResampleRequest as JSON.
 	EventStepResample = "step_resample"
 	// EventLearnerResumed: a learner started and resumed from its newest checkpoint (or the
@@ -49,8 +50,11 @@ type ResampleRequest struct {
 	// Round numbers the request (1 for the first re-sampling of a step); with the step it makes
 	// the dispatch idempotent.
 	Round int `json:"round"`
-	// Dropped are the group keys of the filtered round.
+	// Dropped are the group keys the round filtered out.
 	Dropped []string `json:"dropped"`
+	// Count is how many fresh prompts the step needs: P less the informative groups the learner
+	// keeps. 0 (absent) means P.
+	Count int `json:"count,omitempty"`
 }
 
 // Roles of the workers.

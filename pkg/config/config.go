@@ -138,8 +138,9 @@ type Config struct {
 	SamplesEvery int `yaml:"samples_every" json:"samples_every"`
 	// Retention says which committed checkpoints the learner keeps after each new one.
 	Retention Retention `yaml:"retention" json:"retention"`
-	// MaxResampleRounds bounds how often a step whose groups all tie (grpo.filter_zero_std drops
-	// every one) is sampled again with fresh prompts before the learner gives up on the run.
+	// MaxResampleRounds bounds how often a step left with fewer than P informative groups by
+	// grpo.filter_zero_std asks for fresh prompts (DAPO's dynamic sampling); after that it trains
+	// on the informative groups it has, and with none the learner gives up on the run.
 	MaxResampleRounds int `yaml:"max_resample_rounds" json:"max_resample_rounds"`
 	// Store is where checkpoints, weights and run artifacts go: a local directory (laptop mode's
 	// default is the output directory) or s3://bucket/prefix?endpoint=...

@@ -19,8 +19,8 @@
 // ids are deterministic. With 3 or 5 coordinators every one runs this service over its own raft
 // replica: only the leader schedules (it re-publishes the waiting tasks when it takes over),
 // followers apply worker events through the leader, and all of them stop when the replicated
-// state says the run is done. A step whose groups all tie under DAPO filtering gets fresh
-// prompts when the learner asks (step_resample).
+// state says the run is done. A step left short of P informative groups by DAPO filtering gets
+// as many fresh prompts as the learner asks for (step_resample).
 //
 // resume.go turns a checkpoint's run-state snapshot into the state a resumed run starts from and
 // seeds fresh raft directories with it (`coordinator resume`).
@@ -618,6 +618,10 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, msg jetstream.M
 		if err := json.Unmarshal([]byte(e.Message), &rq); err != nil || rq.Round < 1 {
 			return bus.Poison(fmt.Errorf("step_resample event: round %d: %v", rq.Round, err))
 		}
+		if rq.Count < 0 || rq.Count > c.cfg.PromptsPerStep {
+			return bus.Poison(fmt.Errorf("step_resample event: step %d round %d asks for %d prompts, want 1..%d (prompts_per_step; 0 for all)",
+				e.Step, rq.Round, rq.Count, c.cfg.PromptsPerStep))
+		}
 		return c.resample(ctx, e.Step, rq)
 	case bus.EventLearnerResumed:
 		var rw runstate.Rewind
@@ -633,11 +637,16 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, msg jetstream.M
 	return nil
 }
 
-// resample dispatches fresh prompts for a step whose groups all tied (round rq.Round): the next
-// P prompts of the data cursor, recorded under batch ids of the round (so a repeated request is a
-// no-op) and published with the current policy version, which the step did not advance.
+// resample dispatches fresh prompts for a step that lacks informative groups (round rq.Round):
+// the next rq.Count prompts of the data cursor (P when 0), recorded under batch ids of the round
+// (so a repeated request is a no-op) and published with the current policy version, which the
+// step did not advance.
 func (c *Coordinator) resample(ctx context.Context, step int64, rq bus.ResampleRequest) error {
-	left := c.cfg.PromptsPerStep
+	count := rq.Count
+	if count == 0 {
+		count = c.cfg.PromptsPerStep
+	}
+	left := count
 	for i := 0; left > 0; i++ {
 		n := min(left, c.cfg.PromptsPerTask)
 		left -= n
@@ -654,8 +663,8 @@ func (c *Coordinator) resample(ctx context.Context, step int64, rq bus.ResampleR
 			return err
 		}
 	}
-	c.log.Warn().Int64("step", step).Int("round", rq.Round).Int("dropped", len(rq.Dropped)).
-		Msg("every group of the step tied: fresh prompts dispatched")
+	c.log.Info().Int64("step", step).Int("round", rq.Round).Int("dropped", len(rq.Dropped)).Int("prompts", count).
+		Msg("groups of the step tied: fresh prompts dispatched")
 	return nil
 }
 

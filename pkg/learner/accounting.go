@@ -18,8 +18,8 @@ type Accounting struct {
 	Late int
 	// StaleGroups were complete but outside the staleness bound, so not trained.
 	StaleGroups int
-	// Resampled counts, per step, the rounds whose groups all tied and were dropped by
-	// grpo.filter_zero_std (ErrAllFiltered), each answered with fresh prompts for the step.
+	// Resampled counts, per step, the rounds that left fewer than P informative groups under
+	// grpo.filter_zero_std, each answered with fresh prompts for the groups the step lacked.
 	Resampled map[int64]int
 	// Learned lists each step's trained groups.
 	Learned map[int64][]LearnedGroup

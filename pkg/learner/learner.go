@@ -12,8 +12,9 @@
 // At start it resumes from the newest committed checkpoint of the run (dropping metrics lines and
 // checkpoint debris of later steps, which it learns again identically), or starts from the initial
 // policy, and (re-)announces its current version, which makes version 0 available to rollout
-// workers. When DAPO filtering drops every group of a step (trainer.ErrAllFiltered) it makes no
-// update and asks the coordinator for fresh prompts for the step, up to max_resample_rounds. The
+// workers. With DAPO filtering (grpo.filter_zero_std) a step trains P informative groups: while
+// tied groups leave it fewer, it makes no update, keeps the informative ones and asks the
+// coordinator for as many fresh prompts as it lacks, up to max_resample_rounds rounds. The
 // staleness bound is the trainer's: a group holding a sample drawn with a policy more than k
 // versions behind is not trained.
 package learner

@@ -26,8 +26,8 @@ type StepRecord struct {
 	// file rewritten from the checkpoint's history on every resume, it is the learner's durable
 	// record of which groups the run learned, so a lost or twice-learned group shows in it.
 	Learned []LearnedGroup `json:"learned,omitempty"`
-	// ResampleRounds is how many rounds of this step were dropped whole (every group tied under
-	// grpo.filter_zero_std) before this one trained; FilteredGroups the groups they held.
+	// ResampleRounds is how many rounds of fresh prompts this step asked for (too few informative
+	// groups under grpo.filter_zero_std) before it trained; FilteredGroups the tied groups dropped.
 	ResampleRounds int `json:"resample_rounds,omitempty"`
 	FilteredGroups int `json:"filtered_groups,omitempty"`
 	// WaitSeconds is the time from the previous step's end until this step's groups were complete

@@ -8,32 +8,41 @@ import (
 	"github.com/bicot-rl/bicot/pkg/trainer"
 )
 
-// resample answers a step whose complete groups all tied under grpo.filter_zero_std
-// (trainer.ErrAllFiltered): the trainer refused to update, so the policy, its version and the
-// optimizer are unchanged. The learner drops the round's groups, counts it, and asks the
-// coordinator for fresh prompts for the same step (a step_resample event; the coordinator
-// dispatches the next P prompts of the data cursor as round r of the step, with the current
-// policy version). Up to max_resample_rounds rounds per step; beyond that the rewards are
-// broken for this run and the learner stops with an error naming the step.
-func (l *Learner) resample(ctx context.Context, step int64, groups []bus.Group) error {
+// resample answers a step with fewer than P informative groups under grpo.filter_zero_std
+// (DAPO's dynamic sampling): the groups whose rewards tie (or span less than min_spread) teach
+// nothing, so instead of an update on what is left the learner keeps the informative groups
+// (keep), drops the others (drop: tied, and stale ones), counts the round, and asks the
+// coordinator for as many fresh prompts as the step lacks (a step_resample event; the
+// coordinator dispatches the next prompts of the data cursor as round r of the step, with the
+// current policy version, which the step has not advanced). Up to max_resample_rounds rounds per
+// step; after them the step trains on the informative groups it has, and when it has none the
+// rewards are broken for this run: the learner stops with an error naming the step. Samples
+// and rewards are deterministic, so a resumed run asks for the same rounds again.
+func (l *Learner) resample(ctx context.Context, step int64, keep, drop []trainer.Group) error {
 	l.mu.Lock()
 	round := l.acct.Resampled[step] + 1
 	if round > l.cfg.MaxResampleRounds {
 		l.mu.Unlock()
 		return fmt.Errorf("%w (step %d: %d rounds of %d groups tied, max_resample_rounds %d)", trainer.ErrAllFiltered,
-			step, round, len(groups), l.cfg.MaxResampleRounds)
+			step, round, len(drop), l.cfg.MaxResampleRounds)
 	}
 	l.acct.Resampled[step] = round
-	keys := make([]string, 0, len(groups))
-	for _, g := range groups {
+	keys := make([]string, 0, len(drop))
+	for _, g := range drop {
 		keys = append(keys, groupKey(g.Key))
 	}
 	l.dropped[step] = append(l.dropped[step], keys...)
-	delete(l.complete, step)
+	kept := make([]bus.Group, len(keep))
+	for i, g := range keep {
+		kept[i] = bus.Group(g)
+	}
+	l.complete[step] = kept
 	l.mu.Unlock()
-	l.log.Warn().Int64("step", step).Int("round", round).Int("groups", len(groups)).
-		Msg("every group of the step tied and was filtered (grpo.filter_zero_std): no update, asking for fresh prompts")
-	if err := l.rep.EmitJSON(ctx, bus.EventStepResample, step, l.trainer.Version(), bus.ResampleRequest{Round: round, Dropped: keys},
+	count := l.cfg.PromptsPerStep - len(keep)
+	l.log.Info().Int64("step", step).Int("round", round).Int("dropped", len(drop)).Int("kept", len(keep)).
+		Int("asked", count).Msg("too few informative groups (grpo.filter_zero_std): no update yet, asking for fresh prompts")
+	if err := l.rep.EmitJSON(ctx, bus.EventStepResample, step, l.trainer.Version(),
+		bus.ResampleRequest{Round: round, Dropped: keys, Count: count},
 		l.eventID(fmt.Sprintf("resample/%d/%d", step, round))); err != nil {
 		return fmt.Errorf("ask for fresh prompts: %w", err)
 	}

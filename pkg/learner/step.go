@@ -34,11 +34,30 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	if len(fresh) == 0 {
 		return fmt.Errorf("all %d groups are outside the staleness bound %d of version %d", len(stale), l.cfg.Staleness, l.trainer.Version())
 	}
+	informative, tied, err := l.trainer.Informative(fresh)
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	rounds := l.acct.Resampled[step]
+	l.mu.Unlock()
+	if len(tied) > 0 && len(informative) < l.cfg.PromptsPerStep && rounds < l.cfg.MaxResampleRounds {
+		return l.resample(ctx, step, informative, append(tied, stale...))
+	}
+	if len(tied) > 0 && len(informative) > 0 {
+		// Out of rounds: the step trains what it has; the tied groups are used up, not learned.
+		l.mu.Lock()
+		for _, g := range tied {
+			l.dropped[step] = append(l.dropped[step], groupKey(g.Key))
+		}
+		l.mu.Unlock()
+		fresh = informative
+	}
 	t0 := time.Now()
 	from := l.trainer.Version()
 	stats, err := l.o.Update(l.trainer, fresh)
 	if errors.Is(err, trainer.ErrAllFiltered) {
-		return l.resample(ctx, step, groups)
+		return l.resample(ctx, step, nil, lgs)
 	}
 	if err != nil {
 		return err
@@ -46,7 +65,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	trainTime := time.Since(t0)
 	l.mu.Lock()
 	dropped := slices.Clone(l.dropped[step])
-	rounds := l.acct.Resampled[step]
+	rounds = l.acct.Resampled[step]
 	l.mu.Unlock()
 	rec := StepRecord{Step: step, PolicyVersion: l.trainer.Version(), Stats: stats, PerExpert: stats.PerExpert,
 		ResampleRounds: rounds, FilteredGroups: len(dropped), Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}

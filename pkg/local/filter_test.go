@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +62,7 @@ func TestAllTiedStepIsResampled(t *testing.T) {
 		c := testConfig(t, 2)
 		c.RunID = "tied" + string(rune('0'+rounds))
 		c.GRPO.FilterZeroStd = true
+		c.GRPO.MinSpread = 0 // exact ties only: no group but the tied prompts' ties by chance
 		c.MaxResampleRounds = rounds
 		ts := &tieScorer{inner: e.ens}
 		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -101,6 +103,64 @@ func TestAllTiedStepIsResampled(t *testing.T) {
 		}
 		if res.Status.Cursor.Offset != int64(3*c.PromptsPerStep) {
 			t.Errorf("cursor at %d, want %d (two steps and one re-sampled round)", res.Status.Cursor.Offset, 3*c.PromptsPerStep)
+		}
+	}
+}
+
+// TestPartlyTiedStepIsToppedUp is DAPO's dynamic sampling: one of step 1's P groups ties, so the
+// learner makes no update with the other two; it keeps them, asks for one fresh prompt (the next
+// of the cursor) and trains step 1 on P informative groups. With max_resample_rounds 0 it asks
+// for nothing and trains the two informative groups.
+func TestPartlyTiedStepIsToppedUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("two pipeline runs; skipped with -short")
+	}
+	e := testEnv(t)
+	for _, rounds := range []int{8, 0} {
+		c := testConfig(t, 3)
+		c.RunID = "topup" + string(rune('0'+rounds))
+		c.GRPO.FilterZeroStd = true
+		// Exact ties only: the experts' scores never tie by chance, so only the tied prompt does.
+		c.GRPO.MinSpread = 0
+		c.MaxResampleRounds = rounds
+		ts := &tieScorer{inner: e.ens}
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+		cl, err := Start(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: t.TempDir(),
+			Backend: e.backend, Ensemble: ts, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		P := c.PromptsPerStep
+		ts.set([]string{cl.Coordinator.PromptAt(0, int64(P)).Prompt})
+		werr := cl.Wait(ctx)
+		res := cl.Result()
+		cl.Stop()
+		cancel()
+		if werr != nil {
+			t.Fatalf("max_resample_rounds %d: %v", rounds, werr)
+		}
+		var got []int
+		for _, g := range res.Accounting.Learned[1] {
+			got = append(got, g.PromptIndex)
+		}
+		slices.Sort(got)
+		want, cursor, resampled := []int{P + 1, P + 2, 2 * P}, 3*P+1, 1
+		if rounds == 0 {
+			want, cursor, resampled = []int{P + 1, P + 2}, 3*P, 0
+		} else {
+			checkLearned(t, c, res.Accounting)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("max_resample_rounds %d: step 1 learned prompts %v, want %v", rounds, got, want)
+		}
+		if n := res.Accounting.Resampled[1]; n != resampled {
+			t.Errorf("max_resample_rounds %d: step 1 asked for fresh prompts %d times, want %d", rounds, n, resampled)
+		}
+		if res.Status.Cursor.Offset != int64(cursor) {
+			t.Errorf("max_resample_rounds %d: cursor at %d, want %d", rounds, res.Status.Cursor.Offset, cursor)
+		}
+		if !res.Status.Done || res.Status.GroupsInFlight != 0 || res.Status.PolicyVersion != int64(c.Steps) {
+			t.Errorf("status at the end: done %v, %d groups in flight, version %d", res.Status.Done, res.Status.GroupsInFlight, res.Status.PolicyVersion)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"errors"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -65,6 +66,48 @@ func TestTiedGroups(t *testing.T) {
 	}
 	if tr2.Version() != 1 || string(before) != string(after) {
 		t.Fatalf("a filtered-out batch changed the policy (version %d)", tr2.Version())
+	}
+}
+
+// Informative splits groups as the update would filter them: exact ties and spreads under
+// min_spread are tied, the rest informative; without the filter every group is informative.
+func TestInformative(t *testing.T) {
+	m := newPolicy(t, tinyConfig(), 3)
+	r := rollout{g: 4, maxPlan: 3, seed: 1, promptIDs: []int{0, 1, 2}, reward: func(s model.Sample) float64 {
+		switch s.Prompt {
+		case 1:
+			return 0.5 // ties exactly
+		case 2:
+			return 0.5 + 0.01*float64(s.Index) // spans 0.03, under min_spread 0.05
+		}
+		return float64(s.Index)
+	}}
+	groups := r.groups(t, m)
+	o := DefaultOptions()
+	o.BatchSize = 12
+	o.MinSpread = 0.05
+	inf, tied, err := mustTrainer(t, m, o).Informative(groups)
+	if err != nil || len(inf) != 3 || len(tied) != 0 {
+		t.Fatalf("no filter: %d informative, %d tied, %v; want all 3 informative", len(inf), len(tied), err)
+	}
+	o.FilterZeroStd = true
+	inf, tied, err = mustTrainer(t, m, o).Informative(groups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := func(gs []Group) (out []int) {
+		for _, g := range gs {
+			out = append(out, g.Key.PromptIndex)
+		}
+		return out
+	}
+	if !slices.Equal(keys(inf), []int{groups[0].Key.PromptIndex}) ||
+		!slices.Equal(keys(tied), []int{groups[1].Key.PromptIndex, groups[2].Key.PromptIndex}) {
+		t.Fatalf("filter on: informative %v tied %v, want prompt 0 informative, 1 and 2 tied", keys(inf), keys(tied))
+	}
+	groups[0].Samples[1].Reward = math.NaN()
+	if _, _, err := mustTrainer(t, m, o).Informative(groups); err == nil || !strings.Contains(err.Error(), "NaN") {
+		t.Fatalf("a NaN reward: %v, want an error naming it", err)
 	}
 }
 

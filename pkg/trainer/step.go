@@ -39,6 +39,36 @@ func (t *Trainer) Partition(groups []Group) (fresh, stale []Group) {
 
 func isFresh(v, cur, k int64) bool { return fresh(v, cur, k) }
 
+// Informative splits groups into those an update would learn from and those zero-std filtering
+// (grpo.filter_zero_std) would drop: rewards that tie, or span less than min_spread. Without the
+// filter every group is informative. A group with a NaN or infinite reward is an error.
+func (t *Trainer) Informative(groups []Group) (informative, tied []Group, err error) {
+	o := t.opts.AdvantageOptions()
+	if !o.FilterZeroStd || len(groups) == 0 {
+		return groups, nil, nil
+	}
+	rewards := make([][]float64, len(groups))
+	for i, g := range groups {
+		rewards[i] = g.Rewards()
+	}
+	adv, err := grpo.ComputeAdvantages(rewards, o)
+	if err != nil {
+		return nil, nil, fmt.Errorf("informative groups: %w", err)
+	}
+	kept := make([]bool, len(groups))
+	for _, i := range adv.Kept {
+		kept[i] = true
+	}
+	for i, g := range groups {
+		if kept[i] {
+			informative = append(informative, g)
+		} else {
+			tied = append(tied, g)
+		}
+	}
+	return informative, tied, nil
+}
+
 // Step applies one BiCoT-GRPO update on the groups and advances the version by one. It refuses,
 // training nothing: an invalid or partial group, a prompt or plan that does not fit the layout,
 // more samples than Options.BatchSize, samples outside the staleness bound (*StaleError), and a
