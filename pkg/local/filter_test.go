@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/rewardworker"
 	"github.com/bicot-rl/bicot/pkg/trainer"
@@ -48,6 +49,29 @@ func (s *tieScorer) Score(ctx context.Context, items []reward.Item) ([]reward.Sc
 	return out, nil
 }
 
+// runTied runs c (DAPO filtering on, exact ties only, max_resample_rounds rounds) with a reward
+// that ties the prompts tie names once the cluster is up, and returns how the run ended.
+func runTied(t *testing.T, c config.Config, rounds int, tie func(*Cluster) []string) (Result, error) {
+	t.Helper()
+	e := testEnv(t)
+	c.GRPO.FilterZeroStd = true
+	c.GRPO.MinSpread = 0 // exact ties only: the experts' scores never tie by chance
+	c.MaxResampleRounds = rounds
+	ts := &tieScorer{inner: e.ens}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cl, err := Start(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: t.TempDir(),
+		Backend: e.backend, Ensemble: ts, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.set(tie(cl))
+	werr := cl.Wait(ctx)
+	res := cl.Result()
+	cl.Stop()
+	return res, werr
+}
+
 // TestAllTiedStepIsResampled uses DAPO filtering (grpo.filter_zero_std) with a reward that ties
 // every group of step 1's prompts: the learner makes no update for them (trainer.ErrAllFiltered),
 // counts the round, and the coordinator dispatches the next prompts of the cursor for the same
@@ -57,29 +81,15 @@ func TestAllTiedStepIsResampled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("two pipeline runs; skipped with -short")
 	}
-	e := testEnv(t)
 	for _, rounds := range []int{8, 0} {
 		c := testConfig(t, 2)
 		c.RunID = "tied" + string(rune('0'+rounds))
-		c.GRPO.FilterZeroStd = true
-		c.GRPO.MinSpread = 0 // exact ties only: no group but the tied prompts' ties by chance
-		c.MaxResampleRounds = rounds
-		ts := &tieScorer{inner: e.ens}
-		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-		cl, err := Start(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: t.TempDir(),
-			Backend: e.backend, Ensemble: ts, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var tied []string
-		for i := range c.PromptsPerStep {
-			tied = append(tied, cl.Coordinator.PromptAt(0, int64(c.PromptsPerStep+i)).Prompt)
-		}
-		ts.set(tied)
-		werr := cl.Wait(ctx)
-		res := cl.Result()
-		cl.Stop()
-		cancel()
+		res, werr := runTied(t, c, rounds, func(cl *Cluster) (tied []string) {
+			for i := range c.PromptsPerStep {
+				tied = append(tied, cl.Coordinator.PromptAt(0, int64(c.PromptsPerStep+i)).Prompt)
+			}
+			return tied
+		})
 		if rounds == 0 {
 			if werr == nil || !errors.Is(werr, trainer.ErrAllFiltered) || !strings.Contains(werr.Error(), "step 1") {
 				t.Errorf("max_resample_rounds 0: run ended with %v, want ErrAllFiltered naming step 1", werr)
@@ -115,27 +125,13 @@ func TestPartlyTiedStepIsToppedUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("two pipeline runs; skipped with -short")
 	}
-	e := testEnv(t)
 	for _, rounds := range []int{8, 0} {
 		c := testConfig(t, 3)
 		c.RunID = "topup" + string(rune('0'+rounds))
-		c.GRPO.FilterZeroStd = true
-		// Exact ties only: the experts' scores never tie by chance, so only the tied prompt does.
-		c.GRPO.MinSpread = 0
-		c.MaxResampleRounds = rounds
-		ts := &tieScorer{inner: e.ens}
-		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-		cl, err := Start(ctx, Options{Config: c, RolloutWorkers: 1, RewardWorkers: 1, Out: t.TempDir(),
-			Backend: e.backend, Ensemble: ts, InitPolicy: e.policy, SkipEval: true, Log: zerolog.Nop()})
-		if err != nil {
-			t.Fatal(err)
-		}
 		P := c.PromptsPerStep
-		ts.set([]string{cl.Coordinator.PromptAt(0, int64(P)).Prompt})
-		werr := cl.Wait(ctx)
-		res := cl.Result()
-		cl.Stop()
-		cancel()
+		res, werr := runTied(t, c, rounds, func(cl *Cluster) []string {
+			return []string{cl.Coordinator.PromptAt(0, int64(P)).Prompt}
+		})
 		if werr != nil {
 			t.Fatalf("max_resample_rounds %d: %v", rounds, werr)
 		}
