@@ -14,18 +14,14 @@ import (
 // (keep), drops the others (drop: tied, and stale ones), counts the round, and asks the
 // coordinator for as many fresh prompts as the step lacks (a step_resample event; the
 // coordinator dispatches the next prompts of the data cursor as round r of the step, with the
-// current policy version, which the step has not advanced). Up to max_resample_rounds rounds per
-// step; after them the step trains on the informative groups it has, and when it has none the
-// rewards are broken for this run: the learner stops with an error naming the step. Samples
-// and rewards are deterministic, so a resumed run asks for the same rounds again.
+// current policy version, which the step has not advanced). trainStep calls it for up to
+// max_resample_rounds rounds per step; after them the step trains on the informative groups it
+// has, and when it has none the rewards are broken for this run: the learner stops with an
+// error naming the step. Samples and rewards are deterministic, so a resumed run asks for the
+// same rounds again.
 func (l *Learner) resample(ctx context.Context, step int64, keep, drop []trainer.Group) error {
 	l.mu.Lock()
 	round := l.acct.Resampled[step] + 1
-	if round > l.cfg.MaxResampleRounds {
-		l.mu.Unlock()
-		return fmt.Errorf("%w (step %d: %d rounds of %d groups tied, max_resample_rounds %d)", trainer.ErrAllFiltered,
-			step, round, len(drop), l.cfg.MaxResampleRounds)
-	}
 	l.acct.Resampled[step] = round
 	keys := make([]string, 0, len(drop))
 	for _, g := range drop {

@@ -2,7 +2,6 @@ package learner
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -41,10 +40,14 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	l.mu.Lock()
 	rounds := l.acct.Resampled[step]
 	l.mu.Unlock()
-	if len(tied) > 0 && len(informative) < l.cfg.PromptsPerStep && rounds < l.cfg.MaxResampleRounds {
-		return l.resample(ctx, step, informative, append(tied, stale...))
-	}
-	if len(tied) > 0 && len(informative) > 0 {
+	if len(tied) > 0 {
+		switch {
+		case len(informative) < l.cfg.PromptsPerStep && rounds < l.cfg.MaxResampleRounds:
+			return l.resample(ctx, step, informative, append(tied, stale...))
+		case len(informative) == 0:
+			return fmt.Errorf("%w (step %d: %d rounds of %d groups tied, max_resample_rounds %d)", trainer.ErrAllFiltered,
+				step, rounds+1, len(tied), l.cfg.MaxResampleRounds)
+		}
 		// Out of rounds: the step trains what it has; the tied groups are used up, not learned.
 		l.mu.Lock()
 		for _, g := range tied {
@@ -56,16 +59,12 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	t0 := time.Now()
 	from := l.trainer.Version()
 	stats, err := l.o.Update(l.trainer, fresh)
-	if errors.Is(err, trainer.ErrAllFiltered) {
-		return l.resample(ctx, step, nil, lgs)
-	}
 	if err != nil {
 		return err
 	}
 	trainTime := time.Since(t0)
 	l.mu.Lock()
 	dropped := slices.Clone(l.dropped[step])
-	rounds = l.acct.Resampled[step]
 	l.mu.Unlock()
 	rec := StepRecord{Step: step, PolicyVersion: l.trainer.Version(), Stats: stats, PerExpert: stats.PerExpert,
 		ResampleRounds: rounds, FilteredGroups: len(dropped), Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}
