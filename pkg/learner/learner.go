@@ -88,7 +88,8 @@ type Learner struct {
 	wake     chan struct{}
 	next     int64 // the step being collected / trained next
 	complete map[int64][]bus.Group
-	dropped  map[int64][]string // group keys of whole-filtered rounds, reported as consumed at step_done
+	dropped  map[int64][]string // group keys a step's resample rounds dropped, reported as consumed at step_done
+	filtered map[int64]int      // how many of them were tied (the rest were stale)
 	acct     Accounting
 	prom     *promMetrics
 	// resumed is the checkpoint the learner started from (nil: a fresh run), whose step_done it
@@ -135,7 +136,7 @@ func New(ctx context.Context, o Deps, c config.Config) (*Learner, error) {
 	}
 	l := &Learner{prom: prom, o: o, incarnation: fmt.Sprintf("%s-%d", o.ID, time.Now().UnixNano()), consume: bus.ConsumeFrom(c.Wire, scoredFetchers), beat: c.Wire.Heartbeat.D(), cfg: c, js: js, coll: newCollector(c), log: log,
 		rep:  bus.NewReporter(js, c.RunID, o.ID, bus.RoleLearner, log),
-		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{},
+		wake: make(chan struct{}, 1), complete: map[int64][]bus.Group{}, dropped: map[int64][]string{}, filtered: map[int64]int{},
 		acct: Accounting{Received: map[bus.GroupKey]int{}, Learned: map[int64][]LearnedGroup{}, Resampled: map[int64]int{}}}
 	if err := l.start(ctx, topts); err != nil {
 		return nil, fmt.Errorf("learner: %w", err)

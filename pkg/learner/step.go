@@ -43,16 +43,14 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	if len(tied) > 0 {
 		switch {
 		case len(informative) < l.cfg.PromptsPerStep && rounds < l.cfg.MaxResampleRounds:
-			return l.resample(ctx, step, informative, append(tied, stale...))
+			return l.resample(ctx, step, informative, tied, stale)
 		case len(informative) == 0:
 			return fmt.Errorf("%w (step %d: %d rounds of %d groups tied, max_resample_rounds %d)", trainer.ErrAllFiltered,
 				step, rounds+1, len(tied), l.cfg.MaxResampleRounds)
 		}
 		// Out of rounds: the step trains what it has; the tied groups are used up, not learned.
 		l.mu.Lock()
-		for _, g := range tied {
-			l.dropped[step] = append(l.dropped[step], groupKey(g.Key))
-		}
+		l.drop(step, tied)
 		l.mu.Unlock()
 		fresh = informative
 	}
@@ -64,10 +62,10 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	}
 	trainTime := time.Since(t0)
 	l.mu.Lock()
-	dropped := slices.Clone(l.dropped[step])
+	dropped, filtered := slices.Clone(l.dropped[step]), l.filtered[step]
 	l.mu.Unlock()
 	rec := StepRecord{Step: step, PolicyVersion: l.trainer.Version(), Stats: stats, PerExpert: stats.PerExpert,
-		ResampleRounds: rounds, FilteredGroups: len(dropped), Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}
+		ResampleRounds: rounds, FilteredGroups: filtered, Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}
 	learned, lg, samples := consumed(fresh, stale, dropped)
 	rec.Samples, rec.Learned = samples, lg
 	final := step+1 >= int64(l.cfg.Steps)
@@ -102,6 +100,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	l.acct.Stats = append(l.acct.Stats, stats)
 	delete(l.complete, step)
 	delete(l.dropped, step)
+	delete(l.filtered, step)
 	l.next = step + 1
 	l.mu.Unlock()
 	l.coll.Forget(step + 1)
