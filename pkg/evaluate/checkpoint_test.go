@@ -136,7 +136,7 @@ func TestCompareFiles(t *testing.T) {
 	a := write("a.json", res([]float64{0.5, 0.5, 0.5, 0.5}))
 	b := write("b.json", res([]float64{0.6, 0.7, 0.6, 0.7}))
 	var out bytes.Buffer
-	if err := CompareFiles(&out, a, b); err != nil {
+	if err := CompareFiles(&out, a, b, nil); err != nil {
 		t.Fatal(err)
 	}
 	// Differences 0.1, 0.2, 0.1, 0.2: mean 0.15, sd 0.0577, half-width 1.96 x 0.0577 / 2 = 0.057.
@@ -148,11 +148,11 @@ func TestCompareFiles(t *testing.T) {
 	other := res([]float64{0.6, 0.7, 0.6, 0.7})
 	other.Seed = 2
 	c := write("c.json", other)
-	if err := CompareFiles(&out, a, c); err == nil || !strings.Contains(err.Error(), "seed") {
+	if err := CompareFiles(&out, a, c, nil); err == nil || !strings.Contains(err.Error(), "seed") {
 		t.Errorf("different seeds: %v", err)
 	}
 	old := write("old.json", Report{Result: Result{Mean: 0.5, N: 4, Prompts: 1}, G: 4, Seed: 1})
-	if err := CompareFiles(&out, old, b); err == nil || !strings.Contains(err.Error(), "prompt_scores") {
+	if err := CompareFiles(&out, old, b, nil); err == nil || !strings.Contains(err.Error(), "prompt_scores") {
 		t.Errorf("result without prompt scores: %v", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"github.com/bicot-rl/bicot/pkg/prompts"
@@ -62,8 +63,10 @@ func (r Report) WriteFile(path string) error {
 }
 
 // CompareFiles writes two reports of the same prompts, G and seed side by side per task type,
-// with the change of the mean and its 95% interval paired over the prompts (Compare).
-func CompareFiles(w io.Writer, basePath, otherPath string) error {
+// with the change of the mean and its 95% interval paired over the prompts (Compare). With ps,
+// the prompts both reports scored in their order, it adds the scores by prompt form
+// (prompts.Form) for every task type that mixes forms and for all prompts.
+func CompareFiles(w io.Writer, basePath, otherPath string, ps []prompts.Prompt) error {
 	a, err := readComparable(basePath)
 	if err != nil {
 		return err
@@ -72,7 +75,13 @@ func CompareFiles(w io.Writer, basePath, otherPath string) error {
 	if err != nil {
 		return err
 	}
-	return writeComparison(w, a, b)
+	if err := writeComparison(w, a, b); err != nil {
+		return err
+	}
+	if ps == nil {
+		return nil
+	}
+	return writeForms(w, a, b, ps)
 }
 
 // readComparable reads a report that holds its per-prompt scores, which the paired interval
@@ -112,5 +121,71 @@ func writeComparison(w io.Writer, a, b Report) error {
 	row("extra per image", a.Checks["extra_per_image"], b.Checks["extra_per_image"])
 	row("diversity", a.Diversity, b.Diversity)
 	fmt.Fprintf(w, "mean change %+.3f ± %.3f (95%% interval, paired over %d prompts, %d samples each)\n", d, half, a.Prompts, a.N)
+	return nil
+}
+
+// writeForms writes a and b by prompt form. ps must be the prompts the reports scored, in order:
+// their number and each task type's mean of the prompt scores must match the reports.
+func writeForms(w io.Writer, a, b Report, ps []prompts.Prompt) error {
+	if len(ps) != len(a.PromptScores) {
+		return fmt.Errorf("compare: %d prompts given, the evaluations scored %d (same file and --limit as learner eval?)",
+			len(ps), len(a.PromptScores))
+	}
+	type acc struct {
+		n    int
+		a, b float64
+	}
+	byType, byForm := map[string]*acc{}, map[string]*acc{}
+	forms := map[string]map[string]*acc{}
+	add := func(m map[string]*acc, k string, i int) {
+		if m[k] == nil {
+			m[k] = &acc{}
+		}
+		m[k].n++
+		m[k].a += a.PromptScores[i]
+		m[k].b += b.PromptScores[i]
+	}
+	for i, p := range ps {
+		f := prompts.Form(p)
+		if forms[p.TaskType] == nil {
+			forms[p.TaskType] = map[string]*acc{}
+		}
+		add(byType, p.TaskType, i)
+		add(forms[p.TaskType], f, i)
+		add(byForm, f, i)
+	}
+	for t, x := range byType {
+		for _, r := range []struct {
+			rep Report
+			sum float64
+		}{{a, x.a}, {b, x.b}} {
+			got := r.sum / float64(x.n)
+			if want, ok := r.rep.TaskTypes[t]; !ok || math.Abs(got-want) > 1e-6 {
+				return fmt.Errorf("compare: the prompts given are not the ones evaluated: task type %q scores %.4f over them in %s, the evaluation %.4f",
+					t, got, r.rep.Checkpoint, want)
+			}
+		}
+	}
+	fmt.Fprintf(w, "\n%-20s %5s %8s %8s %8s\n", "by prompt form", "n", "base", "other", "change")
+	row := func(name string, x *acc) {
+		n := float64(x.n)
+		fmt.Fprintf(w, "%-20s %5d %8.3f %8.3f %+8.3f\n", name, x.n, x.a/n, x.b/n, (x.b-x.a)/n)
+	}
+	order := []string{prompts.FormAttribute, prompts.FormCount, prompts.FormRelation}
+	for _, t := range prompts.InReportOrder(byType) {
+		if len(forms[t]) < 2 {
+			continue
+		}
+		for _, f := range order {
+			if x := forms[t][f]; x != nil {
+				row(t+"/"+f, x)
+			}
+		}
+	}
+	for _, f := range order {
+		if x := byForm[f]; x != nil {
+			row("all/"+f, x)
+		}
+	}
 	return nil
 }
