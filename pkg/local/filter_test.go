@@ -3,6 +3,7 @@ package local
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -18,11 +19,14 @@ import (
 )
 
 // tieScorer gives every image of the listed prompts the same reward (so their groups tie) and
-// scores the rest with the real ensemble.
+// scores the rest with the real ensemble. While release is open it holds back the scores of the
+// prompt hold.
 type tieScorer struct {
-	inner rewardworker.Scorer
-	mu    sync.Mutex
-	tie   map[string]bool
+	inner   rewardworker.Scorer
+	mu      sync.Mutex
+	tie     map[string]bool
+	hold    string
+	release chan struct{}
 }
 
 func (s *tieScorer) set(prompts []string) {
@@ -35,6 +39,18 @@ func (s *tieScorer) set(prompts []string) {
 }
 
 func (s *tieScorer) Score(ctx context.Context, items []reward.Item) ([]reward.Scores, error) {
+	s.mu.Lock()
+	hold, release := s.hold, s.release
+	s.mu.Unlock()
+	for _, it := range items {
+		if hold != "" && it.Prompt.Prompt == hold {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+	}
 	out, err := s.inner.Score(ctx, items)
 	if err != nil {
 		return nil, err
@@ -52,6 +68,13 @@ func (s *tieScorer) Score(ctx context.Context, items []reward.Item) ([]reward.Sc
 // runTied runs c (DAPO filtering on, exact ties only, max_resample_rounds rounds) with a reward
 // that ties the prompts tie names once the cluster is up, and returns how the run ended.
 func runTied(t *testing.T, c config.Config, rounds int, tie func(*Cluster) []string) (Result, error) {
+	return runTiedWith(t, c, rounds, tie, nil)
+}
+
+// runTiedWith is runTied with during, when not nil, called with the running cluster and its
+// scorer before the run is waited for.
+func runTiedWith(t *testing.T, c config.Config, rounds int, tie func(*Cluster) []string,
+	during func(context.Context, *Cluster, *tieScorer)) (Result, error) {
 	t.Helper()
 	e := testEnv(t)
 	c.GRPO.FilterZeroStd = true
@@ -66,6 +89,9 @@ func runTied(t *testing.T, c config.Config, rounds int, tie func(*Cluster) []str
 		t.Fatal(err)
 	}
 	ts.set(tie(cl))
+	if during != nil {
+		during(ctx, cl, ts)
+	}
 	werr := cl.Wait(ctx)
 	res := cl.Result()
 	cl.Stop()
@@ -159,4 +185,70 @@ func TestPartlyTiedStepIsToppedUp(t *testing.T) {
 			t.Errorf("status at the end: done %v, %d groups in flight, version %d", res.Status.Done, res.Status.GroupsInFlight, res.Status.PolicyVersion)
 		}
 	}
+}
+
+// TestLearnerRestartMidTopUp kills the learner in the middle of a top-up round: step 1 has asked
+// for one fresh prompt, whose scores are held back, when the learner dies. The new learner
+// resumes from the checkpoint of step 0, finds the same tied group in step 1's replay, asks for
+// the same fresh prompt again, and the run ends as if nothing had happened: step 1 trains the
+// same P groups, the cursor stands where it would, every step is learned once.
+func TestLearnerRestartMidTopUp(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a pipeline run with a learner restart; skipped with -short")
+	}
+	c := testConfig(t, 3)
+	c.RunID = "topup-restart"
+	c.CheckpointEvery = 1
+	P := c.PromptsPerStep
+	res, werr := runTiedWith(t, c, 8, func(cl *Cluster) []string {
+		return []string{cl.Coordinator.PromptAt(0, int64(P)).Prompt}
+	}, func(ctx context.Context, cl *Cluster, ts *tieScorer) {
+		release := make(chan struct{})
+		ts.mu.Lock()
+		ts.hold, ts.release = cl.Coordinator.PromptAt(0, int64(2*P)).Prompt, release
+		ts.mu.Unlock()
+		defer close(release)
+		for cl.Learner.Accounting().Resampled[1] == 0 {
+			if ctx.Err() != nil {
+				t.Fatal("step 1 never asked for a fresh prompt")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := cl.RestartLearner(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := cl.Learner.NextStep(); got != 1 {
+			t.Errorf("the new learner resumed at step %d, want 1", got)
+		}
+	})
+	if werr != nil {
+		t.Fatal(werr)
+	}
+	a := res.Accounting
+	var got []int
+	for _, g := range a.Learned[1] {
+		got = append(got, g.PromptIndex)
+	}
+	slices.Sort(got)
+	if want := []int{P + 1, P + 2, 2 * P}; !slices.Equal(got, want) {
+		t.Errorf("step 1 learned prompts %v, want %v", got, want)
+	}
+	if n := a.Resampled[1]; n != 1 {
+		t.Errorf("the new learner asked for fresh prompts for step 1 %d times, want 1", n)
+	}
+	if len(a.Learned) != 2 || len(a.Learned[2]) != P {
+		t.Errorf("the new learner learned steps %v, want 1 and 2 with %d groups each", keys(a.Learned), P)
+	}
+	if res.Status.Cursor.Offset != int64(3*P+1) {
+		t.Errorf("cursor at %d, want %d", res.Status.Cursor.Offset, 3*P+1)
+	}
+	if !res.Status.Done || res.Status.GroupsInFlight != 0 || res.Status.PolicyVersion != int64(c.Steps) {
+		t.Errorf("status at the end: done %v, %d groups in flight, version %d", res.Status.Done, res.Status.GroupsInFlight, res.Status.PolicyVersion)
+	}
+}
+
+func keys[V any](m map[int64]V) []int64 {
+	out := slices.Collect(maps.Keys(m))
+	slices.Sort(out)
+	return out
 }
