@@ -148,3 +148,21 @@ func TestPretrainRelationsYAML(t *testing.T) {
 		t.Fatalf("configs/pretrain-relations.yaml:\n%+v\nwant:\n%+v", c, want)
 	}
 }
+
+// configs/pretrain-relations-knowledge.yaml is the relations recipe with knowledge repeated as
+// well, and nothing else changed (docs/learner.md compares the three bases).
+func TestPretrainRelationsKnowledgeYAML(t *testing.T) {
+	c := DefaultConfig()
+	if err := ReadConfig("../../configs/pretrain-relations-knowledge.yaml", &c); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	want := DefaultConfig()
+	want.Out = "models/base-relations-knowledge.safetensors"
+	want.TypeRepeats = map[string]int{prompts.Spatial: 3, prompts.NonSpatial: 3, prompts.Complex: 3, prompts.Knowledge: 3}
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("configs/pretrain-relations-knowledge.yaml:\n%+v\nwant:\n%+v", c, want)
+	}
+}
