@@ -131,38 +131,32 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// configs/pretrain-relations.yaml is the shipped recipe with the relation types repeated, and
-// nothing else changed (docs/learner.md compares the two bases).
-func TestPretrainRelationsYAML(t *testing.T) {
-	c := DefaultConfig()
-	if err := ReadConfig("../../configs/pretrain-relations.yaml", &c); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	want := DefaultConfig()
-	want.Out = "models/base-relations.safetensors"
-	want.TypeRepeats = map[string]int{prompts.Spatial: 3, prompts.NonSpatial: 3, prompts.Complex: 3}
-	if !reflect.DeepEqual(c, want) {
-		t.Fatalf("configs/pretrain-relations.yaml:\n%+v\nwant:\n%+v", c, want)
-	}
-}
-
-// configs/pretrain-relations-knowledge.yaml is the relations recipe with knowledge repeated as
-// well, and nothing else changed (docs/learner.md compares the three bases).
-func TestPretrainRelationsKnowledgeYAML(t *testing.T) {
-	c := DefaultConfig()
-	if err := ReadConfig("../../configs/pretrain-relations-knowledge.yaml", &c); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	want := DefaultConfig()
-	want.Out = "models/base-relations-knowledge.safetensors"
-	want.TypeRepeats = map[string]int{prompts.Spatial: 3, prompts.NonSpatial: 3, prompts.Complex: 3, prompts.Knowledge: 3}
-	if !reflect.DeepEqual(c, want) {
-		t.Fatalf("configs/pretrain-relations-knowledge.yaml:\n%+v\nwant:\n%+v", c, want)
+// The shipped recipe variants are the shipped recipe with some task types repeated and another
+// output, nothing else changed (docs/learner.md compares the bases they build):
+// configs/pretrain-relations.yaml repeats the relation types, configs/pretrain-relations-knowledge.yaml
+// knowledge as well.
+func TestPretrainRecipeVariantsYAML(t *testing.T) {
+	relations := map[string]int{prompts.Spatial: 3, prompts.NonSpatial: 3, prompts.Complex: 3}
+	withKnowledge := map[string]int{prompts.Spatial: 3, prompts.NonSpatial: 3, prompts.Complex: 3, prompts.Knowledge: 3}
+	for _, v := range []struct {
+		file, out string
+		repeats   map[string]int
+	}{
+		{"pretrain-relations.yaml", "models/base-relations.safetensors", relations},
+		{"pretrain-relations-knowledge.yaml", "models/base-relations-knowledge.safetensors", withKnowledge},
+	} {
+		c := DefaultConfig()
+		if err := ReadConfig("../../configs/"+v.file, &c); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("configs/%s: %v", v.file, err)
+		}
+		want := DefaultConfig()
+		want.Out = v.out
+		want.TypeRepeats = v.repeats
+		if !reflect.DeepEqual(c, want) {
+			t.Fatalf("configs/%s:\n%+v\nwant:\n%+v", v.file, c, want)
+		}
 	}
 }
