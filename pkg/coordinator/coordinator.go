@@ -605,13 +605,15 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, msg jetstream.M
 		if err := json.Unmarshal([]byte(e.Message), &rep); err != nil {
 			return bus.Poison(fmt.Errorf("step_done event: %w", err))
 		}
-		if err := apply(runstate.NewStepDone(now, runstate.StepDone{Step: e.Step, PolicyVersion: e.PolicyVersion, Learned: rep.Learned})); err != nil {
-			return err
-		}
+		// The metrics are recorded before the step is applied: applying the last step ends the
+		// run (Done closes), and whoever reads the status then must see the last step's metrics.
 		c.mu.Lock()
 		c.lastMetrics = rep.Metrics
 		c.mu.Unlock()
 		c.setMetricGauges(rep.Metrics)
+		if err := apply(runstate.NewStepDone(now, runstate.StepDone{Step: e.Step, PolicyVersion: e.PolicyVersion, Learned: rep.Learned})); err != nil {
+			return err
+		}
 		c.log.Info().Int64("step", e.Step).Int64("version", e.PolicyVersion).Int("groups", len(rep.Learned)).Msg("step done")
 	case bus.EventStepResample:
 		var rq bus.ResampleRequest
