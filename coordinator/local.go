@@ -97,6 +97,7 @@ func newLocalCmd(p *startup.Process) *cobra.Command {
 func laptopDefaults() config.Config {
 	c := config.Default()
 	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 8, 8, 2, 240
+	c.TimeBudget = config.Duration(30 * time.Minute)
 	c.CheckpointEvery = 10
 	c.Wire.Heartbeat = config.Duration(2e9)
 	c.RedispatchAfter = config.Duration(5 * time.Minute)

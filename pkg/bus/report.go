@@ -105,6 +105,8 @@ type StepReport struct {
 	Learned []string `json:"learned"`
 	// Metrics are the step's statistics (loss, ratio, KL, rewards per expert, timings).
 	Metrics map[string]float64 `json:"metrics,omitempty"`
+	// Final: the learner ended the run with this step before its step count (time budget).
+	Final bool `json:"final,omitempty"`
 }
 
 // Reporter publishes a worker's events to the coordinator and keeps a heartbeat going.
@@ -180,7 +182,8 @@ func (r *Reporter) Heartbeat(ctx context.Context, interval time.Duration) {
 }
 
 // RunEnded returns a context that is cancelled when the run's policy announcements show that
-// all steps are learned (an announcement for step >= steps), or when parent ends. Worker processes
+// all steps are learned (an announcement for step >= steps) or that the learner ended the run
+// early (a final announcement), or when parent ends. Worker processes
 // use it to exit by themselves at the end of a run. It may start before the run's streams exist:
 // it waits for them (AwaitStreams) and retries until it watches.
 func RunEnded(parent context.Context, js jetstream.JetStream, run string, steps int, log zerolog.Logger) (context.Context, context.CancelFunc) {
@@ -189,7 +192,7 @@ func RunEnded(parent context.Context, js jetstream.JetStream, run string, steps 
 		for ctx.Err() == nil {
 			if _, err := AwaitStreams(ctx, js, run, log); err == nil {
 				err = WatchPolicy(ctx, js, run, func(p PolicyAnnounce) {
-					if p.Step >= int64(steps) {
+					if p.Step >= int64(steps) || p.Final {
 						log.Info().Int64("step", p.Step).Int64("version", p.Version).Msg("run finished")
 						cancel()
 					}

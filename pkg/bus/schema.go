@@ -287,6 +287,9 @@ type PolicyAnnounce struct {
 	// periodic re-announcements of the same version.
 	Learner string `json:"learner,omitempty"`
 	Repeat  int    `json:"repeat,omitempty"`
+	// Final: the run ends with this policy before its step count (the learner's time budget);
+	// step Step is never trained.
+	Final bool `json:"final,omitempty"`
 }
 
 func (*PolicyAnnounce) MsgType() string { return TypePolicyAnnounce }

@@ -122,8 +122,12 @@ type Config struct {
 	// PromptsPerTask is how many prompts one BatchTask carries (the unit of rollout work).
 	PromptsPerTask int `yaml:"prompts_per_task" json:"prompts_per_task"`
 	// Steps to train; the run ends when the learner has finished this many.
-	Steps    int      `yaml:"steps" json:"steps"`
-	Sampling Sampling `yaml:"sampling" json:"sampling"`
+	Steps int `yaml:"steps" json:"steps"`
+	// TimeBudget, when set, also bounds the run by wall-clock time: the learner ends it with the
+	// step after which one more step (as long as the last one) would pass the budget, counted
+	// from the learner's start over every start of a resumed run. 0 leaves the run to Steps.
+	TimeBudget Duration `yaml:"time_budget" json:"time_budget"`
+	Sampling   Sampling `yaml:"sampling" json:"sampling"`
 	// GRPO is the learner's BiCoT-GRPO hyper-parameters (grpo.go); a file's grpo section is
 	// decoded over DefaultGRPO, so it names only what it changes.
 	GRPO GRPO `yaml:"grpo" json:"grpo"`
@@ -280,6 +284,7 @@ func (c *Config) Flags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.GroupSize, "group-size", c.GroupSize, "samples per prompt (G)")
 	fs.IntVar(&c.PromptsPerTask, "prompts-per-task", c.PromptsPerTask, "prompts per rollout task")
 	fs.IntVar(&c.Steps, "steps", c.Steps, "training steps")
+	fs.Var(&c.TimeBudget, "time-budget", "end the run with the last step that fits in this much time (0: --steps alone)")
 	fs.IntVar(&c.Staleness, "staleness", c.Staleness, "policy versions a sample may lag (0: on-policy)")
 	fs.IntVar(&c.CheckpointEvery, "checkpoint-every", c.CheckpointEvery, "checkpoint every N steps")
 	fs.IntVar(&c.SamplesEvery, "samples-every", c.SamplesEvery, "keep the samples (images, plans, rewards) of every N-th step and the last (0: the last only)")
@@ -325,6 +330,9 @@ func (c Config) Validate() error {
 	}
 	if c.Steps < 1 {
 		bad("steps %d: want >= 1", c.Steps)
+	}
+	if c.TimeBudget < 0 {
+		bad("time_budget %v: want >= 0 (0: steps alone bound the run)", c.TimeBudget.D())
 	}
 	s := c.Sampling
 	if !(s.Temperature > 0) || math.IsInf(s.Temperature, 0) {

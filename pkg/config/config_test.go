@@ -60,6 +60,7 @@ func TestBadConfigsNameTheField(t *testing.T) {
 		"retention: {keep_last: -1}\n":              "retention: keep_last -1",
 		"retention: {keep_best: 2, metric: \"\"}\n": "retention: keep_last 5, keep_best 2, metric \"\"",
 		"max_resample_rounds: -1\n":                 "max_resample_rounds -1",
+		"time_budget: -5m\n":                        "time_budget -5m0s",
 	}
 	for y, want := range cases {
 		c := Default()

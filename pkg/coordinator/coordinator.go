@@ -310,7 +310,7 @@ func (c *Coordinator) Run(ctx context.Context) error {
 	lastExpire := time.Now()
 	leading := false
 	for ctx.Err() == nil {
-		if st := c.o.Node.State(); st.RunID != "" && st.Step >= int64(c.cfg.Steps) {
+		if st := c.o.Node.State(); st.RunID != "" && st.Over(c.cfg.Steps) {
 			c.finish(st)
 		}
 		lead := c.o.Node.IsLeader()
@@ -393,7 +393,7 @@ func (c *Coordinator) LeaderSince() time.Time {
 // with their message ids, instead of waiting for the re-dispatch timeout.
 func (c *Coordinator) tick(ctx context.Context) (err error) {
 	st := c.o.Node.State()
-	if st.Step >= int64(c.cfg.Steps) {
+	if st.Over(c.cfg.Steps) {
 		c.finish(st)
 		return nil
 	}
@@ -611,7 +611,7 @@ func (c *Coordinator) onEvent(ctx context.Context, e *bus.Event, msg jetstream.M
 		c.lastMetrics = rep.Metrics
 		c.mu.Unlock()
 		c.setMetricGauges(rep.Metrics)
-		if err := apply(runstate.NewStepDone(now, runstate.StepDone{Step: e.Step, PolicyVersion: e.PolicyVersion, Learned: rep.Learned})); err != nil {
+		if err := apply(runstate.NewStepDone(now, runstate.StepDone{Step: e.Step, PolicyVersion: e.PolicyVersion, Learned: rep.Learned, Final: rep.Final})); err != nil {
 			return err
 		}
 		c.log.Info().Int64("step", e.Step).Int64("version", e.PolicyVersion).Int("groups", len(rep.Learned)).Msg("step done")

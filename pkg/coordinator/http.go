@@ -50,7 +50,7 @@ type Status struct {
 func (c *Coordinator) Status(ctx context.Context) Status {
 	st := c.o.Node.State()
 	s := Status{Run: c.cfg.RunID, Leader: c.o.Node.IsLeader(), Step: st.Step, Steps: c.cfg.Steps,
-		Done: st.Step >= int64(c.cfg.Steps), PolicyVersion: st.PolicyVersion, Cursor: st.Cursor,
+		Done: st.Over(c.cfg.Steps), PolicyVersion: st.PolicyVersion, Cursor: st.Cursor,
 		GroupsInFlight: len(st.Groups), GroupsByStatus: map[string]int{}, Checkpoints: st.Checkpoints,
 		Workers: c.Workers(), Leases: map[string]string{}, Queues: map[string]QueueDepth{}, Time: time.Now().UTC()}
 	if ln, ok := c.o.Node.(leaderNode); ok {

@@ -28,7 +28,10 @@ func (l *Learner) announce(ctx context.Context, step int64) error {
 	if err != nil {
 		return fmt.Errorf("announce version %d: %w", v, err)
 	}
-	ann := bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum, Learner: l.incarnation}
+	l.mu.Lock()
+	final := l.ended
+	l.mu.Unlock()
+	ann := bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum, Learner: l.incarnation, Final: final}
 	if err := l.retryPublish(ctx, "policy announcement", func() error {
 		_, err := bus.AnnouncePolicy(ctx, l.js, ann)
 		return err

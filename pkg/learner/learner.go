@@ -104,6 +104,11 @@ type Learner struct {
 	metricsStart  int64        // its first step
 	lastAnn       bus.PolicyAnnounce
 	annAt         time.Time
+	// clock is the run's time so far (config.TimeBudget); ended says the budget ended the run;
+	// roundsTook is the time the step in progress spent on resample rounds before it trains.
+	clock      Progress
+	ended      bool
+	roundsTook time.Duration
 }
 
 // New prepares the learner of the run c: it resumes from the run's newest checkpoint or builds a

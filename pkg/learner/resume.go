@@ -73,6 +73,10 @@ func (l *Learner) resume(ctx context.Context, m ckpt.Manifest, topts trainer.Opt
 		l.log.Warn().Str("checkpoint", m.Key).Msg("the checkpoint holds no run state (a learner without --coordinator): " +
 			"if the run state is ahead of it, the steps in between are not dispatched again")
 	}
+	if l.clock, err = loadProgress(ctx, l.o.Store, m); err != nil {
+		return fmt.Errorf("resume from %s: %w", m.Key, err)
+	}
+	l.ended = l.clock.Final
 	if err := l.resumeMetrics(ctx, m.Step); err != nil {
 		return fmt.Errorf("resume from %s: %w", m.Key, err)
 	}

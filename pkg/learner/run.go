@@ -57,9 +57,10 @@ func (l *Learner) loop(ctx context.Context) error {
 		l.mu.Lock()
 		step := l.next
 		ready := len(l.complete[step]) >= l.cfg.PromptsPerStep
+		ended := l.ended
 		l.mu.Unlock()
-		if step >= int64(l.cfg.Steps) {
-			l.log.Info().Int64("steps", step).Msg("run complete")
+		if step >= int64(l.cfg.Steps) || ended {
+			l.log.Info().Int64("steps", step).Bool("time_budget", ended).Msg("run complete")
 			return nil
 		}
 		l.rep.SetProgress(step, l.trainer.Version())

@@ -43,6 +43,9 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	if len(tied) > 0 {
 		switch {
 		case len(informative) < l.cfg.PromptsPerStep && rounds < l.cfg.MaxResampleRounds:
+			l.mu.Lock()
+			l.roundsTook += time.Since(start) + wait
+			l.mu.Unlock()
 			return l.resample(ctx, step, informative, tied, stale)
 		case len(informative) == 0:
 			return fmt.Errorf("%w (step %d: %d rounds of %d groups tied, max_resample_rounds %d)", trainer.ErrAllFiltered,
@@ -68,7 +71,19 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 		ResampleRounds: rounds, FilteredGroups: filtered, Groups: len(fresh), WaitSeconds: wait.Seconds(), TrainSeconds: trainTime.Seconds(), Time: time.Now().UTC()}
 	learned, lg, samples := consumed(fresh, stale, dropped)
 	rec.Samples, rec.Learned = samples, lg
-	final := step+1 >= int64(l.cfg.Steps)
+	l.mu.Lock()
+	took := l.roundsTook + time.Since(start) + wait
+	l.roundsTook = 0
+	l.clock.ElapsedSeconds += took.Seconds()
+	l.clock.LastStepSeconds = took.Seconds()
+	early := step+1 < int64(l.cfg.Steps) && budgetEnds(l.cfg.TimeBudget.D(), l.clock.elapsed(), took)
+	l.clock.Final, l.ended = early, early
+	l.mu.Unlock()
+	if early {
+		l.log.Info().Int64("step", step).Dur("elapsed", l.clock.elapsed()).Dur("time_budget", l.cfg.TimeBudget.D()).
+			Msg("the time budget ends the run with this step")
+	}
+	final := step+1 >= int64(l.cfg.Steps) || early
 	if l.o.Codebook != nil && keepSamples(step, final, l.cfg.SamplesEvery) {
 		// Samples are for people looking at the run: a store hiccup here costs them, not the run.
 		if err := l.writeSamples(ctx, step, from, fresh); err != nil {
@@ -90,7 +105,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	if err := l.announce(ctx, step+1); err != nil {
 		return err
 	}
-	if err := l.reportStep(ctx, rec, learned); err != nil {
+	if err := l.reportStep(ctx, rec, learned, early); err != nil {
 		return err
 	}
 	l.prom.stepDone(rec, time.Since(published))
@@ -135,7 +150,7 @@ func consumed(fresh, stale []trainer.Group, dropped []string) (learned []string,
 
 // reportStep tells the coordinator the step is done, with the groups it consumed and the metrics
 // the coordinator shows.
-func (l *Learner) reportStep(ctx context.Context, rec StepRecord, learned []string) error {
+func (l *Learner) reportStep(ctx context.Context, rec StepRecord, learned []string, final bool) error {
 	stats := rec.Stats
 	metrics := map[string]float64{"loss": stats.Loss, "reward_mean": stats.RewardMean, "kl": stats.KL,
 		"ratio_mean": stats.RatioMean, "zero_std_ratio": stats.ZeroStdRatio, "step_seconds": rec.StepSeconds,
@@ -144,7 +159,7 @@ func (l *Learner) reportStep(ctx context.Context, rec StepRecord, learned []stri
 		metrics["reward/"+k] = v
 	}
 	if err := l.retryPublish(ctx, "step_done", func() error {
-		return l.rep.EmitJSON(ctx, bus.EventStepDone, rec.Step, l.trainer.Version(), bus.StepReport{Learned: learned, Metrics: metrics},
+		return l.rep.EmitJSON(ctx, bus.EventStepDone, rec.Step, l.trainer.Version(), bus.StepReport{Learned: learned, Metrics: metrics, Final: final},
 			l.eventID(fmt.Sprintf("step/%d", rec.Step)))
 	}); err != nil {
 		return fmt.Errorf("report step done: %w", err)

@@ -244,6 +244,9 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			elapsed := time.Since(started)
 			done := r.Step + 1
 			eta := time.Duration(float64(elapsed) / float64(done) * float64(int64(cfg.Steps)-done))
+			if b := cfg.TimeBudget.D(); b > 0 {
+				eta = max(min(eta, b-elapsed), 0)
+			}
 			fmt.Fprintf(o.Progress, "step %d/%d  reward %.3f  loss %+.4f  kl %.4f  ratio %.4f  zero-std %.2f  %5.1fs  %s elapsed, ETA %s\n",
 				done, cfg.Steps, r.Stats.RewardMean, r.Stats.Loss, r.Stats.KL, r.Stats.RatioMean, r.Stats.ZeroStdRatio,
 				r.StepSeconds, elapsed.Round(time.Second), eta.Round(time.Second))
@@ -265,8 +268,12 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			return nil, err
 		}
 	}
-	fmt.Fprintf(o.Progress, "run %s: %d steps of %d prompts x %d samples, %d rollout and %d reward workers, status http://%s/v1/status\n",
-		cfg.RunID, cfg.Steps, cfg.PromptsPerStep, cfg.GroupSize, o.RolloutWorkers, o.RewardWorkers, c.Coordinator.Addr())
+	bound := fmt.Sprintf("%d steps", cfg.Steps)
+	if b := cfg.TimeBudget.D(); b > 0 {
+		bound += fmt.Sprintf(" (at most %v)", b)
+	}
+	fmt.Fprintf(o.Progress, "run %s: %s of %d prompts x %d samples, %d rollout and %d reward workers, status http://%s/v1/status\n",
+		cfg.RunID, bound, cfg.PromptsPerStep, cfg.GroupSize, o.RolloutWorkers, o.RewardWorkers, c.Coordinator.Addr())
 	return c, nil
 }
 
@@ -489,6 +496,9 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return res, werr
 	}
 	cfg := c.cfg
+	if res.Steps < int64(cfg.Steps) {
+		fmt.Fprintf(o.Progress, "the time budget of %v ended the run after %d of %d steps\n", cfg.TimeBudget.D(), res.Steps, cfg.Steps)
+	}
 	if !o.SkipEval && cfg.Eval.LimitPerType > 0 {
 		ps, err := prompts.ReadFile(cfg.Eval.Prompts)
 		if err != nil {

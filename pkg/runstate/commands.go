@@ -87,6 +87,8 @@ type StepDone struct {
 	Step          int64    `json:"step"`
 	PolicyVersion int64    `json:"policy_version"`
 	Learned       []string `json:"learned"`
+	// Final: the learner ends the run with this step (State.Ended).
+	Final bool `json:"final,omitempty"`
 }
 
 // CommitCheckpoint records a checkpoint whose manifest is durably written.

@@ -313,6 +313,8 @@ func (s *State) stepDone(c Command) (Result, error) {
 		return Result{Noop: true}, nil
 	case p.Step > s.Step:
 		return Result{}, fmt.Errorf("step %d finished but the run is at step %d", p.Step, s.Step)
+	case s.Ended:
+		return Result{}, fmt.Errorf("step %d finished but the run ended with step %d", p.Step, s.Step-1)
 	}
 	pv := p.PolicyVersion
 	if pv == 0 {
@@ -331,6 +333,7 @@ func (s *State) stepDone(c Command) (Result, error) {
 	}
 	s.Step++
 	s.PolicyVersion = pv
+	s.Ended = p.Final
 	// Batch ids of finished steps can go: a dispatch for a finished step is refused anyway.
 	for id, step := range s.Batches {
 		if step < s.Step {
@@ -431,6 +434,10 @@ func (s *State) rewind(c Command) (Result, error) {
 	}
 	s.LastRewind = p.ID
 	s.AttemptBase = s.MaxAttempts
+	if p.Step < s.Step {
+		// The steps learned again include the one that ended the run; it ends it again.
+		s.Ended = false
+	}
 	s.Step, s.PolicyVersion, s.Cursor = p.Step, p.PolicyVersion, p.Cursor
 	s.Groups = map[string]Group{}
 	var out []Group

@@ -294,3 +294,40 @@ func TestRewind(t *testing.T) {
 		t.Error("the same rewind again changed the state")
 	}
 }
+
+// TestFinalStepEndsTheRun: a step reported as final (the learner's time budget) ends the run
+// before its step count; the report retried is a no-op, a later step is refused, and a rewind to
+// an earlier step (a learner resuming before the final step) opens the run again.
+func TestFinalStepEndsTheRun(t *testing.T) {
+	s := newState()
+	at := time.Unix(100, 0)
+	mustApply := func(c Command) Result {
+		t.Helper()
+		r := s.apply(s.Applied+1, c)
+		if r.Error != "" {
+			t.Fatalf("%s: %s", c.Type, r.Error)
+		}
+		return r
+	}
+	mustApply(NewInitRun(at, InitRun{RunID: "r", Seed: 1, PromptCount: 10}))
+	mustApply(NewStepDone(at, StepDone{Step: 0, PolicyVersion: 1}))
+	snap := s.Clone()
+	if s.Ended || s.Over(10) || !s.Over(1) {
+		t.Fatalf("after step 0 of 10: ended %v, over(10) %v, over(1) %v", s.Ended, s.Over(10), s.Over(1))
+	}
+	final := NewStepDone(at, StepDone{Step: 1, PolicyVersion: 2, Final: true})
+	mustApply(final)
+	if !s.Ended || !s.Over(10) || s.Step != 2 {
+		t.Fatalf("after the final step 1: ended %v, over(10) %v, step %d", s.Ended, s.Over(10), s.Step)
+	}
+	if r := mustApply(final); !r.Noop || !s.Ended {
+		t.Errorf("the final report retried: %+v, ended %v", r, s.Ended)
+	}
+	if r := s.apply(s.Applied+1, NewStepDone(at, StepDone{Step: 2, PolicyVersion: 3})); !strings.Contains(r.Error, "ended with step 1") {
+		t.Errorf("a step after the final one: %q", r.Error)
+	}
+	mustApply(NewRewind(at, ResumePoint("learner-2", snap, 0, 1)))
+	if s.Ended || s.Step != 1 || s.Over(10) {
+		t.Errorf("rewound to step 1: ended %v, step %d", s.Ended, s.Step)
+	}
+}

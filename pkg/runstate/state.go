@@ -77,26 +77,32 @@ type Member struct {
 
 // State is the whole replicated run state. The zero State is a cluster with no run yet.
 type State struct {
-	RunID         string            `json:"run_id"`
-	Seed          uint64            `json:"seed"`
-	Config        json.RawMessage   `json:"config,omitempty"`
-	Started       time.Time         `json:"started"`
-	Step          int64             `json:"step"`
-	PolicyVersion int64             `json:"policy_version"`
-	Cursor        Cursor            `json:"cursor"`
-	PromptCount   int64             `json:"prompt_count"`
-	Groups        map[string]Group  `json:"groups"`
-	Batches       map[string]int64  `json:"batches"` // batch id -> step, so a retried dispatch is a no-op
-	Checkpoints   []Checkpoint      `json:"checkpoints"`
-	Workers       map[string]Lease  `json:"workers"`
-	Members       map[string]Member `json:"members"`
-	Applied       uint64            `json:"applied"` // raft index of the last applied command
+	RunID         string          `json:"run_id"`
+	Seed          uint64          `json:"seed"`
+	Config        json.RawMessage `json:"config,omitempty"`
+	Started       time.Time       `json:"started"`
+	Step          int64           `json:"step"`
+	PolicyVersion int64           `json:"policy_version"`
+	// Ended says the learner ended the run with step Step-1 before the configured step count
+	// (its time budget, config.TimeBudget): nothing more is dispatched.
+	Ended       bool              `json:"ended,omitempty"`
+	Cursor      Cursor            `json:"cursor"`
+	PromptCount int64             `json:"prompt_count"`
+	Groups      map[string]Group  `json:"groups"`
+	Batches     map[string]int64  `json:"batches"` // batch id -> step, so a retried dispatch is a no-op
+	Checkpoints []Checkpoint      `json:"checkpoints"`
+	Workers     map[string]Lease  `json:"workers"`
+	Members     map[string]Member `json:"members"`
+	Applied     uint64            `json:"applied"` // raft index of the last applied command
 	// AttemptBase is added to every group's attempts from the last Rewind on, and MaxAttempts is
 	// the highest attempt number any group reached: a rewound run's message ids never repeat.
 	AttemptBase int    `json:"attempt_base,omitempty"`
 	MaxAttempts int    `json:"max_attempts,omitempty"`
 	LastRewind  string `json:"last_rewind,omitempty"` // the last Rewind's id
 }
+
+// Over says whether the run of steps steps is over: all of them learned, or ended early.
+func (s State) Over(steps int) bool { return s.Ended || s.Step >= int64(steps) }
 
 func newState() State {
 	return State{
