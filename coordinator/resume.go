@@ -77,7 +77,7 @@ func newResumeCmd(p *startup.Process) *cobra.Command {
 			return err
 		}
 		if r.State.Ended {
-			log.Warn().Int64("steps", r.State.Step).Dur("time_budget", cfg.TimeBudget.D()).
+			log.Warn().Int64("steps", r.State.Step).Stringer("time_budget", cfg.TimeBudget.D()).
 				Msg("the run's time budget ended it: nothing to train (start a new run from its last checkpoint's weights to train on)")
 		} else if int64(cfg.Steps) < r.State.Step {
 			log.Warn().Int("steps", cfg.Steps).Int64("checkpoint_step", r.Manifest.Step).Msg("the checkpoint is at or past the last step: nothing to train")

@@ -67,6 +67,13 @@ func LoadResume(ctx context.Context, st store.Store, run string, log zerolog.Log
 		return Resume{}, fmt.Errorf("resume %s from step %d: stored config: %w", run, m.Step, err)
 	}
 	r.State = ResumeState(snap, m)
+	// The snapshot was taken before the step was reported; the run's clock says whether the
+	// step ended the run (its time budget).
+	p, err := ckpt.LoadProgress(ctx, st, m)
+	if err != nil {
+		return Resume{}, fmt.Errorf("resume %s: %w", run, err)
+	}
+	r.State.Ended = p.Final
 	log.Info().Str("run", run).Int64("checkpoint_step", m.Step).Int64("next_step", r.State.Step).
 		Int64("version", r.State.PolicyVersion).Int64("epoch", r.State.Cursor.Epoch).Int64("offset", r.State.Cursor.Offset).
 		Msg("resuming from checkpoint")

@@ -49,7 +49,7 @@ func (l *Learner) checkpoint(ctx context.Context, step int64, stats trainer.Step
 	if err != nil {
 		return fmt.Errorf("checkpoint: progress: %w", err)
 	}
-	parts := map[string][]byte{PartTrainer: state, ckpt.PartWeights: w, PartConfig: cfg, PartLearned: lj, PartProgress: pj}
+	parts := map[string][]byte{PartTrainer: state, ckpt.PartWeights: w, PartConfig: cfg, PartLearned: lj, ckpt.PartProgress: pj}
 	if l.o.RunState != nil {
 		if rs, err := l.o.RunState(); err == nil {
 			parts[ckpt.PartRunState] = rs

@@ -106,7 +106,7 @@ type Learner struct {
 	annAt         time.Time
 	// clock is the run's time so far (config.TimeBudget); ended says the budget ended the run;
 	// roundsTook is the time the step in progress spent on resample rounds before it trains.
-	clock      Progress
+	clock      ckpt.Progress
 	ended      bool
 	roundsTook time.Duration
 }

@@ -73,7 +73,7 @@ func (l *Learner) resume(ctx context.Context, m ckpt.Manifest, topts trainer.Opt
 		l.log.Warn().Str("checkpoint", m.Key).Msg("the checkpoint holds no run state (a learner without --coordinator): " +
 			"if the run state is ahead of it, the steps in between are not dispatched again")
 	}
-	if l.clock, err = loadProgress(ctx, l.o.Store, m); err != nil {
+	if l.clock, err = ckpt.LoadProgress(ctx, l.o.Store, m); err != nil {
 		return fmt.Errorf("resume from %s: %w", m.Key, err)
 	}
 	l.ended = l.clock.Final
@@ -149,7 +149,7 @@ func (l *Learner) reportResumed(ctx context.Context) {
 	if m == nil || l.resumeLearned == nil {
 		return
 	}
-	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, m.Step, m.PolicyVersion, bus.StepReport{Learned: l.resumeLearned},
+	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, m.Step, m.PolicyVersion, bus.StepReport{Learned: l.resumeLearned, Final: l.ended},
 		l.eventID(fmt.Sprintf("step/%d", m.Step))); err != nil {
 		l.log.Warn().Err(err).Int64("step", m.Step).Msg("step done not reported again")
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/ckpt"
 	"github.com/bicot-rl/bicot/pkg/config"
+	"github.com/bicot-rl/bicot/pkg/coordinator"
 	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/trainer"
 )
@@ -63,11 +64,11 @@ func TestTimeBudgetEndsTheRun(t *testing.T) {
 	}
 	prev := 0.0
 	for i, m := range ms {
-		b, err := ckpt.Load(ctx, cl.st, m, learner.PartProgress)
+		b, err := ckpt.Load(ctx, cl.st, m, ckpt.PartProgress)
 		if err != nil {
 			t.Fatal(err)
 		}
-		var p learner.Progress
+		var p ckpt.Progress
 		if err := json.Unmarshal(b, &p); err != nil {
 			t.Fatal(err)
 		}
@@ -77,6 +78,10 @@ func TestTimeBudgetEndsTheRun(t *testing.T) {
 			t.Errorf("step %d of %d: clock %+v after %.3f s", m.Step, len(ms), p, prev)
 		}
 		prev = p.ElapsedSeconds
+	}
+
+	if r, err := coordinator.LoadResume(ctx, cl.st, c.RunID, zerolog.Nop()); err != nil || !r.State.Ended || r.State.Step != res.Steps {
+		t.Errorf("coordinator resume of the ended run: ended %v at step %d, %v", r.State.Ended, r.State.Step, err)
 	}
 
 	js, err := cl.JetStream()

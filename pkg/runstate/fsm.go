@@ -310,6 +310,13 @@ func (s *State) stepDone(c Command) (Result, error) {
 	case s.RunID == "":
 		return Result{}, fmt.Errorf("no run initialised")
 	case p.Step < s.Step:
+		if p.Final && p.Step == s.Step-1 && !s.Ended {
+			// The last step's report again, from a learner resumed from its checkpoint, onto
+			// a state that had the step but not the end (restored from the checkpoint's
+			// snapshot, taken before the step was reported).
+			s.Ended = true
+			return Result{}, nil
+		}
 		return Result{Noop: true}, nil
 	case p.Step > s.Step:
 		return Result{}, fmt.Errorf("step %d finished but the run is at step %d", p.Step, s.Step)

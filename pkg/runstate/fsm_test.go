@@ -326,6 +326,13 @@ func TestFinalStepEndsTheRun(t *testing.T) {
 	if r := s.apply(s.Applied+1, NewStepDone(at, StepDone{Step: 2, PolicyVersion: 3})); !strings.Contains(r.Error, "ended with step 1") {
 		t.Errorf("a step after the final one: %q", r.Error)
 	}
+	// The final report again onto a state restored with the step but not the end (a
+	// coordinator resumed from the final checkpoint's snapshot) ends the run.
+	s = s.Clone()
+	s.Ended = false
+	if r := mustApply(final); r.Noop || !s.Ended {
+		t.Errorf("the final report onto a restored state: %+v, ended %v", r, s.Ended)
+	}
 	mustApply(NewRewind(at, ResumePoint("learner-2", snap, 0, 1)))
 	if s.Ended || s.Step != 1 || s.Over(10) {
 		t.Errorf("rewound to step 1: ended %v, step %d", s.Ended, s.Step)
