@@ -27,11 +27,13 @@ type Status struct {
 	Leader bool   `json:"leader"`
 	// LeaderID and LeaderRunState name the cluster's leader and its run-state endpoint (raft
 	// HTTP) as this coordinator sees them; a follower's status is its replica's view.
-	LeaderID       string                `json:"leader_id,omitempty"`
-	LeaderRunState string                `json:"leader_run_state,omitempty"`
-	Step           int64                 `json:"step"`
-	Steps          int                   `json:"steps"`
-	Done           bool                  `json:"done"`
+	LeaderID       string `json:"leader_id,omitempty"`
+	LeaderRunState string `json:"leader_run_state,omitempty"`
+	Step           int64  `json:"step"`
+	Steps          int    `json:"steps"`
+	Done           bool   `json:"done"`
+	// Ended: the learner's time budget ended the run before Steps (Done is set too).
+	Ended          bool                  `json:"ended,omitempty"`
 	PolicyVersion  int64                 `json:"policy_version"`
 	Cursor         runstate.Cursor       `json:"cursor"`
 	GroupsInFlight int                   `json:"groups_in_flight"`
@@ -50,7 +52,7 @@ type Status struct {
 func (c *Coordinator) Status(ctx context.Context) Status {
 	st := c.o.Node.State()
 	s := Status{Run: c.cfg.RunID, Leader: c.o.Node.IsLeader(), Step: st.Step, Steps: c.cfg.Steps,
-		Done: st.Over(c.cfg.Steps), PolicyVersion: st.PolicyVersion, Cursor: st.Cursor,
+		Done: st.Over(c.cfg.Steps), Ended: st.Ended, PolicyVersion: st.PolicyVersion, Cursor: st.Cursor,
 		GroupsInFlight: len(st.Groups), GroupsByStatus: map[string]int{}, Checkpoints: st.Checkpoints,
 		Workers: c.Workers(), Leases: map[string]string{}, Queues: map[string]QueueDepth{}, Time: time.Now().UTC()}
 	if ln, ok := c.o.Node.(leaderNode); ok {

@@ -47,8 +47,8 @@ func TestTimeBudgetEndsTheRun(t *testing.T) {
 	if res.Steps < 1 || res.Steps > int64(budget/(300*time.Millisecond)) {
 		t.Fatalf("the run learned %d steps of at least 300 ms in a %v budget", res.Steps, budget)
 	}
-	if !res.Status.Done || res.Status.PolicyVersion != res.Steps || res.Status.GroupsInFlight != 0 {
-		t.Errorf("status at the end: done %v, version %d (want %d), %d groups in flight", res.Status.Done,
+	if !res.Status.Done || !res.Status.Ended || res.Status.PolicyVersion != res.Steps || res.Status.GroupsInFlight != 0 {
+		t.Errorf("status at the end: done %v, ended %v, version %d (want %d), %d groups in flight", res.Status.Done, res.Status.Ended,
 			res.Status.PolicyVersion, res.Steps, res.Status.GroupsInFlight)
 	}
 	t.Logf("%d steps in a %v budget", res.Steps, budget)

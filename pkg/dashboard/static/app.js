@@ -52,8 +52,9 @@
     badge.className = 'badge ' + (st.offline ? 'offline' : st.done ? 'done' : 'running');
     $('updated').textContent = 'updated ' + new Date().toLocaleTimeString();
     const steps = st.steps || 0;
-    $('progress-bar').style.width = steps ? Math.min(100, (100 * st.step) / steps) + '%' : '0';
-    const kv = [['steps learned', steps ? st.step + ' / ' + steps : st.step], ['policy version', st.policy_version]];
+    $('progress-bar').style.width = st.ended ? '100%' : steps ? Math.min(100, (100 * st.step) / steps) + '%' : '0';
+    const learned = st.ended ? st.step + ' of ' + steps + ' (the time budget ended the run)' : steps ? st.step + ' / ' + steps : st.step;
+    const kv = [['steps learned', learned], ['policy version', st.policy_version]];
     if (!st.offline) {
       kv.push(['groups in flight', st.groups_in_flight], ['batches dispatched', st.batches_dispatched],
         ['groups re-dispatched', st.groups_redispatched], ['leader', st.leader ? 'this coordinator' : st.leader_id || '-']);
