@@ -248,10 +248,9 @@ func (nopCloser) Close() error { return nil }
 // Rewind takes the state back to a resume point: step, version and cursor as given, later groups
 // and batches as recorded, checkpoints after it dropped, every group from then on under attempts
 // above any used before; the same rewind again is a no-op, one ahead of the run is refused.
-func TestRewind(t *testing.T) {
-	s := newState()
-	at := time.Unix(100, 0)
-	mustApply := func(c Command) Result {
+// applier applies commands to *s as the next log entries, failing the test on a rejection.
+func applier(t *testing.T, s *State) func(Command) Result {
+	return func(c Command) Result {
 		t.Helper()
 		r := s.apply(s.Applied+1, c)
 		if r.Error != "" {
@@ -259,6 +258,12 @@ func TestRewind(t *testing.T) {
 		}
 		return r
 	}
+}
+
+func TestRewind(t *testing.T) {
+	s := newState()
+	at := time.Unix(100, 0)
+	mustApply := applier(t, &s)
 	mustApply(NewInitRun(at, InitRun{RunID: "r", Seed: 1, PromptCount: 10}))
 	mustApply(NewDispatchBatch(at, DispatchBatch{BatchID: "s0", Step: 0, Count: 2}))
 	mustApply(NewRedispatch(at, Redispatch{Key: GroupKey(0, 0), Attempt: 2}))
@@ -301,14 +306,7 @@ func TestRewind(t *testing.T) {
 func TestFinalStepEndsTheRun(t *testing.T) {
 	s := newState()
 	at := time.Unix(100, 0)
-	mustApply := func(c Command) Result {
-		t.Helper()
-		r := s.apply(s.Applied+1, c)
-		if r.Error != "" {
-			t.Fatalf("%s: %s", c.Type, r.Error)
-		}
-		return r
-	}
+	mustApply := applier(t, &s)
 	mustApply(NewInitRun(at, InitRun{RunID: "r", Seed: 1, PromptCount: 10}))
 	mustApply(NewStepDone(at, StepDone{Step: 0, PolicyVersion: 1}))
 	snap := s.Clone()
