@@ -12,7 +12,6 @@ import (
 	"github.com/bicot-rl/bicot/pkg/ckpt"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/coordinator"
-	"github.com/bicot-rl/bicot/pkg/learner"
 	"github.com/bicot-rl/bicot/pkg/trainer"
 )
 
@@ -101,19 +100,16 @@ func TestTimeBudgetEndsTheRun(t *testing.T) {
 
 	// A learner started again on the ended run (as after a crash right after the last step)
 	// resumes from the final checkpoint and returns without training.
-	l, err := learner.New(ctx, cl.learnerDeps, cl.cfg)
-	if err != nil {
+	if err := cl.RestartLearner(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := l.NextStep(); got != res.Steps {
+	if err := cl.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := cl.Learner.NextStep(); got != res.Steps {
 		t.Errorf("a learner started on the ended run is at step %d, want %d", got, res.Steps)
 	}
-	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
-	defer rcancel()
-	if err := l.Run(rctx); err != nil || rctx.Err() != nil {
-		t.Errorf("a learner started on the ended run: %v, %v", err, rctx.Err())
-	}
-	if n := len(l.Accounting().Learned); n != 0 {
+	if n := len(cl.Learner.Accounting().Learned); n != 0 {
 		t.Errorf("a learner started on the ended run learned %d steps", n)
 	}
 }

@@ -348,6 +348,12 @@ func (c *Cluster) RestartLearner(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	// A learner that had already ended the run left its result for Wait; the new one's
+	// replaces it (else the new one could never hand over its own, and Stop would wait for it).
+	select {
+	case <-c.learnErr:
+	default:
+	}
 	l, err := learner.New(ctx, c.learnerDeps, c.cfg)
 	if err != nil {
 		return fmt.Errorf("restart learner: %w", err)
