@@ -16,21 +16,36 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
 // floor is the lowest port handed out: above the well-known and most registered service ports.
 const floor = 20000
 
-// Port returns a loopback TCP port that is free now and outside the ephemeral range.
+// handedOut records the ports this process has handed out. A port is free until its server
+// binds it, which for a server in another process can be seconds later: without the record, two
+// draws before that (a test's NATS port and a coordinator's raft port) could return the same
+// port, and the second server would fail with "address already in use". The port space is the
+// process's (the machine's), so the record is too: the one piece of package state here.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// Port returns a loopback TCP port that is free now, outside the ephemeral range, and not handed
+// out before by this process.
 func Port() (int, error) {
 	hi := ephemeralLow()
 	if hi-floor < 1000 {
 		// No room below the ephemeral range: fall back to what the kernel hands out.
 		return kernelPort()
 	}
+	handedOut.Lock()
+	defer handedOut.Unlock()
 	for range 200 {
-		if p := floor + rand.IntN(hi-floor); free(p) {
+		if p := floor + rand.IntN(hi-floor); !handedOut.ports[p] && free(p) {
+			handedOut.ports[p] = true
 			return p, nil
 		}
 	}
