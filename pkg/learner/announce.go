@@ -29,7 +29,7 @@ func (l *Learner) announce(ctx context.Context, step int64) error {
 		return fmt.Errorf("announce version %d: %w", v, err)
 	}
 	l.mu.Lock()
-	final := l.ended
+	final := l.clock.Final
 	l.mu.Unlock()
 	ann := bus.PolicyAnnounce{Run: l.cfg.RunID, Version: v, Step: step, WeightsKey: key, SHA256: sum, Learner: l.incarnation, Final: final}
 	if err := l.retryPublish(ctx, "policy announcement", func() error {

@@ -104,10 +104,9 @@ type Learner struct {
 	metricsStart  int64        // its first step
 	lastAnn       bus.PolicyAnnounce
 	annAt         time.Time
-	// clock is the run's time so far (config.TimeBudget); ended says the budget ended the run;
+	// clock is the run's time so far (config.TimeBudget; Final: the budget ended the run);
 	// roundsTook is the time the step in progress spent on resample rounds before it trains.
 	clock      ckpt.Progress
-	ended      bool
 	roundsTook time.Duration
 }
 

@@ -76,7 +76,6 @@ func (l *Learner) resume(ctx context.Context, m ckpt.Manifest, topts trainer.Opt
 	if l.clock, err = ckpt.LoadProgress(ctx, l.o.Store, m); err != nil {
 		return fmt.Errorf("resume from %s: %w", m.Key, err)
 	}
-	l.ended = l.clock.Final
 	if err := l.resumeMetrics(ctx, m.Step); err != nil {
 		return fmt.Errorf("resume from %s: %w", m.Key, err)
 	}
@@ -149,7 +148,7 @@ func (l *Learner) reportResumed(ctx context.Context) {
 	if m == nil || l.resumeLearned == nil {
 		return
 	}
-	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, m.Step, m.PolicyVersion, bus.StepReport{Learned: l.resumeLearned, Final: l.ended},
+	if err := l.rep.EmitJSON(ctx, bus.EventStepDone, m.Step, m.PolicyVersion, bus.StepReport{Learned: l.resumeLearned, Final: l.clock.Final},
 		l.eventID(fmt.Sprintf("step/%d", m.Step))); err != nil {
 		l.log.Warn().Err(err).Int64("step", m.Step).Msg("step done not reported again")
 	}

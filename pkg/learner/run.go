@@ -57,7 +57,7 @@ func (l *Learner) loop(ctx context.Context) error {
 		l.mu.Lock()
 		step := l.next
 		ready := len(l.complete[step]) >= l.cfg.PromptsPerStep
-		ended := l.ended
+		ended := l.clock.Final
 		l.mu.Unlock()
 		if step >= int64(l.cfg.Steps) || ended {
 			l.log.Info().Int64("steps", step).Bool("time_budget", ended).Msg("run complete")

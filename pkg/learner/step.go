@@ -77,7 +77,7 @@ func (l *Learner) trainStep(ctx context.Context, step int64, wait time.Duration)
 	l.clock.ElapsedSeconds += took.Seconds()
 	l.clock.LastStepSeconds = took.Seconds()
 	early := step+1 < int64(l.cfg.Steps) && budgetEnds(l.cfg.TimeBudget.D(), l.clock.Elapsed(), took)
-	l.clock.Final, l.ended = early, early
+	l.clock.Final = early
 	l.mu.Unlock()
 	if early {
 		l.log.Info().Int64("step", step).Dur("elapsed", l.clock.Elapsed()).Dur("time_budget", l.cfg.TimeBudget.D()).
