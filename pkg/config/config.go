@@ -116,6 +116,11 @@ type Config struct {
 	// for the shipped base). The supervised anchor (grpo.sft_coef > 0) draws its examples from
 	// them: scenes with no held-out combination, their plans and images.
 	PretrainPrompts string `yaml:"pretrain_prompts" json:"pretrain_prompts"`
+	// AnchorTypeRepeats puts the pretraining prompts of a task type this many times into the
+	// pool the supervised anchor draws its examples from (a type it does not name stays once),
+	// so the anchor can teach what the base saw too rarely - the relation types - while RL
+	// trains (pretrain.Mix.TypeRepeats; docs/learner.md, "Teaching the relations in the anchor").
+	AnchorTypeRepeats map[string]int `yaml:"anchor_type_repeats,omitempty" json:"anchor_type_repeats,omitempty"`
 	// PromptsPerStep (P) prompts are learned per step, each with GroupSize (G) samples.
 	PromptsPerStep int `yaml:"prompts_per_step" json:"prompts_per_step"`
 	GroupSize      int `yaml:"group_size" json:"group_size"`
@@ -317,6 +322,11 @@ func (c Config) Validate() error {
 	for _, t := range slices.Sorted(maps.Keys(c.PromptRepeats)) {
 		if n := c.PromptRepeats[t]; n < 0 || n > MaxPromptRepeats {
 			bad("prompt_repeats: %s %d, want 0 to %d", t, n, MaxPromptRepeats)
+		}
+	}
+	for _, t := range slices.Sorted(maps.Keys(c.AnchorTypeRepeats)) {
+		if n := c.AnchorTypeRepeats[t]; n < 1 || n > MaxPromptRepeats {
+			bad("anchor_type_repeats: %s %d, want 1 to %d", t, n, MaxPromptRepeats)
 		}
 	}
 	if c.PromptsPerStep < 1 {

@@ -97,3 +97,17 @@ func TestLadderPromptPools(t *testing.T) {
 		}
 	}
 }
+
+func TestAnchorTypeRepeatsBounds(t *testing.T) {
+	c := Default()
+	c.AnchorTypeRepeats = map[string]int{prompts.Spatial: 3}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []map[string]int{{prompts.Spatial: 0}, {prompts.Spatial: -1}, {prompts.Spatial: MaxPromptRepeats + 1}} {
+		c.AnchorTypeRepeats = bad
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "anchor_type_repeats") {
+			t.Errorf("anchor_type_repeats %v: err %v, want one naming anchor_type_repeats", bad, err)
+		}
+	}
+}

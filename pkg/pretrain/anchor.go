@@ -12,7 +12,7 @@ import (
 )
 
 // Anchor builds the supervised anchor's data (grpo.sft_coef > 0): pretraining examples of the
-// run's pretrain_prompts in the pretraining mix, seeded by the run (seed + 1000, apart from the
+// run's pretrain_prompts in the pretraining mix (with the run's anchor_type_repeats), seeded by the run (seed + 1000, apart from the
 // samples' streams). Batch s depends only on (seed, s), and the trainer asks for the batch of its
 // own update count, so a resumed run draws the same batches. cb may be nil: the run's codebook is
 // loaded.
@@ -31,6 +31,7 @@ func Anchor(c config.Config, mcfg model.Config, cb *vq.Codebook) (*Examples, err
 	}
 	mix := DefaultMix()
 	mix.Seed = c.Seed + 1000
+	mix.TypeRepeats = c.AnchorTypeRepeats
 	src, err := NewExamples(mix, mcfg, tokenizer.New(), cb, ps)
 	if err != nil {
 		return nil, fmt.Errorf("supervised anchor: %s: %w", c.PretrainPrompts, err)
