@@ -319,14 +319,16 @@ func (c Config) Validate() error {
 	}
 	// Task type names are checked where the prompts are read (prompts.ReadPool): the run config
 	// is a leaf of the module.
-	for _, t := range slices.Sorted(maps.Keys(c.PromptRepeats)) {
-		if n := c.PromptRepeats[t]; n < 0 || n > MaxPromptRepeats {
-			bad("prompt_repeats: %s %d, want 0 to %d", t, n, MaxPromptRepeats)
-		}
-	}
-	for _, t := range slices.Sorted(maps.Keys(c.AnchorTypeRepeats)) {
-		if n := c.AnchorTypeRepeats[t]; n < 1 || n > MaxPromptRepeats {
-			bad("anchor_type_repeats: %s %d, want 1 to %d", t, n, MaxPromptRepeats)
+	// A prompt pool may leave a type out; the anchor's pool keeps every type at least once.
+	for _, r := range []struct {
+		field string
+		m     map[string]int
+		min   int
+	}{{"prompt_repeats", c.PromptRepeats, 0}, {"anchor_type_repeats", c.AnchorTypeRepeats, 1}} {
+		for _, t := range slices.Sorted(maps.Keys(r.m)) {
+			if n := r.m[t]; n < r.min || n > MaxPromptRepeats {
+				bad("%s: %s %d, want %d to %d", r.field, t, n, r.min, MaxPromptRepeats)
+			}
 		}
 	}
 	if c.PromptsPerStep < 1 {

@@ -12,10 +12,10 @@ import (
 )
 
 // Anchor builds the supervised anchor's data (grpo.sft_coef > 0): pretraining examples of the
-// run's pretrain_prompts in the pretraining mix (with the run's anchor_type_repeats), seeded by the run (seed + 1000, apart from the
-// samples' streams). Batch s depends only on (seed, s), and the trainer asks for the batch of its
-// own update count, so a resumed run draws the same batches. cb may be nil: the run's codebook is
-// loaded.
+// run's pretrain_prompts in the pretraining mix (with the run's anchor_type_repeats), seeded by
+// the run (seed + 1000, apart from the samples' streams). Batch s depends only on (seed, s), and
+// the trainer asks for the batch of its own update count, so a resumed run draws the same
+// batches. cb may be nil: the run's codebook is loaded.
 func Anchor(c config.Config, mcfg model.Config, cb *vq.Codebook) (*Examples, error) {
 	if c.PretrainPrompts == "" {
 		return nil, errors.New("supervised anchor: pretrain_prompts is empty")
