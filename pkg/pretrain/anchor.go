@@ -31,6 +31,9 @@ func Anchor(c config.Config, mcfg model.Config, cb *vq.Codebook) (*Examples, err
 	}
 	mix := DefaultMix()
 	mix.Seed = c.Seed + 1000
+	if err := prompts.CheckTaskTypes(c.AnchorTypeRepeats); err != nil {
+		return nil, fmt.Errorf("supervised anchor: anchor_type_repeats: %w", err)
+	}
 	mix.TypeRepeats = c.AnchorTypeRepeats
 	src, err := NewExamples(mix, mcfg, tokenizer.New(), cb, ps)
 	if err != nil {

@@ -10,7 +10,7 @@ import (
 )
 
 // The run's anchor_type_repeats reach the anchor's pool: the relation types' pretraining prompts
-// are in it that many times, and an unknown type name is refused naming the setting's field.
+// are in it that many times, and an unknown type name is refused naming the setting.
 func TestAnchorTypeRepeats(t *testing.T) {
 	mcfg, cb, ps := shipped(t, "train.jsonl")
 	relations := 0
@@ -41,7 +41,7 @@ func TestAnchorTypeRepeats(t *testing.T) {
 		t.Fatalf("anchor pool with the relation types x3: %d prompts, want %d", rel.Prompts(), want)
 	}
 	c.AnchorTypeRepeats = map[string]int{"spacial": 3}
-	if _, err := Anchor(c, mcfg, cb); err == nil || !strings.Contains(err.Error(), "type_repeats") {
-		t.Fatalf("unknown task type: err %v, want one naming type_repeats", err)
+	if _, err := Anchor(c, mcfg, cb); err == nil || !strings.Contains(err.Error(), "anchor_type_repeats") {
+		t.Fatalf("unknown task type: err %v, want one naming anchor_type_repeats", err)
 	}
 }
