@@ -13,6 +13,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/experts"
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
+	"github.com/bicot-rl/bicot/pkg/oracle"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/scene"
@@ -62,7 +63,7 @@ func (a shippedAssets) freshPolicy(t *testing.T) *model.Model {
 
 func oracleReward(t *testing.T) *reward.Ensemble {
 	t.Helper()
-	o, err := experts.NewOracleBackend(scene.DefaultConfig())
+	o, err := experts.NewOracleBackend(scene.DefaultConfig(), oracle.PartialCredit)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/gomlx/gomlx/backends"
 	"gopkg.in/yaml.v3"
 
+	"github.com/bicot-rl/bicot/pkg/oracle"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/scene"
 )
@@ -58,6 +59,11 @@ type ExpertConfig struct {
 	// for the built-in model).
 	HPSOffset *float64 `yaml:"hps_offset"`
 	HPSScale  *float64 `yaml:"hps_scale"`
+	// PartialCredit (oracle only) is what an inexact image scores at most, in [0, 1): the
+	// fraction of the prompt it meets times this (oracle.Result.WithPartialCredit). Default
+	// oracle.PartialCredit (0.1), the evaluation's strict score; more gives the groups no sample
+	// gets right an order, as the detector's and VQA's fractions do.
+	PartialCredit *float64 `yaml:"partial_credit"`
 }
 
 // RemoteOptions apply to every remote expert (see reward.RemoteConfig; zero values take its
@@ -127,6 +133,12 @@ func (c Config) Validate() error {
 		if e.HPSScale != nil && !(*e.HPSScale > 0 && !math.IsInf(*e.HPSScale, 0)) {
 			errs = append(errs, fmt.Errorf("expert %s: hps_scale %v must be finite and > 0", name, *e.HPSScale))
 		}
+		if e.PartialCredit != nil && name != Oracle {
+			errs = append(errs, fmt.Errorf("expert %s: partial_credit applies to the oracle only", name))
+		}
+		if e.PartialCredit != nil && !(*e.PartialCredit >= 0 && *e.PartialCredit < 1) {
+			errs = append(errs, fmt.Errorf("expert %s: partial_credit %v must be in [0, 1)", name, *e.PartialCredit))
+		}
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout %v < 0", c.Timeout))
@@ -181,7 +193,11 @@ func NewEnsembleFromConfig(backend backends.Backend, c Config) (*reward.Ensemble
 				Retries: c.Remote.Retries, Backoff: c.Remote.Backoff,
 			})
 		} else if name == Oracle {
-			b, err = NewOracleBackend(scene.DefaultConfig())
+			pc := oracle.PartialCredit
+			if ec.PartialCredit != nil {
+				pc = *ec.PartialCredit
+			}
+			b, err = NewOracleBackend(scene.DefaultConfig(), pc)
 		} else {
 			if backend == nil {
 				return nil, fmt.Errorf("expert %s: built-in model needs a compute backend", name)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bicot-rl/bicot/pkg/mlx"
+	"github.com/bicot-rl/bicot/pkg/oracle"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/scene"
@@ -412,6 +414,9 @@ func TestConfig(t *testing.T) {
 		"zero scale":            "experts:\n  hps: {hps_scale: 0}\n",
 		"bad duration":          "timeout: soon\n",
 		"negative backoff":      "remote: {backoff: -1s}\n",
+		"partial credit on vqa": "experts:\n  vqa: {partial_credit: 0.5}\n",
+		"partial credit of 1":   "experts:\n  oracle: {partial_credit: 1}\n",
+		"negative credit":       "experts:\n  oracle: {partial_credit: -0.1}\n",
 	} {
 		if _, err := LoadConfig(write(bad)); err == nil {
 			t.Errorf("%s: accepted", name)
@@ -559,5 +564,80 @@ func TestOracleExpert(t *testing.T) {
 	bad[0].Prompt.Spec = nil
 	if _, err := ens.Score(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "oracle") {
 		t.Fatalf("prompt without spec: %v, want an error naming the oracle", err)
+	}
+}
+
+// TestOraclePartialCredit checks the oracle expert's partial_credit: exact images still score 1,
+// inexact ones pc times the fraction of the prompt they meet (the evaluation's verdict with more
+// room below 1), and the default is the evaluation's own score.
+func TestOraclePartialCredit(t *testing.T) {
+	items := mixItems(t, 4*GroupSize, 7)
+	parser, err := oracle.NewParser(scene.DefaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	score := func(pc *float64) []reward.Scores {
+		c := DefaultConfig()
+		c.Models = testDir
+		one, zero := 1.0, 0.0
+		c.Experts = map[string]ExpertConfig{Oracle: {Weight: &one, PartialCredit: pc}, Detector: {Weight: &zero}, VQA: {Weight: &zero}}
+		ens, err := NewEnsembleFromConfig(testBackend, c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ens.Score(context.Background(), items)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	half := 0.5
+	strict, dense := score(nil), score(&half)
+	above := 0
+	for i, it := range items {
+		res, err := parser.Score(it.Prompt, it.Image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strict[i].Total != res.Score {
+			t.Fatalf("item %d: default partial credit scores %v, the evaluation %v", i, strict[i].Total, res.Score)
+		}
+		want := 1.0
+		if !res.Checks.Exact {
+			want = 0.5 * res.Checks.Part()
+		}
+		if math.Abs(dense[i].Total-want) > 1e-12 || (res.Checks.Exact != (dense[i].Total == 1)) {
+			t.Fatalf("item %d (%+v): partial credit 0.5 scores %v, want %v", i, res.Checks, dense[i].Total, want)
+		}
+		if !res.Checks.Exact && dense[i].Total > oracle.PartialCredit {
+			above++
+		}
+	}
+	if above == 0 {
+		t.Fatal("no inexact item scored above the strict partial credit: the option changed nothing")
+	}
+	if _, err := NewOracleBackend(scene.DefaultConfig(), 1); err == nil {
+		t.Fatal("partial credit 1 accepted")
+	}
+}
+
+// TestShippedExpertConfigs loads every expert configuration the repository ships
+// (configs/experts/*.yaml and the ladder's experts-*.yaml): runs name them by path, so a key or
+// value their loader refuses must fail here, not when a run starts.
+func TestShippedExpertConfigs(t *testing.T) {
+	root := filepath.Join("..", "..", "configs")
+	a, errA := filepath.Glob(filepath.Join(root, "experts", "*.yaml"))
+	b, errB := filepath.Glob(filepath.Join(root, "ladder", "experts-*.yaml"))
+	if errA != nil || errB != nil {
+		t.Fatal(errA, errB)
+	}
+	paths := append(a, b...)
+	if len(paths) < 3 {
+		t.Fatalf("found %d expert configs under %s", len(paths), root)
+	}
+	for _, p := range paths {
+		if _, err := LoadConfig(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
 	}
 }

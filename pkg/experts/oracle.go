@@ -21,16 +21,22 @@ const Oracle = "oracle"
 // OracleBackend parses each image with the oracle and answers its score for the query's prompt
 // (OutputScore). Prompts need the scene world's spec; one without fails the batch, naming it.
 type OracleBackend struct {
-	parser *oracle.Parser
+	parser  *oracle.Parser
+	partial float64
 }
 
-// NewOracleBackend returns the oracle for images of the scene configuration cfg.
-func NewOracleBackend(cfg scene.Config) (*OracleBackend, error) {
+// NewOracleBackend returns the oracle for images of the scene configuration cfg, scoring an
+// inexact image at most partial (oracle.PartialCredit is the evaluation's score; see
+// ExpertConfig.PartialCredit).
+func NewOracleBackend(cfg scene.Config, partial float64) (*OracleBackend, error) {
+	if !(partial >= 0 && partial < 1) {
+		return nil, fmt.Errorf("oracle expert: partial credit %v must be in [0, 1)", partial)
+	}
 	p, err := oracle.NewParser(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("oracle expert: %w", err)
 	}
-	return &OracleBackend{parser: p}, nil
+	return &OracleBackend{parser: p, partial: partial}, nil
 }
 
 // Output implements reward.Backend.
@@ -47,7 +53,7 @@ func (b *OracleBackend) Infer(ctx context.Context, qs []reward.Query) ([]reward.
 		if err != nil {
 			return nil, fmt.Errorf("oracle expert: query %d (%q): %w", i, q.Prompt.Prompt, err)
 		}
-		v := res.Score
+		v := res.WithPartialCredit(b.partial)
 		out[i].Score = &v
 	}
 	return out, nil

@@ -499,6 +499,13 @@ func TestExtraObjectsCost(t *testing.T) {
 			t.Fatalf("%d extra red circles: %+v (previous score %v)", k, res, prev)
 		}
 		prev = res.Score
+		// A reward's denser partial credit keeps the order and the evaluation's score.
+		if d := res.WithPartialCredit(0.5); d != 0.5/float64(1+k) || res.WithPartialCredit(PartialCredit) != res.Score {
+			t.Fatalf("%d extra red circles: partial credit 0.5 scores %v, want %v", k, d, 0.5/float64(1+k))
+		}
+	}
+	if exact.WithPartialCredit(0.5) != 1 {
+		t.Fatalf("exact image at partial credit 0.5: %v", exact.WithPartialCredit(0.5))
 	}
 	// An unknown cell is an extra object too.
 	res, _ := ScoreParsed(pr, Parsed{Objects: []Detection{{Object: objs[0]}}, Unknown: []Cell{{1, 1}}})

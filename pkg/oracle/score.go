@@ -110,13 +110,32 @@ func ScoreParsed(pr prompts.Prompt, parsed Parsed) (Result, error) {
 		res.Score = 1
 		return res, nil
 	}
+	res.Score = PartialCredit * ch.Part()
+	return res, nil
+}
+
+// Part is the fraction of the prompt an image meets, in [0, 1]: the mean of the bound fraction
+// and (when relations are asked) the held-relation fraction, scaled by Requested/(Requested+Extra)
+// so that extra objects always cost. An inexact image scores PartialCredit times it.
+func (ch Checks) Part() float64 {
+	if ch.Requested <= 0 {
+		return 0
+	}
 	part := float64(ch.Bound) / float64(ch.Requested)
 	if ch.Relations > 0 {
 		part = (part + float64(ch.RelationsHeld)/float64(ch.Relations)) / 2
 	}
-	part *= float64(ch.Requested) / float64(ch.Requested+ch.Extra)
-	res.Score = PartialCredit * part
-	return res, nil
+	return part * float64(ch.Requested) / float64(ch.Requested+ch.Extra)
+}
+
+// WithPartialCredit is the result's score with partial credit pc in place of PartialCredit: 1 for
+// an exact image, pc times Checks.Part otherwise. The evaluation keeps PartialCredit (strict
+// correctness); a reward may want a denser signal from the same verdict.
+func (r Result) WithPartialCredit(pc float64) float64 {
+	if r.Checks.Exact {
+		return 1
+	}
+	return pc * r.Checks.Part()
 }
 
 // shapesOnly drops every constraint but the shape.
