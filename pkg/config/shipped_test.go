@@ -11,7 +11,7 @@ import (
 // names files that exist: the README and docs tell users to run them as they are, so a typo in
 // a key or a path must fail here, not half an hour into someone's run. Expert ensembles
 // (experts-*.yaml) and pretraining configs (pretrain*.yaml) are other formats, read by their own
-// packages' tests (pkg/experts TestShippedExpertConfigs, pkg/pretrain).
+// packages' tests (pkg/experts TestShippedExpertConfigs, pkg/pretrain TestShippedPretrainConfigs).
 func TestShippedRunConfigs(t *testing.T) {
 	root := filepath.Join("..", "..")
 	top, err := filepath.Glob(filepath.Join(root, "configs", "*.yaml"))

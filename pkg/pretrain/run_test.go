@@ -82,6 +82,25 @@ func TestPretrainYAMLIsTheDefaults(t *testing.T) {
 	}
 }
 
+// Every pretraining config the repository ships (configs/pretrain*.yaml) loads and validates: the
+// docs tell users to rebuild bases from them.
+func TestShippedPretrainConfigs(t *testing.T) {
+	paths, err := filepath.Glob("../../configs/pretrain*.yaml")
+	if err != nil || len(paths) < 2 {
+		t.Fatalf("pretraining configs: %v (%d found)", err, len(paths))
+	}
+	for _, p := range paths {
+		c := DefaultConfig()
+		if err := ReadConfig(p, &c); err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+}
+
 // A file overrides only the keys it names, and a typo is an error rather than a silent default.
 func TestReadConfig(t *testing.T) {
 	dir := t.TempDir()
