@@ -44,8 +44,13 @@ func main() {
 	}
 }
 
+// byCount tallies plans by the number of cells they name: how many share a cell, against what
+// cells drawn independently and uniformly would share.
+type byCount struct{ plans, shared int }
+
 func run(in io.Reader, out io.Writer) error {
 	byType := map[string]*rates{}
+	counts := map[int]*byCount{}
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for line := 1; sc.Scan(); line++ {
@@ -73,8 +78,20 @@ func run(in io.Reader, out io.Writer) error {
 		if _, err := plan.Parse(s.Plan, scene.DefaultConfig()); err == nil {
 			r.parses++
 		}
-		if sharesCell(s.Plan) {
+		cells, shared := planCells(s.Plan)
+		if shared {
 			r.sharedCell++
+		}
+		if cells > 0 {
+			c := counts[cells]
+			if c == nil {
+				c = &byCount{}
+				counts[cells] = c
+			}
+			c.plans++
+			if shared {
+				c.shared++
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -102,21 +119,43 @@ func run(in io.Reader, out io.Writer) error {
 		fmt.Fprintf(out, "| %s | %d | %.2f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", t, len(r.groupRight), float64(groups)/float64(len(r.groupRight)),
 			float64(r.right)/n, float64(r.rightPlans)/n, float64(r.follows)/n, float64(r.parses)/n, float64(r.sharedCell)/n)
 	}
+	ns := make([]int, 0, len(counts))
+	for n := range counts {
+		ns = append(ns, n)
+	}
+	slices.Sort(ns)
+	cells := scene.DefaultConfig().Cells()
+	fmt.Fprintln(out)
+	fmt.Fprintf(out, "| cells a plan names | plans | two objects in one cell | if each cell were drawn uniformly from %d |\n", cells)
+	fmt.Fprintln(out, "|---:|---:|---:|---:|")
+	for _, n := range ns {
+		c := counts[n]
+		fmt.Fprintf(out, "| %d | %d | %.3f | %.3f |\n", n, c.plans, float64(c.shared)/float64(c.plans), uniformShare(n, cells))
+	}
 	return nil
 }
 
-// sharesCell reports whether two of a plan's object phrases name the same cell, whatever else is
-// wrong with them.
-func sharesCell(text string) bool {
+// planCells counts the cell names in a plan and reports whether two of them are the same, whatever
+// else is wrong with the plan.
+func planCells(text string) (n int, shared bool) {
 	seen := map[string]bool{}
 	for _, w := range plan.Fields(text) {
 		if _, _, ok := plan.ParseCell(w); !ok {
 			continue
 		}
-		if seen[w] {
-			return true
-		}
+		n++
+		shared = shared || seen[w]
 		seen[w] = true
 	}
-	return false
+	return n, shared
+}
+
+// uniformShare is the chance that n cells drawn independently and uniformly from cells share one:
+// 1 - (cells-1)/cells * ... * (cells-n+1)/cells.
+func uniformShare(n, cells int) float64 {
+	distinct := 1.0
+	for k := 1; k < n; k++ {
+		distinct *= float64(cells-k) / float64(cells)
+	}
+	return 1 - distinct
 }

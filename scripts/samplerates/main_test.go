@@ -23,6 +23,10 @@ func TestSampleRatesTable(t *testing.T) {
 	for _, want := range []string{
 		"| color | 1 | 1.00 | 1.000 | 1.000 | 1.000 | 0.000 | 1.000 |",
 		"| spatial | 2 | 0.50 | 0.250 | 0.500 | 0.500 | 0.500 | 0.250 |",
+		// Three plans name two cells (one shares), one names one, one names three (shares).
+		"| 1 | 1 | 0.000 | 0.000 |",
+		"| 2 | 2 | 0.500 | 0.062 |",
+		"| 3 | 1 | 1.000 | 0.180 |",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
