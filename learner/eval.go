@@ -54,6 +54,7 @@ func newEvalCmd(p *startup.Process) *cobra.Command {
 	f.StringVar(&o.Prompts, "prompts", o.Prompts, "evaluation prompt file (JSONL)")
 	f.StringVar(&o.Codebook, "codebook", o.Codebook, "VQ codebook file")
 	f.BoolVar(&o.NoPlan, "no-plan", o.NoPlan, "give an empty plan instead of sampling one (ablation)")
+	f.BoolVar(&o.ExclusiveCells, "exclusive-cells", o.ExclusiveCells, "sample plans that never name a cell twice (a run's sampling.exclusive_cells)")
 	f.IntVar(&o.Limit, "limit", o.Limit, "evaluate only the first N prompts of each task type (0: all)")
 	f.IntVar(&o.G, "g", o.G, "samples per prompt")
 	f.IntVar(&o.Batch, "batch", o.Batch, "prompts sampled together")

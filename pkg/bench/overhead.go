@@ -328,7 +328,8 @@ func directRollout(ctx context.Context, cfg config.Config, tr *trainer.Trainer, 
 			}
 			ss, err := policy.Sample(model.SampleRequest{Prompts: encoded, PromptIDs: ids, G: cfg.GroupSize, Seed: cfg.Seed,
 				Step: uint64(step), Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, NoPlan: sp.MaxPlanTokens == 0,
-				MaxPlanTokens: sp.MaxPlanTokens, ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional})
+				MaxPlanTokens: sp.MaxPlanTokens, ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional,
+				ExclusiveCells: sp.ExclusiveCells})
 			if err != nil {
 				return err
 			}

@@ -52,6 +52,9 @@ type SamplingParams struct {
 	// config.ImageLogpGuided ("" too) for the guided one they are drawn from, config.ImageLogpConditional for
 	// the conditional logits alone, which is what a learner training the conditional logits needs.
 	ImageLogp string `json:"image_logp,omitempty"`
+	// ExclusiveCells: a plan never names a cell twice (config.Sampling.ExclusiveCells); the
+	// recorded plan log-probs are under that masked distribution.
+	ExclusiveCells bool `json:"exclusive_cells,omitempty"`
 }
 
 // Validate checks the ranges.
@@ -477,5 +480,6 @@ func Decode(data []byte, m Message) error {
 
 // SamplingFrom is the run config's sampling settings as the wire carries them.
 func SamplingFrom(s config.Sampling) SamplingParams {
-	return SamplingParams{Temperature: s.Temperature, CFGWeight: s.CFGWeight, MaxPlanTokens: s.MaxPlanTokens, ImageLogp: s.ImageLogp}
+	return SamplingParams{Temperature: s.Temperature, CFGWeight: s.CFGWeight, MaxPlanTokens: s.MaxPlanTokens, ImageLogp: s.ImageLogp,
+		ExclusiveCells: s.ExclusiveCells}
 }

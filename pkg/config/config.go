@@ -37,6 +37,11 @@ type Sampling struct {
 	// under): "conditional" (default, as T2I-R1's code trains) or "guided" (the CFG mixture they
 	// are drawn from). docs/learner.md has the measurements behind the default.
 	ImageLogp string `yaml:"image_logp" json:"image_logp"`
+	// ExclusiveCells draws a plan's cell words without naming a cell twice (two objects in one
+	// cell make a plan that does not parse; model.SampleRequest.ExclusiveCells), and the learner
+	// scores plan words under the same mask. Off by default; docs/learner.md, "Plans that put two
+	// objects in one cell".
+	ExclusiveCells bool `yaml:"exclusive_cells" json:"exclusive_cells"`
 }
 
 // Wire tunes the JetStream consumers of the run's pools.

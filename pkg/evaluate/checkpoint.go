@@ -21,6 +21,8 @@ type CheckpointOptions struct {
 	Checkpoint, Prompts, Codebook string
 	// NoPlan samples without a plan (the token-only ablation).
 	NoPlan bool
+	// ExclusiveCells samples plans that never name a cell twice.
+	ExclusiveCells bool
 	// Limit keeps the first N prompts of each task type (0: all); G samples per prompt, Batch
 	// prompts sampled together.
 	Limit, G, Batch  int
@@ -121,7 +123,8 @@ func Checkpoint(ctx context.Context, backend backends.Backend, o CheckpointOptio
 		o.Progress(0, len(LimitPerType(ps, o.Limit)))
 	}
 	res, err := Run(m, cb, ps, Options{LimitPerType: o.Limit, G: o.G, Batch: o.Batch, Seed: o.Seed,
-		Temperature: o.Temperature, CFGWeight: o.CFG, NoPlan: o.NoPlan, Observe: observe, Progress: o.Progress})
+		Temperature: o.Temperature, CFGWeight: o.CFG, NoPlan: o.NoPlan, ExclusiveCells: o.ExclusiveCells,
+		Observe: observe, Progress: o.Progress})
 	if err != nil {
 		return Report{}, err
 	}
@@ -130,7 +133,7 @@ func Checkpoint(ctx context.Context, backend backends.Backend, o CheckpointOptio
 			return Report{}, fmt.Errorf("eval: %w", err)
 		}
 	}
-	return Report{Result: res, Checkpoint: o.Checkpoint, NoPlan: o.NoPlan, G: o.G, CFG: o.CFG,
+	return Report{Result: res, Checkpoint: o.Checkpoint, NoPlan: o.NoPlan, ExclusiveCells: o.ExclusiveCells, G: o.G, CFG: o.CFG,
 		Temperature: o.Temperature, Seed: o.Seed}, nil
 }
 

@@ -151,6 +151,12 @@ func TestCompareFiles(t *testing.T) {
 	if err := CompareFiles(&out, a, c, nil); err == nil || !strings.Contains(err.Error(), "seed") {
 		t.Errorf("different seeds: %v", err)
 	}
+	excl := res([]float64{0.6, 0.7, 0.6, 0.7})
+	excl.ExclusiveCells = true
+	e := write("e.json", excl)
+	if err := CompareFiles(&out, a, e, nil); err == nil || !strings.Contains(err.Error(), "exclusive cells") {
+		t.Errorf("one with exclusive cells, one without: %v", err)
+	}
 	old := write("old.json", Report{Result: Result{Mean: 0.5, N: 4, Prompts: 1}, G: 4, Seed: 1})
 	if err := CompareFiles(&out, old, b, nil); err == nil || !strings.Contains(err.Error(), "prompt_scores") {
 		t.Errorf("result without prompt scores: %v", err)

@@ -39,6 +39,8 @@ type Options struct {
 	CFGWeight   float64
 	// NoPlan samples without a plan (the token-only ablation).
 	NoPlan bool
+	// ExclusiveCells samples plans that never name a cell twice (model.SampleRequest.ExclusiveCells).
+	ExclusiveCells bool
 	// Progress, when set, is told after each batch how many prompts are done.
 	Progress func(done, total int)
 	// Observe, when set, sees every sample with its verdict, in prompt order.
@@ -139,7 +141,7 @@ func Run(m *model.Model, cb *vq.Codebook, ps []prompts.Prompt, o Options) (Resul
 			ids = append(ids, uint64(i))
 		}
 		samples, err := m.Sample(model.SampleRequest{Prompts: encoded[lo:hi], PromptIDs: ids, G: o.G, Seed: o.Seed,
-			Temperature: o.Temperature, CFGWeight: o.CFGWeight, NoPlan: o.NoPlan})
+			Temperature: o.Temperature, CFGWeight: o.CFGWeight, NoPlan: o.NoPlan, ExclusiveCells: o.ExclusiveCells})
 		if err != nil {
 			return Result{}, fmt.Errorf("eval: %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/bicot-rl/bicot/pkg/mlx"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/oracle"
+	"github.com/bicot-rl/bicot/pkg/plan"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/scene"
@@ -97,6 +98,28 @@ func TestRunObservesEverySampleAndRepeats(t *testing.T) {
 	}
 	if np.PlanParse != 0 || np.ImageFollowsPlan != 0 {
 		t.Fatalf("no-plan run: parse %v follows %v", np.PlanParse, np.ImageFollowsPlan)
+	}
+	// Exclusive cells: no plan puts two objects in one cell, where the shipped base's plans do.
+	shared := func(exclusive bool) int {
+		t.Helper()
+		n := 0
+		o.NoPlan, o.ExclusiveCells, o.LimitPerType = false, exclusive, 4
+		o.Observe = func(s Sample) error {
+			if _, err := plan.Parse(s.Plan, cb.Config()); err != nil && strings.Contains(err.Error(), "already taken") {
+				n++
+			}
+			return nil
+		}
+		if _, err := Run(m, cb, ps, o); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := shared(false); n == 0 {
+		t.Fatal("no plan of the shipped base puts two objects in one cell: the next check proves nothing")
+	}
+	if n := shared(true); n != 0 {
+		t.Fatalf("exclusive cells: %d plans put two objects in one cell", n)
 	}
 }
 

@@ -14,20 +14,25 @@ import (
 // and `learner compare` reads, so that two reports can be checked to be comparable.
 type Report struct {
 	Result
-	Checkpoint  string  `json:"checkpoint"`
-	NoPlan      bool    `json:"no_plan"`
-	G           int     `json:"g"`
-	CFG         float64 `json:"cfg"`
-	Temperature float64 `json:"temperature"`
-	Seed        uint64  `json:"seed"`
+	Checkpoint string `json:"checkpoint"`
+	NoPlan     bool   `json:"no_plan"`
+	// ExclusiveCells: plans were drawn without naming a cell twice.
+	ExclusiveCells bool    `json:"exclusive_cells,omitempty"`
+	G              int     `json:"g"`
+	CFG            float64 `json:"cfg"`
+	Temperature    float64 `json:"temperature"`
+	Seed           uint64  `json:"seed"`
 }
 
 // WriteTable writes the report for a reader: the score per task type, then the plan, diversity
 // and check figures.
 func (r Report) WriteTable(w io.Writer) {
 	mode := "with plans"
-	if r.NoPlan {
+	switch {
+	case r.NoPlan:
 		mode = "no plan"
+	case r.ExclusiveCells:
+		mode = "with plans, exclusive cells"
 	}
 	fmt.Fprintf(w, "%s (%s, G=%d, cfg=%g, T=%g, seed=%d): %d samples of %d prompts\n",
 		r.Checkpoint, mode, r.G, r.CFG, r.Temperature, r.Seed, r.N, r.Prompts)
@@ -102,9 +107,9 @@ func readComparable(path string) (Report, error) {
 }
 
 func writeComparison(w io.Writer, a, b Report) error {
-	if a.G != b.G || a.Seed != b.Seed || a.Prompts != b.Prompts || a.NoPlan != b.NoPlan {
-		return fmt.Errorf("compare: different evaluations: G %d/%d, seed %d/%d, %d/%d prompts, no-plan %v/%v",
-			a.G, b.G, a.Seed, b.Seed, a.Prompts, b.Prompts, a.NoPlan, b.NoPlan)
+	if a.G != b.G || a.Seed != b.Seed || a.Prompts != b.Prompts || a.NoPlan != b.NoPlan || a.ExclusiveCells != b.ExclusiveCells {
+		return fmt.Errorf("compare: different evaluations: G %d/%d, seed %d/%d, %d/%d prompts, no-plan %v/%v, exclusive cells %v/%v",
+			a.G, b.G, a.Seed, b.Seed, a.Prompts, b.Prompts, a.NoPlan, b.NoPlan, a.ExclusiveCells, b.ExclusiveCells)
 	}
 	d, half, err := Compare(a.Result, b.Result)
 	if err != nil {

@@ -37,6 +37,8 @@ type Sampling struct {
 	CFGWeight     float64
 	MaxPlanTokens int // 0: no plan (token-level only)
 	ImageLogp     string
+	// ExclusiveCells: plans never name a cell twice (config.Sampling.ExclusiveCells).
+	ExclusiveCells bool
 }
 
 // Options configure a run.
@@ -261,7 +263,7 @@ func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, 
 	sp := o.Sampling
 	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: o.G, Seed: o.Seed, Step: uint64(step),
 		Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,
-		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional})
+		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional, ExclusiveCells: sp.ExclusiveCells})
 	if err != nil {
 		return nil, fmt.Errorf("experiment: step %d: %w", step, err)
 	}

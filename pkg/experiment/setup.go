@@ -126,11 +126,12 @@ func optionsFromConfig(ctx context.Context, c config.Config, s Settings, log zer
 	sp := c.Sampling
 	return Options{
 		Trainer: tr, Codebook: cb, Reward: ens, Train: train, P: c.PromptsPerStep, G: c.GroupSize, Seed: c.Seed,
-		Sampling:    Sampling{Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, MaxPlanTokens: sp.MaxPlanTokens, ImageLogp: sp.ImageLogp},
+		Sampling: Sampling{Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, MaxPlanTokens: sp.MaxPlanTokens, ImageLogp: sp.ImageLogp,
+			ExclusiveCells: sp.ExclusiveCells},
 		Informative: s.Informative, MinSpread: s.MinSpread, MaxDraws: s.MaxDraws,
 		Steps: c.Steps, Budget: s.Budget, Eval: eval,
 		EvalOpts: evaluate.Options{G: s.EvalG, Seed: s.EvalSeed, CFGWeight: sp.CFGWeight, Temperature: sp.Temperature,
-			NoPlan: sp.MaxPlanTokens == 0},
+			NoPlan: sp.MaxPlanTokens == 0, ExclusiveCells: sp.ExclusiveCells},
 		EvalEvery: s.EvalEvery, SkipInitialEval: s.NoInitialEval,
 	}, topts, nil
 }

@@ -512,7 +512,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		}
 		fmt.Fprintf(o.Progress, "evaluating the initial and final policy (%d prompts per task type, G=%d)...\n", cfg.Eval.LimitPerType, cfg.Eval.G)
 		eo := evaluate.Options{LimitPerType: cfg.Eval.LimitPerType, G: cfg.Eval.G, Seed: cfg.Seed, Temperature: cfg.Sampling.Temperature,
-			CFGWeight: cfg.Sampling.CFGWeight, NoPlan: cfg.Sampling.MaxPlanTokens == 0}
+			CFGWeight: cfg.Sampling.CFGWeight, NoPlan: cfg.Sampling.MaxPlanTokens == 0, ExclusiveCells: cfg.Sampling.ExclusiveCells}
 		// The trainer's frozen reference is the policy the run started from. The two
 		// evaluations share nothing but the read-only codebook, so they run side by side.
 		var initial, ev evaluate.Result

@@ -290,6 +290,9 @@ type ScoreOptions struct {
 	CFGWeight float64
 	// Temperature divides the logits (0 means 1).
 	Temperature float64
+	// ExclusiveCells scores plan words under the distribution SampleRequest.ExclusiveCells draws
+	// them from: cell words the sequence already names masked out.
+	ExclusiveCells bool
 }
 
 func (o ScoreOptions) invTemp() float64 {
@@ -327,6 +330,10 @@ func (m *Model) LogProbsGraph(ctx *context.Context, tokens *Node, opts ScoreOpti
 		hc = mlx.GatherAxis(h, 0, mlx.Range(0, N))
 	}
 	tl := MulScalar(m.textLogits(ctx, mlx.GatherAxis(hc, 1, mlx.Range(0, L-1))), invT) // [N, L-1, TV]
+	if opts.ExclusiveCells {
+		named := m.namedCellsGraph(mlx.GatherAxis(tokens, 1, mlx.Range(0, L-1)))
+		tl = Where(named, BroadcastToDims(Scalar(g, tl.DType(), maskedLogit), tl.Shape().Dimensions...), tl)
+	}
 	tTargets := mlx.GatherAxis(tokens, 1, mlx.Range(1, L))
 	tlp := pick(LogSoftmax(tl, -1), tTargets, c.TextVocab)
 	textLogp = Concatenate([]*Node{Zeros(g, shapes.Make(dtypes.Float32, N, 1)), tlp}, 1)
@@ -342,6 +349,24 @@ func (m *Model) LogProbsGraph(ctx *context.Context, tokens *Node, opts ScoreOpti
 	iTargets := AddScalar(mlx.GatherAxis(tokens, 1, mlx.Range(L+1, T)), -float64(c.TextVocab))
 	imageLogp = pick(LogSoftmax(il, -1), iTargets, c.ImageVocab)
 	return
+}
+
+// maskedLogit stands for -Inf in the scoring graph: exp of it underflows to exactly 0 after the
+// max is subtracted, as -Inf does in the sampler, and its gradient is 0 without Inf arithmetic.
+const maskedLogit = -1e30
+
+// namedCellsGraph is, for text tokens [N, P], a boolean [N, P, TextVocab] that holds at (n, p, v)
+// when v is a cell word among tokens n[0..p]: the words ExclusiveCells forbids as token p+1.
+func (m *Model) namedCellsGraph(tokens *Node) *Node {
+	c := m.Config
+	g := tokens.Graph()
+	isCell := make([]float32, c.TextVocab)
+	for _, cell := range c.CellTokens {
+		isCell[cell] = 1
+	}
+	oh := OneHot(tokens, c.TextVocab, dtypes.Float32) // [N, P, TV]
+	seen := Mul(oh, BroadcastToDims(Reshape(Const(g, isCell), 1, 1, c.TextVocab), oh.Shape().Dimensions...))
+	return GreaterThan(CumSum(seen, 1), ZerosLike(seen))
 }
 
 // pick returns logp[..., target] for logp [..., V] and integer targets [...]; out-of-range

@@ -52,7 +52,7 @@ func checkAgreement(t *testing.T, m *Model, req SampleRequest) {
 	for i, s := range samples {
 		seqs[i] = s.Tokens
 	}
-	so := ScoreOptions{CFGWeight: req.CFGWeight, Temperature: req.Temperature}
+	so := ScoreOptions{CFGWeight: req.CFGWeight, Temperature: req.Temperature, ExclusiveCells: req.ExclusiveCells}
 	if req.ConditionalLogp {
 		so.CFGWeight = 0 // drawn with guidance, recorded (and so scored) without
 	}
@@ -115,11 +115,84 @@ func TestSampleLogProbsMatchScoring(t *testing.T) {
 		{"cfg, conditional logp", SampleRequest{G: 3, Seed: 2, CFGWeight: 3, ConditionalLogp: true}},
 		{"cfg+temperature, conditional logp", SampleRequest{G: 2, Seed: 3, CFGWeight: 5, Temperature: 0.7, ConditionalLogp: true}},
 		{"maxplan", SampleRequest{G: 2, Seed: 5, MaxPlanTokens: 2}},
+		{"exclusive cells", SampleRequest{G: 4, Seed: 6, ExclusiveCells: true}},
+		{"exclusive cells+cfg+temperature, conditional logp", SampleRequest{G: 3, Seed: 7, CFGWeight: 3, Temperature: 0.8, ConditionalLogp: true, ExclusiveCells: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.req.Prompts = tinyPrompts
 			checkAgreement(t, m, tc.req)
 		})
+	}
+}
+
+// ExclusiveCells never names a cell twice in a plan, where plain sampling does; the model without
+// cell words refuses it; and scoring without the mask disagrees with what was drawn with it (the
+// agreement test above is not vacuous).
+func TestExclusiveCells(t *testing.T) {
+	m := tinyModel(t, 1)
+	repeats := func(req SampleRequest) int {
+		t.Helper()
+		ss, err := m.Sample(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, s := range ss {
+			seen := map[int32]bool{}
+			for _, w := range s.Plan {
+				if slices.Contains(m.Config.CellTokens, w) {
+					if seen[w] {
+						n++
+					}
+					seen[w] = true
+				}
+			}
+		}
+		return n
+	}
+	req := SampleRequest{Prompts: tinyPrompts, G: 16, Seed: 9}
+	if n := repeats(req); n == 0 {
+		t.Fatal("plain sampling named no cell twice: the check below would prove nothing")
+	}
+	req.ExclusiveCells = true
+	if n := repeats(req); n != 0 {
+		t.Fatalf("exclusive cells: %d cells named twice", n)
+	}
+	ss, err := m.Sample(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs := make([][]int32, len(ss))
+	for i, s := range ss {
+		seqs[i] = s.Tokens
+	}
+	plain, _, err := m.Score(seqs, ScoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	differ := 0
+	for i, s := range ss {
+		for p := range s.TextLogp {
+			if s.TextMask[p] != 0 && math.Abs(float64(s.TextLogp[p]-plain[i][p])) > 1e-4 {
+				differ++
+			}
+		}
+	}
+	if differ == 0 {
+		t.Fatal("masked and unmasked plan log-probs agree everywhere")
+	}
+	cfg := tinyConfig()
+	cfg.CellTokens, cfg.CellBag = nil, false
+	b, err := mlx.NewBackend("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bare, err := New(b, cfg, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bare.Sample(req); err == nil || !strings.Contains(err.Error(), "cell_tokens") {
+		t.Fatalf("model without cell words: %v, want an error naming cell_tokens", err)
 	}
 }
 

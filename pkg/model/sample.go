@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	. "github.com/gomlx/gomlx/pkg/core/graph" //nolint:revive
@@ -43,6 +44,11 @@ type SampleRequest struct {
 	// FullForward re-runs the whole sequence for every token instead of using the KV cache. It is
 	// much slower and exists for benchmarks and cross-checks.
 	FullForward bool
+	// ExclusiveCells draws a plan's cell words without putting two objects in one cell: a cell
+	// the sequence already names is never drawn again (its logit is masked, and the recorded
+	// log-prob is under the masked distribution; ScoreOptions.ExclusiveCells scores the same).
+	// Needs Config.CellTokens.
+	ExclusiveCells bool
 }
 
 // Sample is one generated sequence with what the learner needs to train on it.
@@ -110,6 +116,16 @@ func drawGumbelMax(logits []float64, invT float64, noise []float64) (int, float6
 		sum += math.Exp(l*invT - mx)
 	}
 	return arg, logits[arg]*invT - mx - math.Log(sum)
+}
+
+// maskNamedCells sets to -Inf the logits of the cell words seq already holds, so that no cell is
+// named twice (SampleRequest.ExclusiveCells; cellMaskGraph is the scoring twin).
+func maskNamedCells(logits []float64, cells, seq []int32) {
+	for _, cell := range cells {
+		if slices.Contains(seq, cell) {
+			logits[cell] = math.Inf(-1)
+		}
+	}
 }
 
 // logSoftmaxAt returns log softmax(logits*invT)[k].
@@ -311,6 +327,9 @@ func (m *Model) Sample(req SampleRequest) ([]Sample, error) {
 	if math.IsNaN(req.CFGWeight) || math.IsInf(req.CFGWeight, 0) {
 		return nil, fmt.Errorf("sample: cfg weight %v must be finite", req.CFGWeight)
 	}
+	if req.ExclusiveCells && len(c.CellTokens) == 0 {
+		return nil, fmt.Errorf("sample: exclusive cells need the model's cell_tokens")
+	}
 	invT := ScoreOptions{Temperature: req.Temperature}.invTemp()
 	N := len(req.Prompts) * req.G
 	guided := req.CFGWeight != 0
@@ -382,6 +401,9 @@ func (m *Model) Sample(req SampleRequest) ([]Sample, error) {
 				}
 				for k := 0; k < tv; k++ {
 					logits[k] = float64(tl[n*tv+k])
+				}
+				if req.ExclusiveCells {
+					maskNamedCells(logits[:tv], c.CellTokens, buf[n][:next])
 				}
 				gumbel(textNoise, seeds[n], next)
 				tok, lp := drawGumbelMax(logits[:tv], invT, textNoise)

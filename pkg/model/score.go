@@ -20,7 +20,8 @@ func (m *Model) Score(seqs [][]int32, opts ScoreOptions) (text, image [][]float3
 	if err != nil {
 		return nil, nil, fmt.Errorf("score: %w", err)
 	}
-	key := fmt.Sprintf("score/%g/%g", opts.CFGWeight, opts.Temperature)
+	// Every option is in the key: a compiled graph serves only the options it was built with.
+	key := fmt.Sprintf("score/%+v", opts)
 	e, err := m.Exec(key, func(ctx *context.Context, tokens *Node) (*Node, *Node) {
 		return m.LogProbsGraph(ctx, tokens, opts)
 	})

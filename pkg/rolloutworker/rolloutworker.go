@@ -206,7 +206,7 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 		Prompts: encoded, PromptIDs: ids, G: t.G, Seed: t.Seed, Step: uint64(t.Step),
 		Temperature: sp.Temperature, CFGWeight: sp.CFGWeight,
 		NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,
-		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional,
+		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional, ExclusiveCells: sp.ExclusiveCells,
 	})
 	if err != nil {
 		// A prompt longer than the policy's text part can never be sampled.

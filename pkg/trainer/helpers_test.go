@@ -53,6 +53,7 @@ type rollout struct {
 	temp      float64
 	maxPlan   int
 	noPlan    bool
+	exclusive bool // plans never name a cell twice (Options.ExclusiveCells)
 	seed      uint64
 	promptIDs []int // indices into testPrompts
 	reward    func(s model.Sample) float64
@@ -72,7 +73,8 @@ func (r rollout) groups(t testing.TB, m *model.Model) []Group {
 		ids = append(ids, uint64(pi))
 	}
 	samples, err := m.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: r.g, Seed: r.seed, Step: uint64(r.step),
-		CFGWeight: r.cfg, Temperature: r.temp, MaxPlanTokens: r.maxPlan, NoPlan: r.noPlan, ConditionalLogp: r.condLogp})
+		CFGWeight: r.cfg, Temperature: r.temp, MaxPlanTokens: r.maxPlan, NoPlan: r.noPlan, ConditionalLogp: r.condLogp,
+		ExclusiveCells: r.exclusive})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,6 +131,22 @@ func favourEOS(t testing.TB, m *model.Model, bias float32) {
 	}
 	b := tensors.MustCopyFlatData[float32](v.MustValue())
 	b[m.Config.Special.EOS] = bias
+	if err := v.SetValue(tensors.FromFlatDataAndDimensions(b, len(b))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// favourTokens sets the text head's bias of the given words, making plans of them likely.
+func favourTokens(t testing.TB, m *model.Model, bias float32, ids ...int32) {
+	t.Helper()
+	v := m.Ctx.GetVariableByScopeAndName("/"+model.Scope+"/text_head/dense", "biases")
+	if v == nil {
+		t.Fatal("text head bias not found")
+	}
+	b := tensors.MustCopyFlatData[float32](v.MustValue())
+	for _, id := range ids {
+		b[id] = bias
+	}
 	if err := v.SetValue(tensors.FromFlatDataAndDimensions(b, len(b))); err != nil {
 		t.Fatal(err)
 	}

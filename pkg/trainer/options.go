@@ -28,6 +28,9 @@ type Options struct {
 	// T2I-R1's code trains). It must match the rollouts' bus.SamplingParams.ImageLogp, which
 	// decides what logp_old holds. With guidance off both are the same distribution.
 	ImageLogp string `yaml:"image_logp" json:"image_logp"`
+	// ExclusiveCells scores plan words with the cells a plan already names masked out, as the
+	// rollouts drew them (bus.SamplingParams.ExclusiveCells); it must match them.
+	ExclusiveCells bool `yaml:"exclusive_cells" json:"exclusive_cells"`
 	// InitialVersion is the policy version of the weights the trainer starts from (the version
 	// rollouts of those weights carry). Each Step adds one.
 	InitialVersion int64 `yaml:"initial_version" json:"initial_version"`
@@ -41,7 +44,8 @@ func DefaultOptions() Options { return Options{GRPO: config.DefaultGRPO()} }
 // run's sampling settings and staleness bound.
 func OptionsFor(c config.Config) (Options, error) {
 	o := Options{GRPO: c.Effective().GRPO, MaxStaleness: int64(c.Staleness),
-		CFGWeight: c.Sampling.CFGWeight, Temperature: c.Sampling.Temperature, ImageLogp: c.Sampling.ImageLogp}
+		CFGWeight: c.Sampling.CFGWeight, Temperature: c.Sampling.Temperature, ImageLogp: c.Sampling.ImageLogp,
+		ExclusiveCells: c.Sampling.ExclusiveCells}
 	if err := o.Validate(); err != nil {
 		return o, err
 	}

@@ -122,5 +122,5 @@ func (t *Trainer) scoreOptions() model.ScoreOptions {
 	if w == 1 || t.opts.ImageLogp == config.ImageLogpConditional {
 		w = 0
 	}
-	return model.ScoreOptions{CFGWeight: w, Temperature: t.opts.Temperature}
+	return model.ScoreOptions{CFGWeight: w, Temperature: t.opts.Temperature, ExclusiveCells: t.opts.ExclusiveCells}
 }

@@ -63,6 +63,71 @@ func TestSampleWireRoundTrip(t *testing.T) {
 // Strictly on-policy (samples drawn from the trainer's own weights, reference == policy), the
 // first update sees ratio 1 and KL 0 (also with guidance, and with guidance weight 1 = off at
 // temperature 0.7), so the loss is the hand-computed -(sum_b A_b*n_b)/sum_b n_b.
+// With exclusive cells the rollouts record plan log-probs under the masked distribution and the
+// trainer scores the same: the on-policy ratio is 1. A trainer that does not mask scores those
+// plans differently, so the check is not vacuous.
+func TestOnPolicyRatioIsOneWithExclusiveCells(t *testing.T) {
+	cfg := tinyConfig()
+	vocab := tokenizer.New()
+	for _, w := range []string{"a1", "b1", "a2", "b2"} {
+		id, ok := vocab.ID(w)
+		if !ok {
+			t.Fatalf("no word %q", w)
+		}
+		cfg.CellTokens = append(cfg.CellTokens, int32(id))
+	}
+	m := newPolicy(t, cfg, 2)
+	favourEOS(t, m, 4)
+	favourTokens(t, m, 5, cfg.CellTokens...)
+	r := rollout{g: 8, cfg: 3, condLogp: true, maxPlan: 4, exclusive: true, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}
+	groups := r.groups(t, m)
+	twoCells := 0
+	for _, g := range groups {
+		for _, s := range g.Samples {
+			n := 0
+			for _, w := range s.PlanTokens[:s.PlanLen] {
+				if slices.Contains(cfg.CellTokens, w) {
+					n++
+				}
+			}
+			if n >= 2 {
+				twoCells++
+			}
+		}
+	}
+	if twoCells == 0 {
+		t.Fatal("no plan names two cells: the mask was never used")
+	}
+	ratio := func(exclusive bool) StepStats {
+		t.Helper()
+		o := DefaultOptions()
+		o.BatchSize = 16
+		o.CFGWeight, o.ImageLogp, o.ExclusiveCells = 3, config.ImageLogpConditional, exclusive
+		clone, err := m.Clone()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := mustTrainer(t, clone, o).Step(groups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	st := ratio(true)
+	for name, v := range map[string]float64{"ratio_mean": st.RatioMean, "ratio_min": st.RatioMin, "ratio_max": st.RatioMax} {
+		if math.Abs(v-1) > 1e-5 {
+			t.Errorf("exclusive cells: %s = %.8f, want 1 within 1e-5", name, v)
+		}
+	}
+	if math.Abs(st.KL) > 1e-6 {
+		t.Errorf("exclusive cells: kl %g, want 0", st.KL)
+	}
+	// Unmasked, the plan words after a named cell are less likely than they were drawn at.
+	if st := ratio(false); st.RatioMin > 0.999 {
+		t.Errorf("a trainer without the mask: ratio min %.6f, want it below 1", st.RatioMin)
+	}
+}
+
 func TestOnPolicyRatioIsOne(t *testing.T) {
 	for _, tc := range []struct {
 		cfg, temp float64
