@@ -84,6 +84,9 @@ func NewTrainerWithReference(policy, reference *model.Model, opts Options) (*Tra
 	if reference.Ctx == policy.Ctx {
 		return nil, errors.New("new trainer: reference shares the policy's context; pass a Clone")
 	}
+	if opts.ExclusiveCells && len(policy.Config.CellTokens) == 0 {
+		return nil, errors.New("new trainer: exclusive_cells needs a policy with cell_tokens (its plans' cell words)")
+	}
 	vocab := tokenizer.New()
 	if vocab.Size() != policy.Config.TextVocab {
 		return nil, fmt.Errorf("new trainer: tokenizer has %d ids, the policy's text vocabulary %d", vocab.Size(), policy.Config.TextVocab)

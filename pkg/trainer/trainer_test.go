@@ -3,6 +3,7 @@ package trainer
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
@@ -121,6 +122,11 @@ func TestOnPolicyRatioIsOneWithExclusiveCells(t *testing.T) {
 	}
 	if math.Abs(st.KL) > 1e-6 {
 		t.Errorf("exclusive cells: kl %g, want 0", st.KL)
+	}
+	o := DefaultOptions()
+	o.ExclusiveCells = true
+	if _, err := NewTrainer(newPolicy(t, tinyConfig(), 2), o); err == nil || !strings.Contains(err.Error(), "cell_tokens") {
+		t.Errorf("policy without cell words: %v, want an error naming cell_tokens", err)
 	}
 	// Unmasked, the plan words after a named cell are less likely than they were drawn at.
 	if st := ratio(false); st.RatioMin > 0.999 {
