@@ -488,18 +488,7 @@ func TestScoresDoNotDependOnBatching(t *testing.T) {
 // weights; the reference flags bring T2I-R1's rules back; the oracle joins only when named.
 func TestDefaultAndReferenceRules(t *testing.T) {
 	items := mixItems(t, 16, 5)
-	score := func(c Config) []reward.Scores {
-		t.Helper()
-		ens, err := NewEnsembleFromConfig(testBackend, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := ens.Score(context.Background(), items)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
+	score := func(c Config) []reward.Scores { return scoreWith(t, c, items) }
 	def := DefaultConfig()
 	def.Models = testDir
 	ref := def
@@ -581,15 +570,7 @@ func TestOraclePartialCredit(t *testing.T) {
 		c.Models = testDir
 		one, zero := 1.0, 0.0
 		c.Experts = map[string]ExpertConfig{Oracle: {Weight: &one, PartialCredit: pc}, Detector: {Weight: &zero}, VQA: {Weight: &zero}}
-		ens, err := NewEnsembleFromConfig(testBackend, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := ens.Score(context.Background(), items)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
+		return scoreWith(t, c, items)
 	}
 	half := 0.5
 	strict, dense := score(nil), score(&half)
@@ -640,4 +621,18 @@ func TestShippedExpertConfigs(t *testing.T) {
 			t.Errorf("%s: %v", p, err)
 		}
 	}
+}
+
+// scoreWith scores items with the ensemble configuration c describes.
+func scoreWith(t *testing.T, c Config, items []reward.Item) []reward.Scores {
+	t.Helper()
+	ens, err := NewEnsembleFromConfig(testBackend, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := ens.Score(context.Background(), items)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
 }
