@@ -119,7 +119,7 @@ func drawGumbelMax(logits []float64, invT float64, noise []float64) (int, float6
 }
 
 // maskNamedCells sets to -Inf the logits of the cell words seq already holds, so that no cell is
-// named twice (SampleRequest.ExclusiveCells; cellMaskGraph is the scoring twin).
+// named twice (SampleRequest.ExclusiveCells; namedCellsGraph is the scoring twin).
 func maskNamedCells(logits []float64, cells, seq []int32) {
 	for _, cell := range cells {
 		if slices.Contains(seq, cell) {
