@@ -125,15 +125,7 @@ func mustTrainer(t testing.TB, m *model.Model, o Options) *Trainer {
 // lengths (with random weights they almost never end before the cap).
 func favourEOS(t testing.TB, m *model.Model, bias float32) {
 	t.Helper()
-	v := m.Ctx.GetVariableByScopeAndName("/"+model.Scope+"/text_head/dense", "biases")
-	if v == nil {
-		t.Fatal("text head bias not found")
-	}
-	b := tensors.MustCopyFlatData[float32](v.MustValue())
-	b[m.Config.Special.EOS] = bias
-	if err := v.SetValue(tensors.FromFlatDataAndDimensions(b, len(b))); err != nil {
-		t.Fatal(err)
-	}
+	favourTokens(t, m, bias, m.Config.Special.EOS)
 }
 
 // favourTokens sets the text head's bias of the given words, making plans of them likely.
