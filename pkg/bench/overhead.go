@@ -326,10 +326,9 @@ func directRollout(ctx context.Context, cfg config.Config, tr *trainer.Trainer, 
 				}
 				refs, encoded, ids = append(refs, bus.PromptRef{Index: idx, Prompt: p}), append(encoded, enc), append(ids, uint64(idx))
 			}
-			ss, err := policy.Sample(model.SampleRequest{Prompts: encoded, PromptIDs: ids, G: cfg.GroupSize, Seed: cfg.Seed,
-				Step: uint64(step), Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, NoPlan: sp.MaxPlanTokens == 0,
-				MaxPlanTokens: sp.MaxPlanTokens, ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional,
-				ExclusiveCells: sp.ExclusiveCells})
+			req := wire.SampleRequest(bus.SamplingFrom(sp))
+			req.Prompts, req.PromptIDs, req.G, req.Seed, req.Step = encoded, ids, cfg.GroupSize, cfg.Seed, uint64(step)
+			ss, err := policy.Sample(req)
 			if err != nil {
 				return err
 			}

@@ -20,9 +20,7 @@ import (
 	"time"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
-	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
-	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/prompts"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
@@ -31,28 +29,19 @@ import (
 	"github.com/bicot-rl/bicot/pkg/wire"
 )
 
-// Sampling are the rollout settings (the run config's sampling section).
-type Sampling struct {
-	Temperature   float64
-	CFGWeight     float64
-	MaxPlanTokens int // 0: no plan (token-level only)
-	ImageLogp     string
-	// ExclusiveCells: plans never name a cell twice (config.Sampling.ExclusiveCells).
-	ExclusiveCells bool
-}
-
 // Options configure a run.
 type Options struct {
 	// Trainer trains the policy; its options must match Sampling (CFG weight, temperature,
-	// image log-probs).
+	// image log-probs, cell mask).
 	Trainer  *trainer.Trainer
 	Codebook *vq.Codebook
 	Reward   *reward.Ensemble
 	// Train are the training prompts; P of them are learned per step, G samples each.
-	Train    []prompts.Prompt
-	P, G     int
-	Seed     uint64
-	Sampling Sampling
+	Train []prompts.Prompt
+	P, G  int
+	Seed  uint64
+	// Sampling are the rollout settings (the run config's sampling section, bus.SamplingFrom).
+	Sampling bus.SamplingParams
 	// Informative enables DAPO-style dynamic sampling: groups whose rewards span less than
 	// MinSpread are set aside and more prompts are drawn (at most MaxDraws prompts per step in
 	// all) until the step has P groups that carry signal. 0 trains the first P groups drawn.
@@ -260,10 +249,9 @@ func (o Options) sample(ctx context.Context, vocab *tokenizer.Vocab, idx []int, 
 		}
 		ids[i] = uint64(pi)
 	}
-	sp := o.Sampling
-	ss, err := policy.Sample(model.SampleRequest{Prompts: enc, PromptIDs: ids, G: o.G, Seed: o.Seed, Step: uint64(step),
-		Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,
-		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional, ExclusiveCells: sp.ExclusiveCells})
+	req := wire.SampleRequest(o.Sampling)
+	req.Prompts, req.PromptIDs, req.G, req.Seed, req.Step = enc, ids, o.G, o.Seed, uint64(step)
+	ss, err := policy.Sample(req)
 	if err != nil {
 		return nil, fmt.Errorf("experiment: step %d: %w", step, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
@@ -23,7 +24,7 @@ func TestInformativeDrawsUntilGroupsCarrySignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := Options{Trainer: tr, Codebook: a.cb, Reward: oracleReward(t), Train: a.eval, P: 3, G: 4, Seed: 7, Steps: 1,
-		Sampling: Sampling{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: config.ImageLogpConditional}}
+		Sampling: bus.SamplingParams{Temperature: 1, CFGWeight: 3, MaxPlanTokens: 24, ImageLogp: config.ImageLogpConditional}}
 	informative := func(gs []trainer.Group) int {
 		n := 0
 		for _, g := range gs {

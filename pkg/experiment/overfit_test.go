@@ -8,6 +8,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
@@ -133,7 +134,7 @@ func TestOverfitOnePromptWithTheOracle(t *testing.T) {
 			for steps < tc.maxSteps {
 				_, err := Run(context.Background(), Options{Trainer: tr, Codebook: a.cb, Reward: ens, Train: []prompts.Prompt{p},
 					P: 1, G: 8, Seed: uint64(steps) + 1, Steps: 10,
-					Sampling: Sampling{Temperature: 1, CFGWeight: cfg, MaxPlanTokens: 24, ImageLogp: config.ImageLogpConditional}})
+					Sampling: bus.SamplingParams{Temperature: 1, CFGWeight: cfg, MaxPlanTokens: 24, ImageLogp: config.ImageLogpConditional}})
 				if err != nil {
 					t.Fatal(err)
 				}

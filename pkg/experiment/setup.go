@@ -11,6 +11,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/evaluate"
 	"github.com/bicot-rl/bicot/pkg/experts"
@@ -126,8 +127,7 @@ func optionsFromConfig(ctx context.Context, c config.Config, s Settings, log zer
 	sp := c.Sampling
 	return Options{
 		Trainer: tr, Codebook: cb, Reward: ens, Train: train, P: c.PromptsPerStep, G: c.GroupSize, Seed: c.Seed,
-		Sampling: Sampling{Temperature: sp.Temperature, CFGWeight: sp.CFGWeight, MaxPlanTokens: sp.MaxPlanTokens, ImageLogp: sp.ImageLogp,
-			ExclusiveCells: sp.ExclusiveCells},
+		Sampling:    bus.SamplingFrom(sp),
 		Informative: s.Informative, MinSpread: s.MinSpread, MaxDraws: s.MaxDraws,
 		Steps: c.Steps, Budget: s.Budget, Eval: eval,
 		EvalOpts: evaluate.Options{G: s.EvalG, Seed: s.EvalSeed, CFGWeight: sp.CFGWeight, Temperature: sp.Temperature,

@@ -201,13 +201,9 @@ func (w *Worker) handle(ctx context.Context, t *bus.BatchTask, _ jetstream.Msg) 
 		}
 		encoded[i], ids[i] = enc, uint64(p.Index)
 	}
-	sp := t.Sampling
-	ss, err := w.o.Sample(m, model.SampleRequest{
-		Prompts: encoded, PromptIDs: ids, G: t.G, Seed: t.Seed, Step: uint64(t.Step),
-		Temperature: sp.Temperature, CFGWeight: sp.CFGWeight,
-		NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,
-		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional, ExclusiveCells: sp.ExclusiveCells,
-	})
+	req := wire.SampleRequest(t.Sampling)
+	req.Prompts, req.PromptIDs, req.G, req.Seed, req.Step = encoded, ids, t.G, t.Seed, uint64(t.Step)
+	ss, err := w.o.Sample(m, req)
 	if err != nil {
 		// A prompt longer than the policy's text part can never be sampled.
 		return bus.Poison(fmt.Errorf("task %s: %w", t.MsgID(), err))

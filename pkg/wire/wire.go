@@ -9,9 +9,20 @@ import (
 	"fmt"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 )
+
+// SampleRequest is the sample request for the rollout's sampling settings: temperature, guidance,
+// the plan cap (0: no plan), which image log-probs are recorded and the cell mask. Every sampler
+// of training groups builds its request here, so a setting reaches them all; the caller adds
+// the prompts, their ids, G, the seed and the step.
+func SampleRequest(sp bus.SamplingParams) model.SampleRequest {
+	return model.SampleRequest{Temperature: sp.Temperature, CFGWeight: sp.CFGWeight,
+		NoPlan: sp.MaxPlanTokens == 0, MaxPlanTokens: sp.MaxPlanTokens,
+		ConditionalLogp: sp.ImageLogp == config.ImageLogpConditional, ExclusiveCells: sp.ExclusiveCells}
+}
 
 // EncodePrompt turns a prompt's text into the policy's prompt ids. Rollouts must encode with this
 // function too: the learner rebuilds every sequence from the prompt text, so both sides have to

@@ -1,11 +1,13 @@
 package wire_test
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/bicot-rl/bicot/pkg/bus"
+	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/model"
 	"github.com/bicot-rl/bicot/pkg/tokenizer"
 	"github.com/bicot-rl/bicot/pkg/wire"
@@ -61,5 +63,20 @@ func TestFromSample(t *testing.T) {
 	short.Codes = []int{4, 5}
 	if err := wire.FromSample(cfg, short, &out); err == nil || !strings.Contains(err.Error(), "codes") {
 		t.Errorf("sample with 2 codes: %v", err)
+	}
+}
+
+// SampleRequest carries every sampling setting into the model's request.
+func TestSampleRequest(t *testing.T) {
+	got := wire.SampleRequest(bus.SamplingParams{Temperature: 0.7, CFGWeight: 3, MaxPlanTokens: 24,
+		ImageLogp: config.ImageLogpConditional, ExclusiveCells: true})
+	want := model.SampleRequest{Temperature: 0.7, CFGWeight: 3, MaxPlanTokens: 24, ConditionalLogp: true, ExclusiveCells: true}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("request %+v, want %+v", got, want)
+	}
+	got = wire.SampleRequest(bus.SamplingParams{Temperature: 1, ImageLogp: config.ImageLogpGuided})
+	want = model.SampleRequest{Temperature: 1, NoPlan: true}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("no plan, guided log-probs: request %+v, want %+v", got, want)
 	}
 }
