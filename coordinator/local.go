@@ -92,11 +92,14 @@ func newLocalCmd(p *startup.Process) *cobra.Command {
 }
 
 // laptopDefaults are the settings of configs/laptop.yaml, so `coordinator local` needs no file:
-// the learning run of the README (P 8 x G 8 for 240 steps, about 28 minutes on 2 cores with two
+// the learning run of the README (P 8 x G 8 for 360 steps, about 29 minutes on 2 cores with two
 // rollout workers, then the initial and final policy on 1,440 held-out samples each).
 func laptopDefaults() config.Config {
 	c := config.Default()
-	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 8, 8, 2, 240
+	c.PromptsPerStep, c.GroupSize, c.PromptsPerTask, c.Steps = 8, 8, 2, 360
+	c.PromptRepeats = map[string]int{"spatial": 0, "non": 0, "complex": 0}
+	c.Sampling.ExclusiveCells = true
+	c.Staleness = 1
 	c.TimeBudget = config.Duration(30 * time.Minute)
 	c.CheckpointEvery = 10
 	c.Wire.Heartbeat = config.Duration(2e9)

@@ -30,7 +30,7 @@ import (
 )
 
 // OverheadOptions shape the overhead measurement: the laptop run's settings (configs/laptop.yaml)
-// with one rollout and one reward worker.
+// on-policy, with one rollout and one reward worker.
 type OverheadOptions struct {
 	Root, Out     string
 	Warmup, Steps int
@@ -75,6 +75,10 @@ func (o OverheadOptions) Config() (config.Config, error) {
 		cfg.PromptsPerStep = o.PromptsPerStep
 	}
 	cfg.Steps = o.Warmup + o.Steps + 1 // the last step also keeps its samples: not measured
+	// The direct loop samples a step after the previous update, so the run it is compared with
+	// must too: with staleness the system would sample from an older policy and compute other
+	// samples (and overlap rollout with the update, which is a speed-up, not overhead).
+	cfg.Staleness = 0
 	cfg.MetricsAddr = ""
 	return cfg, cfg.Validate()
 }

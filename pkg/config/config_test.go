@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -18,11 +19,34 @@ func TestShippedLaptopConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.PromptsPerStep != 8 || c.GroupSize != 8 || c.Steps != 240 || c.Staleness != 0 || c.Wire.AckWait.D() != time.Minute {
+	if c.PromptsPerStep != 8 || c.GroupSize != 8 || c.Steps != 360 || c.Staleness != 1 || !c.Sampling.ExclusiveCells || c.Wire.AckWait.D() != time.Minute {
 		t.Errorf("laptop config: %+v", c)
 	}
 	if c.TasksPerStep() != 4 {
 		t.Errorf("tasks per step %d, want 4", c.TasksPerStep())
+	}
+}
+
+// The laptop run is the baseline (configs/ladder/laptop-baseline.yaml, the run every ladder row
+// changes one setting of) with exactly the settings docs/learner.md measured on top of it.
+func TestLaptopConfigIsTheBaselinePlusItsSettings(t *testing.T) {
+	laptop, err := Load(filepath.Join("..", "..", "configs", "laptop.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := Load(filepath.Join("..", "..", "configs", "ladder", "laptop-baseline.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if base.Staleness != 0 || base.Sampling.ExclusiveCells || base.PromptRepeats != nil || base.Steps != 240 {
+		t.Fatalf("baseline config changed: %+v", base)
+	}
+	base.Sampling.ExclusiveCells = true
+	base.PromptRepeats = map[string]int{"spatial": 0, "non": 0, "complex": 0}
+	base.Staleness = 1
+	base.Steps = 360
+	if !reflect.DeepEqual(base, laptop) {
+		t.Errorf("configs/laptop.yaml is not the baseline plus its three settings:\nlaptop   %+v\nbaseline %+v", laptop, base)
 	}
 }
 
