@@ -530,11 +530,7 @@ func firstAttempt(gs []runstate.Group) int {
 // where the state still has everything in flight, changes nothing.
 func (c *Coordinator) rewind(ctx context.Context, rw runstate.Rewind) error {
 	st := c.o.Node.State()
-	ahead := st.Step > rw.Step || st.PolicyVersion > rw.PolicyVersion
-	for _, g := range st.Groups {
-		ahead = ahead || (g.Step >= rw.Step && g.Status != runstate.GroupDispatched)
-	}
-	if !ahead {
+	if !st.AheadOf(rw) {
 		c.log.Info().Int64("step", rw.Step).Msg("learner (re)started where the run state is: nothing to rewind")
 		return nil
 	}

@@ -16,6 +16,9 @@ type Accounting struct {
 	Duplicates int
 	// Late are samples of steps already learned.
 	Late int
+	// Superseded are samples of tasks handed out before the rewind that this learner's resume
+	// caused (attempts below runstate.State.AttemptFloor): the run hands their prompts out again.
+	Superseded int
 	// StaleGroups were complete but outside the staleness bound, so not trained.
 	StaleGroups int
 	// Resampled counts, per step, the rounds that left fewer than P informative groups under

@@ -11,8 +11,8 @@ import (
 )
 
 // handle takes one scored sample off the queue into the collector and wakes the loop when it
-// completes a group. Samples of learned steps and duplicates are counted and acknowledged; a
-// sample that can never join a group is poison.
+// completes a group. Samples of learned steps, of tasks a rewind superseded and duplicates are
+// counted and acknowledged; a sample that can never join a group is poison.
 func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.Msg) error {
 	l.mu.Lock()
 	next := l.next
@@ -20,6 +20,12 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 	if s.Step < next {
 		l.mu.Lock()
 		l.acct.Late++
+		l.mu.Unlock()
+		return nil
+	}
+	if s.Attempt < l.minAttempt {
+		l.mu.Lock()
+		l.acct.Superseded++
 		l.mu.Unlock()
 		return nil
 	}

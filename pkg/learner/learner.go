@@ -100,10 +100,13 @@ type Learner struct {
 	incarnation   string
 	resumePoint   *runstate.Rewind
 	resumeLearned []string
-	metrics       bytes.Buffer // the current metrics segment's lines
-	metricsStart  int64        // its first step
-	lastAnn       bus.PolicyAnnounce
-	annAt         time.Time
+	// minAttempt is the lowest dispatch attempt whose samples this learner takes (superseded),
+	// set before the consumer starts.
+	minAttempt   int
+	metrics      bytes.Buffer // the current metrics segment's lines
+	metricsStart int64        // its first step
+	lastAnn      bus.PolicyAnnounce
+	annAt        time.Time
 	// clock is the run's time so far (config.TimeBudget; Final: the budget ended the run);
 	// roundsTook is the time the step in progress spent on resample rounds before it trains.
 	clock      ckpt.Progress

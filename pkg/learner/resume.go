@@ -127,6 +127,31 @@ func dropNewer(ctx context.Context, st store.Store, run string, step int64, log 
 	return nil
 }
 
+// superseded sets the lowest dispatch attempt this learner takes samples of, from the run state
+// before its resume point is reported: when the state is ahead of the resume point the
+// coordinator rewinds it and hands the steps out again under new attempts, and the samples still
+// on their way from the tasks of the learner this one replaces must not fill its groups (the old
+// top-up round of a step would stand in for one the rewound run dispatches from its own cursor,
+// and the prompt would be learned twice). Without a run state (a learner without --coordinator)
+// every attempt is taken.
+func (l *Learner) superseded() {
+	if l.o.RunState == nil || l.resumePoint == nil {
+		return
+	}
+	b, err := l.o.RunState()
+	if err == nil {
+		var st runstate.State
+		if st, err = runstate.DecodeSnapshot(bytes.NewReader(b)); err == nil {
+			l.minAttempt = st.AttemptFloor(*l.resumePoint)
+			if l.minAttempt > 0 {
+				l.log.Info().Int("attempt", l.minAttempt).Msg("samples of earlier dispatch attempts are dropped as superseded")
+			}
+			return
+		}
+	}
+	l.log.Warn().Err(err).Msg("run state not read: samples of tasks handed out before a rewind are not told apart")
+}
+
 // reportResumePoint tells the coordinators where this learner resumed, so a run state that is
 // ahead of it (the learner it replaces died after steps it had not checkpointed) is rewound and
 // those steps are dispatched and learned again instead of waited for.

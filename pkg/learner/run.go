@@ -21,6 +21,7 @@ func (l *Learner) Run(ctx context.Context) error {
 		return fmt.Errorf("learner: announce initial policy: %w", err)
 	}
 	l.reportResumed(ctx)
+	l.superseded()
 	l.reportResumePoint(ctx)
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/bicot-rl/bicot/pkg/bus"
 	"github.com/bicot-rl/bicot/pkg/config"
 	"github.com/bicot-rl/bicot/pkg/reward"
 	"github.com/bicot-rl/bicot/pkg/rewardworker"
@@ -19,14 +20,26 @@ import (
 )
 
 // tieScorer gives every image of the listed prompts the same reward (so their groups tie) and
-// scores the rest with the real ensemble. While release is open it holds back the scores of the
-// prompt hold.
+// scores the rest with the real ensemble. It holds back the scores of the prompts in holds until
+// their channel is closed.
 type tieScorer struct {
-	inner   rewardworker.Scorer
-	mu      sync.Mutex
-	tie     map[string]bool
-	hold    string
-	release chan struct{}
+	inner rewardworker.Scorer
+	mu    sync.Mutex
+	tie   map[string]bool
+	holds map[string]chan struct{}
+}
+
+// holdBack holds the scores of prompt back until release is called (once or more).
+func (s *tieScorer) holdBack(prompt string) (release func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	if s.holds == nil {
+		s.holds = map[string]chan struct{}{}
+	}
+	s.holds[prompt] = ch
+	s.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
 }
 
 func (s *tieScorer) set(prompts []string) {
@@ -39,11 +52,11 @@ func (s *tieScorer) set(prompts []string) {
 }
 
 func (s *tieScorer) Score(ctx context.Context, items []reward.Item) ([]reward.Scores, error) {
-	s.mu.Lock()
-	hold, release := s.hold, s.release
-	s.mu.Unlock()
 	for _, it := range items {
-		if hold != "" && it.Prompt.Prompt == hold {
+		s.mu.Lock()
+		release := s.holds[it.Prompt.Prompt]
+		s.mu.Unlock()
+		if release != nil {
 			select {
 			case <-release:
 			case <-ctx.Done():
@@ -191,7 +204,10 @@ func TestPartlyTiedStepIsToppedUp(t *testing.T) {
 // for one fresh prompt, whose scores are held back, when the learner dies. The new learner
 // resumes from the checkpoint of step 0, finds the same tied group in step 1's replay, asks for
 // the same fresh prompt again, and the run ends as if nothing had happened: step 1 trains the
-// same P groups, the cursor stands where it would, every step is learned once.
+// same P groups, the cursor stands where it would, every step is learned once. The old round's
+// samples reach the new learner while the replayed tied group is still held back: taking them
+// would give it P informative groups without asking (the rewound run's cursor would then hand
+// the same prompt to step 2), so it drops them as superseded.
 func TestLearnerRestartMidTopUp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a pipeline run with a learner restart; skipped with -short")
@@ -200,26 +216,43 @@ func TestLearnerRestartMidTopUp(t *testing.T) {
 	c.RunID = "topup-restart"
 	c.CheckpointEvery = 1
 	P := c.PromptsPerStep
+	// The last of step 1's prompts ties: it is a task of its own (P 3, two prompts a task).
+	tied := P + 2
 	res, werr := runTiedWith(t, c, 8, func(cl *Cluster) []string {
-		return []string{cl.Coordinator.PromptAt(0, int64(P)).Prompt}
+		return []string{cl.Coordinator.PromptAt(0, int64(tied)).Prompt}
 	}, func(ctx context.Context, cl *Cluster, ts *tieScorer) {
-		release := make(chan struct{})
-		ts.mu.Lock()
-		ts.hold, ts.release = cl.Coordinator.PromptAt(0, int64(2*P)).Prompt, release
-		ts.mu.Unlock()
-		defer close(release)
+		releaseTopUp := ts.holdBack(cl.Coordinator.PromptAt(0, int64(2*P)).Prompt)
+		defer releaseTopUp()
 		for cl.Learner.Accounting().Resampled[1] == 0 {
 			if ctx.Err() != nil {
 				t.Fatal("step 1 never asked for a fresh prompt")
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
+		// The tied group was scored before the restart; its replay is held back from here on.
+		releaseTied := ts.holdBack(cl.Coordinator.PromptAt(0, int64(tied)).Prompt)
+		defer releaseTied()
 		if err := cl.RestartLearner(ctx); err != nil {
 			t.Fatal(err)
 		}
 		if got := cl.Learner.NextStep(); got != 1 {
 			t.Errorf("the new learner resumed at step %d, want 1", got)
 		}
+		releaseTopUp()
+		// Step 1's two informative groups are replayed and the old round's group arrives: a
+		// learner that took it would have P informative groups and train without asking.
+		old, first, second := bus.GroupKey{Step: 1, PromptIndex: 2 * P}, bus.GroupKey{Step: 1, PromptIndex: P}, bus.GroupKey{Step: 1, PromptIndex: P + 1}
+		for {
+			a := cl.Learner.Accounting()
+			if a.Superseded+a.Received[old] >= c.GroupSize && a.Received[first] >= c.GroupSize && a.Received[second] >= c.GroupSize {
+				break
+			}
+			if ctx.Err() != nil {
+				t.Fatal("the replayed groups or the old top-up round's samples never reached the new learner")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		releaseTied()
 	})
 	if werr != nil {
 		t.Fatal(werr)
@@ -230,11 +263,14 @@ func TestLearnerRestartMidTopUp(t *testing.T) {
 		got = append(got, g.PromptIndex)
 	}
 	slices.Sort(got)
-	if want := []int{P + 1, P + 2, 2 * P}; !slices.Equal(got, want) {
+	if want := []int{P, P + 1, 2 * P}; !slices.Equal(got, want) {
 		t.Errorf("step 1 learned prompts %v, want %v", got, want)
 	}
 	if n := a.Resampled[1]; n != 1 {
 		t.Errorf("the new learner asked for fresh prompts for step 1 %d times, want 1", n)
+	}
+	if a.Superseded < c.GroupSize {
+		t.Errorf("the new learner dropped %d samples of the old round as superseded, want at least %d", a.Superseded, c.GroupSize)
 	}
 	if len(a.Learned) != 2 || len(a.Learned[2]) != P {
 		t.Errorf("the new learner learned steps %v, want 1 and 2 with %d groups each", keys(a.Learned), P)

@@ -477,6 +477,36 @@ func (s *State) rewind(c Command) (Result, error) {
 	return Result{Groups: out}, nil
 }
 
+// AheadOf says whether s holds progress past rw, where a restarted learner resumes: a later step
+// or policy version, or a group of rw's step or later past dispatch. The coordinator rewinds such
+// a state to rw; a state that is not ahead still has everything the learner needs in flight.
+func (s State) AheadOf(rw Rewind) bool {
+	if s.Step > rw.Step || s.PolicyVersion > rw.PolicyVersion {
+		return true
+	}
+	for _, g := range s.Groups {
+		if g.Step >= rw.Step && g.Status != GroupDispatched {
+			return true
+		}
+	}
+	return false
+}
+
+// AttemptFloor is the lowest dispatch attempt (bus.BatchTask.Attempt, a group's attempts less
+// one) of the tasks the run hands out once the coordinator has answered a learner resuming at rw.
+// A rewind dispatches every group under attempts past all used before, so the samples of lower
+// attempts come from tasks handed out for the learner being replaced, past its checkpoint: the
+// rewound run hands those prompts out again from its own cursor, and a learner that took the old
+// samples would train a prompt the run's cursor still counts as unused. Without a rewind the
+// attempts since the last one stay valid. (A group re-dispatched between reading s and the
+// rewind gets an attempt at the floor and is not told apart.)
+func (s State) AttemptFloor(rw Rewind) int {
+	if s.LastRewind != rw.ID && s.AheadOf(rw) {
+		return s.MaxAttempts
+	}
+	return s.AttemptBase
+}
+
 // ResumePoint is the Rewind to the state snap recorded with a checkpoint of step (trained, policy
 // at version): the step after it, the cursor where it was and the groups and batches of later
 // steps still in flight then. A learner resuming without a checkpoint rewinds to the start

@@ -283,7 +283,19 @@ func TestRewind(t *testing.T) {
 	if r := s.apply(s.Applied+1, NewRewind(at, Rewind{ID: "ahead", Step: 5, PolicyVersion: 5})); r.Error == "" {
 		t.Error("a rewind ahead of the run was applied")
 	}
+	// The state is ahead of the resume point, so the rewind hands everything out under attempts
+	// past the 3 used: a learner resuming there takes samples of dispatch attempt 3 and up only
+	// (the wire's attempt is the group's attempts less one).
+	if !s.AheadOf(rw) || s.AttemptFloor(rw) != 3 {
+		t.Errorf("before the rewind: ahead %v, attempt floor %d, want true and 3", s.AheadOf(rw), s.AttemptFloor(rw))
+	}
+	if fresh := (Rewind{ID: "fresh", Step: 2, PolicyVersion: 2}); s.AheadOf(fresh) || s.AttemptFloor(fresh) != 0 {
+		t.Errorf("a resume point at the state's progress: ahead %v, attempt floor %d, want false and 0", s.AheadOf(fresh), s.AttemptFloor(fresh))
+	}
 	mustApply(NewRewind(at, rw))
+	if s.AheadOf(rw) || s.AttemptFloor(rw) != 3 {
+		t.Errorf("after the rewind: ahead %v, attempt floor %d, want false and 3", s.AheadOf(rw), s.AttemptFloor(rw))
+	}
 	if s.Step != 1 || s.PolicyVersion != 1 || s.Cursor != snap.Cursor || len(s.Groups) != 0 || len(s.Batches) != 0 {
 		t.Fatalf("after rewind: step %d version %d cursor %+v groups %v batches %v", s.Step, s.PolicyVersion, s.Cursor, s.Groups, s.Batches)
 	}
