@@ -5,8 +5,9 @@
 // the metrics, the last step's sample images, eval.json), shows a line per step, and ends with
 // the oracle evaluation of the final policy.
 //
-// The roles are the same code the cluster binaries run (pkg/coord, pkg/rollout, pkg/scorer,
-// pkg/learnrole); Start exposes them so tests can add workers mid-run or inspect accounting.
+// The roles are the same code the cluster binaries run (pkg/coordinator, pkg/rolloutworker,
+// pkg/rewardworker, pkg/learner); Start exposes them so tests can add workers mid-run or inspect
+// accounting.
 package local
 
 import (
@@ -16,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -163,9 +165,6 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 			cl.Stop()
 		}
 	}()
-	if y, err := cfg.Effective().Redacted().YAML(); err == nil {
-		_ = os.WriteFile(filepath.Join(dir, "config.yaml"), y, 0o644)
-	}
 	ps, err := prompts.ReadPool(cfg.Prompts, cfg.PromptRepeats)
 	if err != nil {
 		return nil, fmt.Errorf("laptop: %w", err)
@@ -184,6 +183,15 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		if init, err = initPolicy(c.backend, cfg, c.cb, o.Fallbacks, c.log); err != nil {
 			return nil, fmt.Errorf("laptop: %w", err)
 		}
+		if _, statErr := os.Stat(cfg.PolicyInit); o.Fallbacks != nil && errors.Is(statErr, fs.ErrNotExist) {
+			if _, err := plainPlansWithout(&cfg, init, c.log); err != nil {
+				return nil, fmt.Errorf("laptop: %w", err)
+			}
+			c.cfg = cfg
+		}
+	}
+	if y, err := cfg.Effective().Redacted().YAML(); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, "config.yaml"), y, 0o644)
 	}
 	c.ens = o.Ensemble
 	if c.ens == nil {

@@ -516,3 +516,27 @@ func TestDashboardQueriesExportedSeries(t *testing.T) {
 		t.Errorf("only %d series found in the dashboard's queries", n)
 	}
 }
+
+// A laptop run on a checkout without a trained policy falls back to a fresh one, which has no
+// cell words: it samples plans without exclusive cells instead of failing in the trainer. The
+// shipped base has cell words and keeps the setting.
+func TestPlainPlansWithoutCellWords(t *testing.T) {
+	e := testEnv(t)
+	c := testConfig(t, 1)
+	c.Sampling.ExclusiveCells = true
+	changed, err := plainPlansWithout(&c, e.policy, zerolog.Nop())
+	if err != nil || !changed || c.Sampling.ExclusiveCells {
+		t.Errorf("a policy without cell words: changed %v, exclusive cells %v, err %v; want it turned off", changed, c.Sampling.ExclusiveCells, err)
+	}
+	base, err := os.ReadFile(filepath.Join(repoRoot(t), "models", "base.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Sampling.ExclusiveCells = true
+	if changed, err := plainPlansWithout(&c, base, zerolog.Nop()); err != nil || changed || !c.Sampling.ExclusiveCells {
+		t.Errorf("the shipped base: changed %v, exclusive cells %v, err %v; want it kept", changed, c.Sampling.ExclusiveCells, err)
+	}
+	if _, err := plainPlansWithout(&c, []byte("not a checkpoint"), zerolog.Nop()); err == nil || !strings.Contains(err.Error(), "initial policy") {
+		t.Errorf("a damaged policy: %v, want an error naming the initial policy", err)
+	}
+}
