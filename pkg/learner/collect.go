@@ -23,12 +23,6 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 		l.mu.Unlock()
 		return nil
 	}
-	if s.Attempt < l.minAttempt {
-		l.mu.Lock()
-		l.acct.Superseded++
-		l.mu.Unlock()
-		return nil
-	}
 	// The coordinator hands out steps up to the learned version plus the staleness bound; a
 	// sample further ahead is not for this learner yet (or forged): it is retried later and
 	// dead-lettered after the last delivery, never held in memory meanwhile.
@@ -40,6 +34,14 @@ func (l *Learner) handle(ctx context.Context, s *bus.ScoredSample, _ jetstream.M
 	}
 	if err := l.trainer.Check(&s.Sample); err != nil {
 		return bus.Poison(err)
+	}
+	// Checked after the sample itself: a bad or far-ahead sample is dead-lettered whatever its
+	// attempt.
+	if s.Attempt < l.minAttempt {
+		l.mu.Lock()
+		l.acct.Superseded++
+		l.mu.Unlock()
+		return nil
 	}
 	g, dup, err := l.coll.Add(*s)
 	if errors.Is(err, bus.ErrCollectorFull) {
