@@ -219,6 +219,13 @@ wire: {ack_wait: 30s, heartbeat: 500ms}
 	if _, _, err := get(noCert, "https://"+apiAddr+"/v1/status"); err == nil {
 		t.Error("status API answered a client without a certificate")
 	}
+	// The coordinator applies the learner's last step_done from the event stream, maybe a moment
+	// after the learner has exited.
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if _, body, err := get(withBoth, "https://"+apiAddr+"/v1/status"); err == nil && strings.Contains(body, `"done": true`) {
+			break
+		}
+	}
 	var answers []string
 	for _, path := range []string{"/v1/status", "/v1/runstate", "/metrics", "/healthz"} {
 		code, body, err := get(withBoth, "https://"+apiAddr+path)
