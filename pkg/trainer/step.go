@@ -84,7 +84,7 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 		seqs[i] = r.tokens
 	}
 	refStart := time.Now()
-	refText, refImage, err := t.ref.Score(seqs, t.scoreOptions())
+	refText, refImage, err := t.referenceLogps(seqs, b)
 	if err != nil {
 		return StepStats{}, fmt.Errorf("learner step: reference log-probs: %w", err)
 	}
@@ -104,6 +104,21 @@ func (t *Trainer) Step(groups []Group) (StepStats, error) {
 	}
 	st.UpdateSeconds = time.Since(updStart).Seconds()
 	return t.advance(st, out, start)
+}
+
+// referenceLogps scores the batch's sequences under the frozen reference. With loss.beta 0 the KL
+// term adds nothing to the loss or its gradient, so the reference is not run - on the laptop it is
+// a third of a step - and the sampling-time log-probs stand in for it; advance then reports the
+// KL statistics as 0, since nothing measured them.
+func (t *Trainer) referenceLogps(seqs [][]int32, b batch) (text, image [][]float32, err error) {
+	if t.opts.Loss.Beta != 0 {
+		return t.ref.Score(seqs, t.scoreOptions())
+	}
+	text, image = make([][]float32, len(b.rows)), make([][]float32, len(b.rows))
+	for i, r := range b.rows {
+		text[i], image[i] = r.textOld, r.imageOld
+	}
+	return text, image, nil
 }
 
 // StepSimulated is Step with the model's compute replaced by compute: the same checks,
@@ -357,6 +372,9 @@ func (t *Trainer) advance(st StepStats, out trainOutputs[float64], start time.Ti
 	st.Loss, st.KL, st.PlanKL, st.ImageKL, st.RatioMean, st.ClipFraction = out.Loss, out.KL, out.PlanKL, out.ImageKL, out.RatioMean, out.ClipFraction
 	st.RatioMin, st.RatioMax, st.GradNorm, st.LearningRate = out.RatioMin, out.RatioMax, out.GradNorm, out.LR
 	st.SFTLoss = out.SFTLoss
+	if t.opts.Loss.Beta == 0 {
+		st.KL, st.PlanKL, st.ImageKL = 0, 0, 0 // the reference was not scored (referenceLogps)
+	}
 	if out.Tokens == 0 {
 		st.RatioMin, st.RatioMax = 1, 1
 	}

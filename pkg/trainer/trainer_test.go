@@ -323,3 +323,64 @@ func toCodes(ts []int32) []int {
 	}
 	return out
 }
+
+// With beta 0 the reference is not scored: the update is the one a vanishing beta makes (the KL
+// term's gradient is beta times its own), and the KL statistics read 0 rather than a value that
+// nothing measured.
+func TestBetaZeroSkipsTheReference(t *testing.T) {
+	type result struct {
+		st   StepStats
+		logp [][]float32
+	}
+	res := map[float64]result{}
+	for _, beta := range []float64{0, 1e-30} {
+		m := newPolicy(t, tinyConfig(), 2)
+		o := DefaultOptions()
+		o.BatchSize = 16
+		o.Optimizer.LR = 1e-2 // move the policy well away from the reference in one step
+		o.Loss.Beta = beta
+		tr := mustTrainer(t, m, o)
+		r := rollout{g: 8, maxPlan: 4, seed: 5, promptIDs: []int{0, 1}, reward: targetReward(1)}
+		if _, err := tr.Step(r.groups(t, m)); err != nil {
+			t.Fatal(err)
+		}
+		r.version, r.step = 1, 1
+		groups := r.groups(t, m)
+		st, err := tr.Step(groups)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seqs [][]int32
+		for _, g := range groups {
+			for i := range g.Samples {
+				r, err := sequenceFromWire(m.Config, mustEncode(t, g.Samples[i].Prompt.Prompt), &g.Samples[i].Sample)
+				if err != nil {
+					t.Fatal(err)
+				}
+				seqs = append(seqs, r.tokens)
+			}
+		}
+		text, _, err := tr.Policy().Score(seqs, tr.scoreOptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		res[beta] = result{st, text}
+	}
+	skip, tiny := res[0], res[1e-30]
+	if !(tiny.st.KL > 1e-4) {
+		t.Fatalf("kl %g with a vanishing beta: the policy did not move from the reference, the test shows nothing", tiny.st.KL)
+	}
+	if skip.st.KL != 0 || skip.st.PlanKL != 0 || skip.st.ImageKL != 0 {
+		t.Errorf("beta 0 reports kl %g plan %g image %g, want 0 (nothing measured it)", skip.st.KL, skip.st.PlanKL, skip.st.ImageKL)
+	}
+	if math.Abs(skip.st.Loss-tiny.st.Loss) > 1e-6 || math.Abs(skip.st.RatioMean-tiny.st.RatioMean) > 1e-6 {
+		t.Errorf("loss %g ratio %g with beta 0, %g %g with a vanishing beta", skip.st.Loss, skip.st.RatioMean, tiny.st.Loss, tiny.st.RatioMean)
+	}
+	for i := range skip.logp {
+		for j := range skip.logp[i] {
+			if d := math.Abs(float64(skip.logp[i][j] - tiny.logp[i][j])); d > 1e-5 {
+				t.Fatalf("sequence %d token %d: log-prob %g after beta 0 updates, %g after vanishing-beta ones", i, j, skip.logp[i][j], tiny.logp[i][j])
+			}
+		}
+	}
+}
