@@ -115,7 +115,9 @@ type Config struct {
 	// PromptRepeats puts every prompt of a task type this many times into the pool the run hands
 	// out (0 leaves the type out; a type it does not name stays once), so a run can spend its steps
 	// on the types its policy can learn without a prompt file of its own. The copies follow the
-	// file in rounds, as if it went on with those types' prompts again (prompts.ReadPool).
+	// file in rounds, as if it went on with those types' prompts again (prompts.ReadPool). A key
+	// may name a form of a type's prompts ("knowledge/count": attribute, count or relation,
+	// prompts.Form), which then decides for those prompts instead of the type's key.
 	PromptRepeats map[string]int `yaml:"prompt_repeats,omitempty" json:"prompt_repeats,omitempty"`
 	// PretrainPrompts are the prompts the base policy was pretrained on (data/prompts/train.jsonl
 	// for the shipped base). The supervised anchor (grpo.sft_coef > 0) draws its examples from

@@ -7,6 +7,9 @@ const (
 	FormAttribute = "attribute" // objects and their attributes only
 )
 
+// Forms lists the forms.
+var Forms = []string{FormAttribute, FormCount, FormRelation}
+
 // Form is what p asks for beyond its objects: a relation, a count, or only objects with their
 // attributes, in that order of precedence. A task type's score breaks down by it where its
 // prompts mix forms - knowledge prompts name a shape, a colour, a count or a relation indirectly

@@ -332,7 +332,7 @@ func (s Summary) Text() string {
 // a run reads through the run config's prompt_repeats, so the pool, and the shuffled order the
 // coordinator draws from it, is the same everywhere.
 func ReadPool(path string, repeats map[string]int) ([]Prompt, error) {
-	if err := CheckTaskTypes(repeats); err != nil {
+	if err := CheckRepeatKeys(repeats); err != nil {
 		return nil, fmt.Errorf("prompt_repeats: %w", err)
 	}
 	for _, t := range slices.Sorted(maps.Keys(repeats)) {
@@ -361,17 +361,52 @@ func CheckTaskTypes[V any](m map[string]V) error {
 	return nil
 }
 
-// Repeat puts every prompt of a task type repeats[type] times into a pool (0 leaves the type out;
-// a type repeats does not name stays once): the prompts of every type not left out, in their
-// order, then round r = 1, 2, ... with the prompts of the types repeated more than r times, again
-// in order - as if the file went on with those types' prompts again.
+// CheckRepeatKeys names the first key of m (sorted) that is neither a task type nor a task type
+// and a form joined by a slash ("knowledge/count", see RepeatKey).
+func CheckRepeatKeys[V any](m map[string]V) error {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		t, form, qualified := strings.Cut(k, "/")
+		if !slices.Contains(TaskTypes, t) {
+			return fmt.Errorf("unknown task type %q in %q (want one of %s, optionally /form)", t, k, strings.Join(TaskTypes, ", "))
+		}
+		if qualified && !slices.Contains(Forms, form) {
+			return fmt.Errorf("unknown form %q in %q (want one of %s)", form, k, strings.Join(Forms, ", "))
+		}
+	}
+	return nil
+}
+
+// RepeatKey is the key of repeats that decides how often p goes into a pool: its task type and
+// form ("knowledge/count") where repeats names that, else its task type, else "" (once).
+func RepeatKey(p Prompt, repeats map[string]int) string {
+	if k := p.TaskType + "/" + Form(p); hasKey(repeats, k) {
+		return k
+	}
+	if hasKey(repeats, p.TaskType) {
+		return p.TaskType
+	}
+	return ""
+}
+
+func hasKey(m map[string]int, k string) bool {
+	_, ok := m[k]
+	return ok
+}
+
+// Repeat puts every prompt repeats[key] times into a pool, the key being the prompt's task type
+// and form ("knowledge/count") where repeats names that, else its task type (RepeatKey); 0
+// leaves the prompts out, and a prompt whose keys repeats does not name stays once. The pool
+// holds the prompts not left out, in their order, then round r = 1, 2, ... with the prompts
+// repeated more than r times, again in order - as if the file went on with those prompts again.
+// A form key lets a run weight a kind of request inside a type: knowledge prompts that name a
+// colour or a count indirectly are a few dozen among hundreds of relation ones.
 func Repeat(ps []Prompt, repeats map[string]int) []Prompt {
 	if len(repeats) == 0 {
 		return ps
 	}
 	times := func(p Prompt) int {
-		if n, ok := repeats[p.TaskType]; ok {
-			return n
+		if k := RepeatKey(p, repeats); k != "" {
+			return repeats[k]
 		}
 		return 1
 	}
